@@ -1,0 +1,43 @@
+"""Exceptions raised by ltrcore.
+
+The Rust binding maps every core error onto one of these (see ``rust/python/src/errors.rs``), so callers
+can catch ``ltrcore.LtrcoreError`` for anything the library raises on purpose, or the matching builtin
+(``KeyError``, ``TypeError``, ``ValueError``) when they don't want to import ltrcore's names.
+"""
+
+from __future__ import annotations
+
+
+class LtrcoreError(Exception):
+    """Base class of every error ltrcore raises on purpose."""
+
+
+class ColumnNotFoundError(LtrcoreError, KeyError):
+    """A named column is missing from an input; the message lists the available columns."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DtypeError(LtrcoreError, TypeError):
+    """A column has a data type ltrcore cannot read; the message names the column, dtype and accepted ones."""
+
+
+class InvalidArgumentError(LtrcoreError, ValueError):
+    """An argument is out of range or unknown (time zone, period, horizon, ...)."""
+
+
+class BadRowsError(LtrcoreError, ValueError):
+    """``strict=True`` and some rows would have been excluded for bad data."""
+
+
+class StreamError(LtrcoreError, RuntimeError):
+    """The input stream failed while it was being read; no partial result is returned."""
+
+
+class InternalError(LtrcoreError, RuntimeError):
+    """A bug inside ltrcore (a Rust panic was caught). Please report it with the message."""
+
+
+class ExcludedRowsWarning(UserWarning):
+    """Some input rows were excluded for bad data; see ``table.reconciliation``."""

@@ -1,0 +1,494 @@
+//! Reading the input columns of a record batch: dtype checks, user keys, periods and fixed-point money.
+//!
+//! Nothing here copies a column: readers borrow the Arrow buffers and decode one row at a time, so the
+//! kernel can decode straight into its partition buffers. The only per-batch work is interning string
+//! user ids, which must be sequential to give every id one key across batches and tables.
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_buffer::NullBuffer;
+use arrow_schema::{DataType, Schema, TimeUnit};
+use foldhash::fast::FixedState;
+use hashbrown::HashMap;
+
+use crate::calendar::Calendar;
+use crate::error::{CoreError, Result};
+
+pub const USER_ACCEPTED: &str =
+    "int8/16/32/64, uint8/16/32/64, string, large_string, string_view, or a dictionary of those";
+pub const TS_ACCEPTED: &str = "timestamp[s|ms|us|ns] (naive or tz-aware), date32, date64";
+pub const AMOUNT_ACCEPTED: &str = "float32, float64, int8/16/32/64, uint8/16/32/64, decimal128";
+
+/// How user ids are compared across tables: as 64-bit integers, or as interned strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UserFamily {
+    Signed,
+    Unsigned64,
+    Str,
+}
+
+fn user_family(dt: &DataType) -> Option<UserFamily> {
+    use DataType::*;
+    match dt {
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 => Some(UserFamily::Signed),
+        UInt64 => Some(UserFamily::Unsigned64),
+        Utf8 | LargeUtf8 | Utf8View => Some(UserFamily::Str),
+        Dictionary(_, values) => user_family(values),
+        _ => None,
+    }
+}
+
+fn is_ts(dt: &DataType) -> bool {
+    matches!(dt, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64)
+}
+
+/// Fixed-point scale an amount column is summed at.
+fn amount_scale(dt: &DataType, float_scale: u8) -> Option<u8> {
+    use DataType::*;
+    match dt {
+        Float32 | Float64 => Some(float_scale),
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => Some(0),
+        Decimal128(_, s) => Some((*s).max(0) as u8),
+        _ => None,
+    }
+}
+
+/// Positions and checked dtypes of the columns one table contributes.
+#[derive(Clone, Debug)]
+pub struct ColumnSet {
+    pub table: String,
+    pub user: (usize, String),
+    pub ts: (usize, String),
+    pub amount: Option<(usize, String)>,
+    pub segment: Option<(usize, String)>,
+    pub family: UserFamily,
+    /// Scale of the amount column (0 without one).
+    pub scale: u8,
+}
+
+pub struct ColumnNames<'a> {
+    pub table: &'a str,
+    pub user: &'a str,
+    pub ts: &'a str,
+    pub amount: Option<&'a str>,
+    pub segment: Option<&'a str>,
+}
+
+impl ColumnSet {
+    pub fn resolve(schema: &Schema, names: &ColumnNames<'_>, float_scale: u8) -> Result<Self> {
+        let find = |name: &str| -> Result<(usize, &DataType)> {
+            match schema.index_of(name) {
+                Ok(i) => Ok((i, schema.field(i).data_type())),
+                Err(_) => Err(CoreError::ColumnNotFound {
+                    table: names.table.to_string(),
+                    column: name.to_string(),
+                    available: schema
+                        .fields()
+                        .iter()
+                        .map(|f| format!("{:?}", f.name()))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }),
+            }
+        };
+        let dtype_err = |column: &str, dt: &DataType, accepted: &str| CoreError::Dtype {
+            table: names.table.to_string(),
+            column: column.to_string(),
+            dtype: dt.to_string(),
+            accepted: accepted.to_string(),
+        };
+        let (ui, udt) = find(names.user)?;
+        let family = user_family(udt).ok_or_else(|| dtype_err(names.user, udt, USER_ACCEPTED))?;
+        let (ti, tdt) = find(names.ts)?;
+        if !is_ts(tdt) {
+            return Err(dtype_err(names.ts, tdt, TS_ACCEPTED));
+        }
+        let mut scale = 0;
+        let amount = match names.amount {
+            Some(name) => {
+                let (ai, adt) = find(name)?;
+                scale = amount_scale(adt, float_scale).ok_or_else(|| dtype_err(name, adt, AMOUNT_ACCEPTED))?;
+                Some((ai, name.to_string()))
+            }
+            None => None,
+        };
+        let segment = match names.segment {
+            Some(name) => {
+                let (si, sdt) = find(name)?;
+                if sdt != &DataType::UInt32 {
+                    return Err(dtype_err(name, sdt, "uint32 segment codes"));
+                }
+                Some((si, name.to_string()))
+            }
+            None => None,
+        };
+        Ok(ColumnSet {
+            table: names.table.to_string(),
+            user: (ui, names.user.to_string()),
+            ts: (ti, names.ts.to_string()),
+            amount,
+            segment,
+            family,
+            scale,
+        })
+    }
+}
+
+/// Gives every distinct string user id a dense key, shared by all tables of one run.
+#[derive(Default)]
+pub struct Interner {
+    map: HashMap<Box<[u8]>, u64, FixedState>,
+}
+
+impl Interner {
+    fn key(&mut self, bytes: &[u8]) -> u64 {
+        if let Some(&k) = self.map.get(bytes) {
+            return k;
+        }
+        let k = self.map.len() as u64;
+        self.map.insert(bytes.into(), k);
+        k
+    }
+
+    fn keys_of(&mut self, array: &dyn Array) -> Vec<u64> {
+        let mut out = Vec::with_capacity(array.len());
+        macro_rules! strings {
+            ($arr:expr) => {{
+                let a = $arr;
+                for i in 0..a.len() {
+                    // Null slots get a dummy key; validity is checked separately.
+                    out.push(if a.is_valid(i) { self.key(a.value(i).as_bytes()) } else { u64::MAX });
+                }
+            }};
+        }
+        match array.data_type() {
+            DataType::Utf8 => strings!(array.as_string::<i32>()),
+            DataType::LargeUtf8 => strings!(array.as_string::<i64>()),
+            DataType::Utf8View => strings!(array.as_string_view()),
+            other => unreachable!("interning {other}"),
+        }
+        out
+    }
+}
+
+/// Integer user ids read as 64-bit keys (signed values sign-extended).
+enum IntUsers<'a> {
+    I8(&'a [i8]),
+    I16(&'a [i16]),
+    I32(&'a [i32]),
+    I64(&'a [i64]),
+    U8(&'a [u8]),
+    U16(&'a [u16]),
+    U32(&'a [u32]),
+    U64(&'a [u64]),
+}
+
+impl<'a> IntUsers<'a> {
+    #[inline]
+    fn get(&self, i: usize) -> u64 {
+        match self {
+            Self::I8(v) => v[i] as i64 as u64,
+            Self::I16(v) => v[i] as i64 as u64,
+            Self::I32(v) => v[i] as i64 as u64,
+            Self::I64(v) => v[i] as u64,
+            Self::U8(v) => v[i] as u64,
+            Self::U16(v) => v[i] as u64,
+            Self::U32(v) => v[i] as u64,
+            Self::U64(v) => v[i],
+        }
+    }
+
+    fn of(array: &'a dyn Array) -> Option<IntUsers<'a>> {
+        Some(match array.data_type() {
+            DataType::Int8 => Self::I8(array.as_primitive::<Int8Type>().values()),
+            DataType::Int16 => Self::I16(array.as_primitive::<Int16Type>().values()),
+            DataType::Int32 => Self::I32(array.as_primitive::<Int32Type>().values()),
+            DataType::Int64 => Self::I64(array.as_primitive::<Int64Type>().values()),
+            DataType::UInt8 => Self::U8(array.as_primitive::<UInt8Type>().values()),
+            DataType::UInt16 => Self::U16(array.as_primitive::<UInt16Type>().values()),
+            DataType::UInt32 => Self::U32(array.as_primitive::<UInt32Type>().values()),
+            DataType::UInt64 => Self::U64(array.as_primitive::<UInt64Type>().values()),
+            _ => return None,
+        })
+    }
+}
+
+enum UserReader<'a> {
+    Ints(IntUsers<'a>),
+    /// Keys computed for the batch up front (strings, dictionaries).
+    Keys(Vec<u64>),
+}
+
+#[derive(Clone, Copy)]
+enum TsReader<'a> {
+    Instant(&'a [i64], TimeUnit),
+    Local(&'a [i64], TimeUnit),
+    Date32(&'a [i32]),
+    Date64(&'a [i64]),
+}
+
+#[inline]
+fn to_seconds(v: i64, unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => v,
+        TimeUnit::Millisecond => v.div_euclid(1_000),
+        TimeUnit::Microsecond => v.div_euclid(1_000_000),
+        TimeUnit::Nanosecond => v.div_euclid(1_000_000_000),
+    }
+}
+
+impl TsReader<'_> {
+    /// The raw value (comparable within the column) and the period holding it.
+    #[inline]
+    fn get(&self, i: usize, cal: &Calendar) -> (i64, i32) {
+        match *self {
+            Self::Instant(v, unit) => (v[i], cal.period_of_instant(to_seconds(v[i], unit))),
+            Self::Local(v, unit) => (v[i], cal.period_of_local_second(to_seconds(v[i], unit))),
+            Self::Date32(v) => (v[i] as i64, cal.kind.period_of_day(v[i] as i64)),
+            Self::Date64(v) => (v[i], cal.kind.period_of_day(v[i].div_euclid(86_400_000))),
+        }
+    }
+}
+
+enum AmountReader<'a> {
+    F64(&'a [f64], f64),
+    F32(&'a [f32], f64),
+    I8(&'a [i8]),
+    I16(&'a [i16]),
+    I32(&'a [i32]),
+    I64(&'a [i64]),
+    U8(&'a [u8]),
+    U16(&'a [u16]),
+    U32(&'a [u32]),
+    U64(&'a [u64]),
+    /// Decimal values and the factor for a negative scale.
+    Dec(&'a [i128], i128),
+}
+
+/// One amount, in fixed point at the column's scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Amount {
+    Value(i64),
+    NotFinite,
+    OutOfRange,
+}
+
+#[inline]
+fn round_float(x: f64, factor: f64) -> Amount {
+    if !x.is_finite() {
+        return Amount::NotFinite;
+    }
+    // Rounded half away from zero, once per row: sums are then exact integers.
+    let v = (x * factor).round();
+    if v.abs() < 9.2e18 {
+        Amount::Value(v as i64)
+    } else {
+        Amount::OutOfRange
+    }
+}
+
+impl AmountReader<'_> {
+    #[inline]
+    fn get(&self, i: usize) -> Amount {
+        match self {
+            Self::F64(v, f) => round_float(v[i], *f),
+            Self::F32(v, f) => round_float(v[i] as f64, *f),
+            Self::I8(v) => Amount::Value(v[i] as i64),
+            Self::I16(v) => Amount::Value(v[i] as i64),
+            Self::I32(v) => Amount::Value(v[i] as i64),
+            Self::I64(v) => Amount::Value(v[i]),
+            Self::U8(v) => Amount::Value(v[i] as i64),
+            Self::U16(v) => Amount::Value(v[i] as i64),
+            Self::U32(v) => Amount::Value(v[i] as i64),
+            Self::U64(v) => i64::try_from(v[i]).map_or(Amount::OutOfRange, Amount::Value),
+            Self::Dec(v, f) => v[i]
+                .checked_mul(*f)
+                .and_then(|x| i64::try_from(x).ok())
+                .map_or(Amount::OutOfRange, Amount::Value),
+        }
+    }
+}
+
+/// What one input row decodes to.
+#[derive(Clone, Copy, Debug)]
+pub enum Row {
+    NullUser { amount: i64 },
+    NullTs { amount: i64 },
+    NullAmount,
+    NotFiniteAmount,
+    Valid { key: u64, ts: i64, period: i32, amount: i64, segment: u32 },
+}
+
+/// A record batch seen through one table's column set.
+pub struct BatchView<'a> {
+    user: UserReader<'a>,
+    user_nulls: Option<NullBuffer>,
+    ts: TsReader<'a>,
+    ts_nulls: Option<NullBuffer>,
+    amount: Option<(AmountReader<'a>, Option<NullBuffer>)>,
+    segment: Option<(&'a [u32], Option<NullBuffer>)>,
+    pub len: usize,
+    set: &'a ColumnSet,
+}
+
+fn valid(nulls: Option<&NullBuffer>, i: usize) -> bool {
+    nulls.is_none_or(|n| n.is_valid(i))
+}
+
+impl<'a> BatchView<'a> {
+    pub fn new(batch: &'a RecordBatch, set: &'a ColumnSet, interner: &mut Interner) -> Result<Self> {
+        let user_col: &'a ArrayRef = batch.column(set.user.0);
+        let user = match user_col.data_type() {
+            DataType::Dictionary(_, _) => {
+                let dict = user_col.as_any_dictionary();
+                let values = dict.values();
+                let value_keys: Vec<u64> = match IntUsers::of(values.as_ref()) {
+                    Some(ints) => (0..values.len()).map(|i| ints.get(i)).collect(),
+                    None => interner.keys_of(values.as_ref()),
+                };
+                let idx = dict.normalized_keys();
+                UserReader::Keys(
+                    idx.iter()
+                        .enumerate()
+                        .map(|(i, &k)| if dict.is_valid(i) { value_keys[k] } else { u64::MAX })
+                        .collect(),
+                )
+            }
+            _ => match IntUsers::of(user_col.as_ref()) {
+                Some(ints) => UserReader::Ints(ints),
+                None => UserReader::Keys(interner.keys_of(user_col.as_ref())),
+            },
+        };
+        // Logical nulls: for a dictionary, null keys and null values alike.
+        let user_nulls = user_col.logical_nulls();
+
+        let ts_col: &'a ArrayRef = batch.column(set.ts.0);
+        let ts = match ts_col.data_type() {
+            DataType::Timestamp(unit, tz) => {
+                let values = match unit {
+                    TimeUnit::Second => ts_col.as_primitive::<TimestampSecondType>().values().as_ref(),
+                    TimeUnit::Millisecond => ts_col.as_primitive::<TimestampMillisecondType>().values().as_ref(),
+                    TimeUnit::Microsecond => ts_col.as_primitive::<TimestampMicrosecondType>().values().as_ref(),
+                    TimeUnit::Nanosecond => ts_col.as_primitive::<TimestampNanosecondType>().values().as_ref(),
+                };
+                if tz.is_some() {
+                    TsReader::Instant(values, *unit)
+                } else {
+                    TsReader::Local(values, *unit)
+                }
+            }
+            DataType::Date32 => TsReader::Date32(ts_col.as_primitive::<Date32Type>().values()),
+            DataType::Date64 => TsReader::Date64(ts_col.as_primitive::<Date64Type>().values()),
+            other => return Err(internal_dtype(&set.ts.1, other)),
+        };
+
+        let amount = match &set.amount {
+            Some((i, name)) => {
+                let col: &'a ArrayRef = batch.column(*i);
+                let factor = 10f64.powi(set.scale as i32);
+                let reader = match col.data_type() {
+                    DataType::Float64 => AmountReader::F64(col.as_primitive::<Float64Type>().values(), factor),
+                    DataType::Float32 => AmountReader::F32(col.as_primitive::<Float32Type>().values(), factor),
+                    DataType::Int8 => AmountReader::I8(col.as_primitive::<Int8Type>().values()),
+                    DataType::Int16 => AmountReader::I16(col.as_primitive::<Int16Type>().values()),
+                    DataType::Int32 => AmountReader::I32(col.as_primitive::<Int32Type>().values()),
+                    DataType::Int64 => AmountReader::I64(col.as_primitive::<Int64Type>().values()),
+                    DataType::UInt8 => AmountReader::U8(col.as_primitive::<UInt8Type>().values()),
+                    DataType::UInt16 => AmountReader::U16(col.as_primitive::<UInt16Type>().values()),
+                    DataType::UInt32 => AmountReader::U32(col.as_primitive::<UInt32Type>().values()),
+                    DataType::UInt64 => AmountReader::U64(col.as_primitive::<UInt64Type>().values()),
+                    DataType::Decimal128(_, s) => {
+                        let f = if *s < 0 { 10i128.pow((-*s) as u32) } else { 1 };
+                        AmountReader::Dec(col.as_primitive::<Decimal128Type>().values(), f)
+                    }
+                    other => return Err(internal_dtype(name, other)),
+                };
+                Some((reader, col.logical_nulls()))
+            }
+            None => None,
+        };
+        let segment = set.segment.as_ref().map(|(i, _)| {
+            let col: &'a ArrayRef = batch.column(*i);
+            (col.as_primitive::<UInt32Type>().values().as_ref(), col.logical_nulls())
+        });
+        Ok(BatchView {
+            user,
+            user_nulls,
+            ts,
+            ts_nulls: ts_col.logical_nulls(),
+            amount,
+            segment,
+            len: batch.num_rows(),
+            set,
+        })
+    }
+
+    /// Decodes row `i`. `Err` only for an amount outside the 64-bit fixed-point range.
+    #[inline]
+    pub fn row(&self, i: usize, cal: &Calendar) -> Result<Row> {
+        let amount = match &self.amount {
+            Some((reader, nulls)) => {
+                if !valid(nulls.as_ref(), i) {
+                    None
+                } else {
+                    Some(reader.get(i))
+                }
+            }
+            None => Some(Amount::Value(0)),
+        };
+        let carried = match amount {
+            Some(Amount::Value(v)) => v,
+            Some(Amount::OutOfRange) => return Err(self.out_of_range(i)),
+            _ => 0,
+        };
+        if !valid(self.user_nulls.as_ref(), i) {
+            return Ok(Row::NullUser { amount: carried });
+        }
+        if !valid(self.ts_nulls.as_ref(), i) {
+            return Ok(Row::NullTs { amount: carried });
+        }
+        let amount = match amount {
+            None => return Ok(Row::NullAmount),
+            Some(Amount::NotFinite) => return Ok(Row::NotFiniteAmount),
+            Some(_) => carried,
+        };
+        let key = match &self.user {
+            UserReader::Ints(ints) => ints.get(i),
+            UserReader::Keys(keys) => keys[i],
+        };
+        let (ts, period) = self.ts.get(i, cal);
+        let segment = match &self.segment {
+            Some((codes, nulls)) if valid(nulls.as_ref(), i) => codes[i],
+            _ => 0,
+        };
+        Ok(Row::Valid { key, ts, period, amount, segment })
+    }
+
+    fn out_of_range(&self, i: usize) -> CoreError {
+        let name = self.set.amount.as_ref().map(|a| a.1.clone()).unwrap_or_default();
+        CoreError::InvalidArgument(format!(
+            "column {name:?} in {}: the amount at batch row {i} does not fit 64-bit fixed point at scale {}",
+            self.set.table, self.set.scale
+        ))
+    }
+}
+
+fn internal_dtype(column: &str, dt: &DataType) -> CoreError {
+    CoreError::Internal(format!("column {column:?} changed dtype to {dt} mid-stream"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floats_round_half_away_from_zero() {
+        assert_eq!(round_float(0.145, 1e4), Amount::Value(1450));
+        assert_eq!(round_float(-0.00005, 1e4), Amount::Value(-1));
+        assert_eq!(round_float(0.00005, 1e4), Amount::Value(1));
+        assert_eq!(round_float(f64::NAN, 1e4), Amount::NotFinite);
+        assert_eq!(round_float(f64::INFINITY, 1e4), Amount::NotFinite);
+        assert_eq!(round_float(1e300, 1e4), Amount::OutOfRange);
+    }
+}

@@ -1,0 +1,822 @@
+//! One run: the passes over the inputs, then the cut-off by `as_of`/`since` and the final arrays.
+//!
+//! Passes: cohorts first (signups, or the paying orders of first-purchase cohorts), then orders are
+//! attributed to cells, then activity. Each pass streams batches: decode and scatter by user hash in
+//! parallel, and every `flush_rows` rows process the partitions in parallel. Completeness is decided
+//! only at the end, so one pass suffices even when `as_of` defaults to the last order's period.
+
+use std::time::Instant;
+
+use arrow_array::{RecordBatch, RecordBatchReader};
+use hashbrown::HashMap;
+use rayon::prelude::*;
+
+use crate::calendar::{Calendar, PeriodKind};
+use crate::columns::{BatchView, ColumnNames, ColumnSet, Interner, Row, UserFamily};
+use crate::error::{CoreError, Result};
+use crate::kernel::{
+    hash_key, partition_of, Attribution, CellRec, Cells, First, FirstRec, Users, PARTITIONS,
+};
+use crate::reconcile::{Reason, Tally};
+
+/// A point in time given by the caller: an instant, or a wall-clock time in the run's zone.
+#[derive(Clone, Copy, Debug)]
+pub enum TimePoint {
+    InstantMicros(i64),
+    LocalMicros(i64),
+}
+
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub user: String,
+    pub ts: String,
+    pub amount: String,
+    /// Column of `u32` segment codes: in signups when given, else in orders.
+    pub segment: Option<String>,
+    pub signup_ts: String,
+    pub activity_ts: String,
+    pub horizon: u32,
+    pub period: String,
+    pub tz: String,
+    pub as_of: Option<TimePoint>,
+    pub since: Option<TimePoint>,
+    /// `min_amount` as `mantissa × 10^exponent`.
+    pub min_amount: (i128, i32),
+    pub float_scale: u8,
+    pub strict: bool,
+    pub threads: usize,
+    /// Rows decoded per parallel step (and between progress ticks).
+    pub chunk_rows: usize,
+    /// Rows buffered in partitions before they are processed.
+    pub flush_rows: usize,
+}
+
+impl Spec {
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=1000).contains(&self.horizon) {
+            return Err(CoreError::InvalidArgument(format!(
+                "horizon must be between 1 and 1000; got {}",
+                self.horizon
+            )));
+        }
+        if self.float_scale > 18 {
+            return Err(CoreError::InvalidArgument(format!(
+                "scale must be between 0 and 18; got {}",
+                self.float_scale
+            )));
+        }
+        if self.threads == 0 || self.threads > 1024 {
+            return Err(CoreError::InvalidArgument(format!("threads must be between 1 and 1024; got {}", self.threads)));
+        }
+        if self.chunk_rows == 0 || self.flush_rows == 0 {
+            return Err(CoreError::InvalidArgument("chunk sizes must be positive".into()));
+        }
+        Ok(())
+    }
+}
+
+/// An input table that can be opened as a stream of record batches.
+pub trait BatchSource: Send {
+    fn open(&mut self) -> Result<Box<dyn RecordBatchReader + Send>>;
+    /// Whether `open` may be called again for a second pass.
+    fn reopenable(&self) -> bool;
+}
+
+/// Called from the calling thread between steps: progress reports and cancellation.
+pub trait Hooks {
+    fn tick(&self, phase: &'static str, rows_done: u64) -> Result<()>;
+}
+
+pub struct Inputs<'a> {
+    pub orders: &'a mut dyn BatchSource,
+    pub signups: Option<&'a mut dyn BatchSource>,
+    pub activity: Option<&'a mut dyn BatchSource>,
+}
+
+/// A reported (segment, cohort) pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CohortOut {
+    pub segment: u32,
+    pub cohort: i32,
+    /// First local day of the cohort period, days since 1970-01-01.
+    pub first_day: i64,
+    pub size: u64,
+    /// Members with two or more paying orders in the complete cells.
+    pub repeaters: u64,
+}
+
+/// Cell arrays for the reported cohorts, `cohorts.len() × horizon`, row-major by cohort.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CellsOut {
+    pub complete: Vec<bool>,
+    pub revenue: Vec<i128>,
+    pub gross: Vec<i128>,
+    pub refunds: Vec<i128>,
+    pub orders: Vec<u64>,
+    pub payers: Vec<u64>,
+    pub active: Vec<u64>,
+}
+
+pub type ReconLines = Vec<(Reason, u64, i128)>;
+
+#[derive(Clone, Debug)]
+pub struct CohortResult {
+    pub horizon: u32,
+    pub scale: u8,
+    pub period: PeriodKind,
+    pub cohorts: Vec<CohortOut>,
+    pub cells: CellsOut,
+    pub has_activity: bool,
+    pub orders_reconciliation: ReconLines,
+    pub signups_reconciliation: Option<ReconLines>,
+    pub activity_reconciliation: Option<ReconLines>,
+    pub last_complete_period: Option<i32>,
+    pub first_usable_period: Option<i32>,
+    pub input_rows: u64,
+    pub input_amount: i128,
+    /// Rows excluded for bad data (nulls, NaN), over all inputs.
+    pub bad_rows: u64,
+}
+
+const ORDER_REASONS_SIGNUPS: [Reason; 10] = [
+    Reason::Used,
+    Reason::NullUser,
+    Reason::NullTs,
+    Reason::NullAmount,
+    Reason::NanAmount,
+    Reason::UnknownUser,
+    Reason::BeforeCohort,
+    Reason::BeyondHorizon,
+    Reason::BeforeSince,
+    Reason::NotYetComplete,
+];
+const ORDER_REASONS_FIRST_PURCHASE: [Reason; 10] = [
+    Reason::Used,
+    Reason::NullUser,
+    Reason::NullTs,
+    Reason::NullAmount,
+    Reason::NanAmount,
+    Reason::NeverPaid,
+    Reason::BeforeCohort,
+    Reason::BeyondHorizon,
+    Reason::BeforeSince,
+    Reason::NotYetComplete,
+];
+const SIGNUP_REASONS: [Reason; 6] = [
+    Reason::Used,
+    Reason::NullUser,
+    Reason::NullTs,
+    Reason::DuplicateUser,
+    Reason::BeforeSince,
+    Reason::NotYetComplete,
+];
+const ACTIVITY_REASONS: [Reason; 8] = [
+    Reason::Used,
+    Reason::NullUser,
+    Reason::NullTs,
+    Reason::UnknownUser,
+    Reason::BeforeCohort,
+    Reason::BeyondHorizon,
+    Reason::BeforeSince,
+    Reason::NotYetComplete,
+];
+
+/// Per-thread state of one pass.
+#[derive(Clone, Default)]
+struct Acc {
+    tally: Tally,
+    cells: Cells,
+    max_period: Option<i32>,
+    input_rows: u64,
+    input_amount: i128,
+}
+
+trait Keyed: Copy + Send + Sync {
+    fn key(&self) -> u64;
+}
+impl Keyed for FirstRec {
+    fn key(&self) -> u64 {
+        self.key
+    }
+}
+impl Keyed for CellRec {
+    fn key(&self) -> u64 {
+        self.key
+    }
+}
+
+/// Floor of `mantissa × 10^(exponent + scale)`, clamped to i64: amounts above it are paying.
+pub fn paying_threshold(min_amount: (i128, i32), scale: u8) -> i64 {
+    let (m, e) = min_amount;
+    let shift = e + scale as i32;
+    let v: i128 = if shift >= 0 {
+        10i128.checked_pow(shift as u32).and_then(|p| m.checked_mul(p)).unwrap_or(if m < 0 { i128::MIN } else { i128::MAX })
+    } else {
+        match 10i128.checked_pow((-shift) as u32) {
+            Some(p) => m.div_euclid(p),
+            None => if m < 0 { -1 } else { 0 },
+        }
+    };
+    v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+}
+
+struct Runner<'h> {
+    spec: Spec,
+    cal: Calendar,
+    pool: rayon::ThreadPool,
+    hooks: &'h dyn Hooks,
+    interner: Interner,
+    family: Option<(UserFamily, String)>,
+    parts: Vec<Users>,
+    threads: usize,
+}
+
+/// A batch stream with the table name its errors should carry.
+struct Stream {
+    table: &'static str,
+    reader: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+    schema: arrow_schema::SchemaRef,
+}
+
+impl Stream {
+    fn open(table: &'static str, source: &mut dyn BatchSource) -> Result<Self> {
+        let reader = source.open()?;
+        let schema = reader.schema();
+        let reader = Box::new(reader.map(move |b| {
+            b.map_err(|e| CoreError::Stream { table: table.to_string(), message: e.to_string() })
+        }));
+        Ok(Stream { table, reader, schema })
+    }
+
+    fn replay(table: &'static str, schema: arrow_schema::SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        Stream { table, reader: Box::new(batches.into_iter().map(Ok)), schema }
+    }
+}
+
+impl<'h> Runner<'h> {
+    fn columns(&mut self, stream: &Stream, names: ColumnNames<'_>) -> Result<ColumnSet> {
+        let set = ColumnSet::resolve(&stream.schema, &names, self.spec.float_scale)?;
+        match &self.family {
+            None => self.family = Some((set.family, stream.table.to_string())),
+            Some((family, table)) if *family != set.family => {
+                return Err(CoreError::Dtype {
+                    table: stream.table.to_string(),
+                    column: names.user.to_string(),
+                    dtype: stream.schema.field(set.user.0).data_type().to_string(),
+                    accepted: format!(
+                        "the same kind of user id as in {table} ({}); integers and strings (or uint64 and signed integers) cannot be matched",
+                        match family {
+                            UserFamily::Signed => "signed or small unsigned integers",
+                            UserFamily::Unsigned64 => "uint64",
+                            UserFamily::Str => "strings",
+                        }
+                    ),
+                });
+            }
+            _ => {}
+        }
+        Ok(set)
+    }
+
+    /// Streams `stream` through `decode` (parallel over rows) and `process` (parallel over partitions).
+    /// `keep` collects the batches for a later replay. Returns the per-thread accumulators.
+    fn scan<R, D, P>(
+        &mut self,
+        stream: Stream,
+        set: &ColumnSet,
+        phase: &'static str,
+        mut keep: Option<&mut Vec<RecordBatch>>,
+        mut accs: Vec<Acc>,
+        decode: D,
+        process: P,
+    ) -> Result<Vec<Acc>>
+    where
+        R: Keyed,
+        D: Fn(Row, u64, &mut Acc) -> Result<Option<R>> + Sync,
+        P: Fn(&mut Users, &mut Acc, &R) + Sync,
+    {
+        let t = self.threads;
+        let mut decode_accs: Vec<Acc> = (0..t).map(|_| Acc::default()).collect();
+        let mut bufs: Vec<Vec<Vec<R>>> = (0..t).map(|_| (0..PARTITIONS).map(|_| Vec::new()).collect()).collect();
+        let mut buffered = 0usize;
+        let mut row0: u64 = 0;
+        let mut last_tick = Instant::now();
+        self.hooks.tick(phase, 0)?;
+        for batch in stream.reader {
+            let batch = batch?;
+            {
+                let view = BatchView::new(&batch, set, &mut self.interner)?;
+                let n = view.len;
+                let mut lo = 0;
+                while lo < n {
+                    let hi = n.min(lo + self.spec.chunk_rows);
+                    let cal = &self.cal;
+                    let view = &view;
+                    let decode = &decode;
+                    self.pool.install(|| {
+                        bufs.par_iter_mut().zip(decode_accs.par_iter_mut()).enumerate().try_for_each(
+                            |(k, (tb, acc))| -> Result<()> {
+                                let len = hi - lo;
+                                let a = lo + len * k / t;
+                                let b = lo + len * (k + 1) / t;
+                                for i in a..b {
+                                    let row = view.row(i, cal)?;
+                                    if let Some(r) = decode(row, row0 + i as u64, acc)? {
+                                        tb[partition_of(hash_key(r.key()))].push(r);
+                                    }
+                                }
+                                Ok(())
+                            },
+                        )
+                    })?;
+                    buffered += hi - lo;
+                    if buffered >= self.spec.flush_rows {
+                        self.flush(&mut bufs, &mut accs, &process);
+                        buffered = 0;
+                    }
+                    if last_tick.elapsed().as_millis() >= 100 {
+                        self.hooks.tick(phase, row0 + hi as u64)?;
+                        last_tick = Instant::now();
+                    }
+                    lo = hi;
+                }
+                row0 += n as u64;
+            }
+            if let Some(kept) = keep.as_deref_mut() {
+                kept.push(batch);
+            }
+        }
+        self.flush(&mut bufs, &mut accs, &process);
+        self.hooks.tick(phase, row0)?;
+        for d in &decode_accs {
+            merge_acc(&mut accs[0], d);
+        }
+        Ok(accs)
+    }
+
+    fn flush<R: Keyed, P>(&mut self, bufs: &mut [Vec<Vec<R>>], accs: &mut [Acc], process: &P)
+    where
+        P: Fn(&mut Users, &mut Acc, &R) + Sync,
+    {
+        let per = PARTITIONS.div_ceil(accs.len());
+        let shared: &[Vec<Vec<R>>] = bufs;
+        let parts = &mut self.parts;
+        self.pool.install(|| {
+            parts.par_chunks_mut(per).zip(accs.par_iter_mut()).enumerate().for_each(|(c, (chunk, acc))| {
+                for (j, users) in chunk.iter_mut().enumerate() {
+                    let p = c * per + j;
+                    for tb in shared {
+                        for r in &tb[p] {
+                            process(users, acc, r);
+                        }
+                    }
+                }
+            })
+        });
+        for tb in bufs.iter_mut() {
+            for b in tb.iter_mut() {
+                b.clear();
+            }
+        }
+    }
+
+    fn fresh_accs(&self, cells: usize) -> Vec<Acc> {
+        (0..self.threads).map(|_| Acc { cells: Cells::new(cells), ..Acc::default() }).collect()
+    }
+
+}
+
+fn merge_acc(into: &mut Acc, other: &Acc) {
+    into.tally.merge(&other.tally);
+    if !other.cells.rows.is_empty() {
+        into.cells.merge(&other.cells);
+    }
+    into.max_period = match (into.max_period, other.max_period) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    into.input_rows += other.input_rows;
+    into.input_amount += other.input_amount;
+}
+
+fn sum_accs(accs: Vec<Acc>) -> Acc {
+    let mut it = accs.into_iter();
+    let mut total = it.next().unwrap_or_default();
+    for a in it {
+        merge_acc(&mut total, &a);
+    }
+    total
+}
+
+pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortResult> {
+    spec.validate()?;
+    let kind = PeriodKind::parse(&spec.period)?;
+    let cal = Calendar::new(kind, &spec.tz)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(spec.threads)
+        .thread_name(|i| format!("ltrcore-{i}"))
+        .build()
+        .map_err(|e| CoreError::Internal(format!("thread pool: {e}")))?;
+    let threads = spec.threads;
+    let strict = spec.strict;
+    let names = spec.clone();
+    let mut runner = Runner {
+        spec,
+        cal,
+        pool,
+        hooks,
+        interner: Interner::default(),
+        family: None,
+        parts: (0..PARTITIONS).map(|_| Users::new()).collect(),
+        threads,
+    };
+    let Inputs { orders, signups, activity } = inputs;
+    let orders_names = |segment| ColumnNames {
+        table: "orders",
+        user: &names.user,
+        ts: &names.ts,
+        amount: Some(&names.amount),
+        segment,
+    };
+
+    // Pass 1: who belongs to which cohort.
+    if let Some(src) = signups {
+        let stream = Stream::open("signups", src)?;
+        let set = runner.columns(
+            &stream,
+            ColumnNames {
+                table: "signups",
+                user: &names.user,
+                ts: &names.signup_ts,
+                amount: None,
+                segment: names.segment.as_deref(),
+            },
+        )?;
+        let accs = runner.fresh_accs(0);
+        let accs = runner.scan(
+            stream,
+            &set,
+            "signups",
+            None,
+            accs,
+            |row, idx, acc| {
+                acc.input_rows += 1;
+                match row {
+                    Row::Valid { key, ts, period, segment, .. } => Ok(Some(FirstRec { key, ts, row: idx, period, segment })),
+                    Row::NullUser { .. } => count_bad(Reason::NullUser, 0, strict, acc, &set, idx),
+                    _ => count_bad(Reason::NullTs, 0, strict, acc, &set, idx),
+                }
+            },
+            |users, acc, rec| {
+                if !users.assign(rec) {
+                    acc.tally.add(Reason::DuplicateUser, 0);
+                }
+            },
+        )?;
+        let signup_acc = sum_accs(accs);
+        let stream = Stream::open("orders", orders)?;
+        let orders_set = runner.columns(&stream, orders_names(None))?;
+        return finish(runner, stream, orders_set, true, Some(signup_acc), activity);
+    }
+
+    // First-purchase cohorts: the earliest paying order of each user.
+    let stream = Stream::open("orders", orders)?;
+    let orders_set = runner.columns(&stream, orders_names(names.segment.as_deref()))?;
+    let threshold = paying_threshold(runner.spec.min_amount, orders_set.scale);
+    let schema = stream.schema.clone();
+    let mut kept = Vec::new();
+    let keep = if orders.reopenable() { None } else { Some(&mut kept) };
+    let accs = runner.fresh_accs(0);
+    runner.scan(
+        stream,
+        &orders_set,
+        "orders: first purchases",
+        keep,
+        accs,
+        |row, idx, _acc| match row {
+            Row::Valid { key, ts, period, amount, segment } if amount > threshold => {
+                Ok(Some(FirstRec { key, ts, row: idx, period, segment }))
+            }
+            // Bad rows are counted by the second pass; `strict` fails as early as it can.
+            Row::NullUser { .. } if strict => Err(bad_row_error(&orders_set, Reason::NullUser, idx)),
+            Row::NullTs { .. } if strict => Err(bad_row_error(&orders_set, Reason::NullTs, idx)),
+            Row::NullAmount if strict => Err(bad_row_error(&orders_set, Reason::NullAmount, idx)),
+            Row::NotFiniteAmount if strict => Err(bad_row_error(&orders_set, Reason::NanAmount, idx)),
+            _ => Ok(None),
+        },
+        |users, _acc, rec| {
+            users.assign(rec);
+        },
+    )?;
+    let second = if orders.reopenable() {
+        Stream::open("orders", orders)?
+    } else {
+        Stream::replay("orders", schema, kept)
+    };
+    finish(runner, second, orders_set, false, None, activity)
+}
+
+fn bad_row_error(set: &ColumnSet, reason: Reason, row: u64) -> CoreError {
+    let column = match reason {
+        Reason::NullUser => set.user.1.clone(),
+        Reason::NullTs => set.ts.1.clone(),
+        _ => set.amount.as_ref().map(|a| a.1.clone()).unwrap_or_default(),
+    };
+    let what = if reason == Reason::NanAmount { "a NaN or infinite value" } else { "a null" };
+    CoreError::BadRow { table: set.table.clone(), column, what: what.to_string(), row }
+}
+
+/// Counts a bad-data row under its reason, or fails under `strict`.
+fn count_bad<R>(reason: Reason, amount: i64, strict: bool, acc: &mut Acc, set: &ColumnSet, row: u64) -> Result<Option<R>> {
+    if strict {
+        return Err(bad_row_error(set, reason, row));
+    }
+    acc.tally.add(reason, amount);
+    Ok(None)
+}
+
+/// Groups: the distinct (segment, cohort) pairs, sorted; seals every partition's users.
+fn seal_groups(runner: &mut Runner<'_>) -> Vec<(u32, i32)> {
+    let mut distinct: hashbrown::HashSet<(u32, i32), foldhash::fast::FixedState> = Default::default();
+    for users in &runner.parts {
+        for f in &users.first {
+            distinct.insert((f.segment, f.period));
+        }
+    }
+    let mut groups: Vec<(u32, i32)> = distinct.into_iter().collect();
+    groups.sort_unstable();
+    let index: HashMap<(u32, i32), u32, foldhash::fast::FixedState> =
+        groups.iter().enumerate().map(|(i, &g)| (g, i as u32)).collect();
+    let words = (runner.spec.horizon as usize).div_ceil(64);
+    runner.pool.install(|| {
+        runner.parts.par_iter_mut().for_each(|users| {
+            users.seal(|f: &First| index[&(f.segment, f.period)], words);
+        })
+    });
+    groups
+}
+
+fn finish(
+    mut runner: Runner<'_>,
+    stream: Stream,
+    orders_set: ColumnSet,
+    has_signups: bool,
+    signup_acc: Option<Acc>,
+    activity: Option<&mut dyn BatchSource>,
+) -> Result<CohortResult> {
+    let horizon = runner.spec.horizon;
+    let strict = runner.spec.strict;
+    let groups = seal_groups(&mut runner);
+    let group_cohort: Vec<i32> = groups.iter().map(|g| g.1).collect();
+    let n_cells = groups.len() * horizon as usize;
+    let threshold = paying_threshold(runner.spec.min_amount, orders_set.scale);
+    let missing = if has_signups { Reason::UnknownUser } else { Reason::NeverPaid };
+
+    // Pass 2: orders into cells.
+    let at = Attribution { horizon, group_cohort: &group_cohort, missing };
+    let accs = runner.fresh_accs(n_cells);
+    let accs = runner.scan(
+        stream,
+        &orders_set,
+        "orders",
+        None,
+        accs,
+        |row, idx, acc| {
+            acc.input_rows += 1;
+            match row {
+                Row::Valid { key, period, amount, .. } => {
+                    acc.input_amount += amount as i128;
+                    acc.max_period = Some(acc.max_period.map_or(period, |m| m.max(period)));
+                    Ok(Some(CellRec { key, amount, period, paying: amount > threshold }))
+                }
+                Row::NullUser { amount } => {
+                    acc.input_amount += amount as i128;
+                    count_bad(Reason::NullUser, amount, strict, acc, &orders_set, idx)
+                }
+                Row::NullTs { amount } => {
+                    acc.input_amount += amount as i128;
+                    count_bad(Reason::NullTs, amount, strict, acc, &orders_set, idx)
+                }
+                Row::NullAmount => count_bad(Reason::NullAmount, 0, strict, acc, &orders_set, idx),
+                Row::NotFiniteAmount => count_bad(Reason::NanAmount, 0, strict, acc, &orders_set, idx),
+            }
+        },
+        |users, acc, rec| users.attribute_order(rec, &at, &mut acc.cells, &mut acc.tally),
+    )?;
+    let orders_acc = sum_accs(accs);
+
+    // Pass 3: activity.
+    let activity_acc = match activity {
+        Some(src) => {
+            let stream = Stream::open("activity", src)?;
+            let (user, ts) = (runner.spec.user.clone(), runner.spec.activity_ts.clone());
+            let names = ColumnNames { table: "activity", user: &user, ts: &ts, amount: None, segment: None };
+            let set = runner.columns(&stream, names)?;
+            let at = Attribution { horizon, group_cohort: &group_cohort, missing: Reason::UnknownUser };
+            let accs = runner.fresh_accs(n_cells);
+            let accs = runner.scan(
+                stream,
+                &set,
+                "activity",
+                None,
+                accs,
+                |row, idx, acc| {
+                    acc.input_rows += 1;
+                    match row {
+                        Row::Valid { key, period, .. } => Ok(Some(CellRec { key, amount: 0, period, paying: false })),
+                        Row::NullUser { .. } => count_bad(Reason::NullUser, 0, strict, acc, &set, idx),
+                        _ => count_bad(Reason::NullTs, 0, strict, acc, &set, idx),
+                    }
+                },
+                |users, acc, rec| users.attribute_activity(rec, &at, &mut acc.cells, &mut acc.tally),
+            )?;
+            Some(sum_accs(accs))
+        }
+        None => None,
+    };
+
+    finalize(runner, groups, orders_set.scale, has_signups, orders_acc, signup_acc, activity_acc)
+}
+
+fn finalize(
+    runner: Runner<'_>,
+    groups: Vec<(u32, i32)>,
+    scale: u8,
+    has_signups: bool,
+    mut orders: Acc,
+    signups: Option<Acc>,
+    activity: Option<Acc>,
+) -> Result<CohortResult> {
+    let h = runner.spec.horizon as usize;
+    let cal = &runner.cal;
+    let last_complete = match runner.spec.as_of {
+        Some(TimePoint::InstantMicros(us)) => Some(cal.period_of_instant_micros(us) - 1),
+        Some(TimePoint::LocalMicros(us)) => Some(cal.period_of_local_micros(us) - 1),
+        None => orders.max_period.map(|p| p - 1),
+    };
+    let first_usable = match runner.spec.since {
+        Some(TimePoint::InstantMicros(us)) => Some(cal.first_period_starting_at_or_after_instant(us)),
+        Some(TimePoint::LocalMicros(us)) => Some(cal.first_period_starting_at_or_after_local(us)),
+        None => None,
+    };
+    let lc = last_complete.map_or(i64::MIN, |p| p as i64);
+    let fu = first_usable.map_or(i64::MIN, |p| p as i64);
+    let is_complete = |cohort: i32, age: usize| cohort as i64 + age as i64 <= lc;
+    let classify = |cohort: i32, age: usize| {
+        if (cohort as i64) < fu {
+            Reason::BeforeSince
+        } else if !is_complete(cohort, age) {
+            Reason::NotYetComplete
+        } else {
+            Reason::Used
+        }
+    };
+
+    // Per-user counts: cohort sizes, payers and actives per cell, repeaters.
+    let n_groups = groups.len();
+    let masks: Vec<Vec<u64>> = groups
+        .iter()
+        .map(|&(_, c)| {
+            let mut m = vec![0u64; h.div_ceil(64)];
+            for a in 0..h {
+                if is_complete(c, a) {
+                    m[a >> 6] |= 1 << (a & 63);
+                }
+            }
+            m
+        })
+        .collect();
+    let (sizes, repeaters, payers, active) = runner.pool.install(|| {
+        runner
+            .parts
+            .par_iter()
+            .fold(
+                || (vec![0u64; n_groups], vec![0u64; n_groups], vec![0u64; n_groups * h], vec![0u64; n_groups * h]),
+                |mut acc, users| {
+                    users.for_each_user(|g, paid, multi, act| {
+                        let g = g as usize;
+                        acc.0[g] += 1;
+                        let mask = &masks[g];
+                        let paid_complete: u32 = paid.iter().zip(mask).map(|(p, m)| (p & m).count_ones()).sum();
+                        let multi_complete = multi.iter().zip(mask).any(|(x, m)| x & m != 0);
+                        if paid_complete >= 2 || multi_complete {
+                            acc.1[g] += 1;
+                        }
+                        for (bits, out) in [(paid, &mut acc.2), (act, &mut acc.3)] {
+                            for (w, &word) in bits.iter().enumerate() {
+                                let mut x = word;
+                                while x != 0 {
+                                    let a = w * 64 + x.trailing_zeros() as usize;
+                                    out[g * h + a] += 1;
+                                    x &= x - 1;
+                                }
+                            }
+                        }
+                    });
+                    acc
+                },
+            )
+            .reduce(
+                || (vec![0u64; n_groups], vec![0u64; n_groups], vec![0u64; n_groups * h], vec![0u64; n_groups * h]),
+                |mut a, b| {
+                    for (x, y) in [(&mut a.0, &b.0), (&mut a.1, &b.1), (&mut a.2, &b.2), (&mut a.3, &b.3)] {
+                        for (p, q) in x.iter_mut().zip(y) {
+                            *p += q;
+                        }
+                    }
+                    a
+                },
+            )
+    });
+
+    // Cells: reclassify by completeness, and the reported arrays.
+    let cells = &orders.cells;
+    let mut orders_tally = orders.tally.clone();
+    let mut activity_tally = activity.as_ref().map(|a| a.tally.clone());
+    let mut signup_tally = signups.as_ref().map(|s| s.tally.clone());
+    let mut cohorts = Vec::new();
+    let mut out = CellsOut::default();
+    for (g, &(segment, cohort)) in groups.iter().enumerate() {
+        for a in 0..h {
+            let i = g * h + a;
+            let reason = classify(cohort, a);
+            orders_tally.add_many(reason, cells.rows[i], cells.amount[i]);
+            if let (Some(t), Some(act)) = (activity_tally.as_mut(), activity.as_ref()) {
+                t.add_many(reason, act.cells.activity_rows[i], 0);
+            }
+        }
+        if let Some(t) = signup_tally.as_mut() {
+            t.add_many(classify(cohort, 0), sizes[g], 0);
+        }
+        let reported = cohort as i64 >= fu && is_complete(cohort, 0);
+        if !reported {
+            continue;
+        }
+        cohorts.push(CohortOut {
+            segment,
+            cohort,
+            first_day: runner.cal.first_day(cohort),
+            size: sizes[g],
+            repeaters: repeaters[g],
+        });
+        for a in 0..h {
+            let i = g * h + a;
+            let done = is_complete(cohort, a);
+            out.complete.push(done);
+            let z = |v: u64| if done { v } else { 0 };
+            let zi = |v: i128| if done { v } else { 0 };
+            out.revenue.push(zi(cells.amount[i]));
+            out.gross.push(zi(cells.gross[i]));
+            out.refunds.push(zi(cells.refunds[i]));
+            out.orders.push(z(cells.orders[i]));
+            out.payers.push(z(payers[i]));
+            out.active.push(z(activity.as_ref().map_or(0, |_| active[i])));
+        }
+    }
+    // Every row must be accounted for, exactly.
+    if orders_tally.total_rows() != orders.input_rows || orders_tally.total_amount() != orders.input_amount {
+        return Err(CoreError::Internal(format!(
+            "reconciliation does not add up: {} rows / {} amount counted, {} rows / {} amount read",
+            orders_tally.total_rows(),
+            orders_tally.total_amount(),
+            orders.input_rows,
+            orders.input_amount
+        )));
+    }
+    let mut bad_rows = orders_tally.bad_rows();
+    for t in [&signup_tally, &activity_tally].into_iter().flatten() {
+        bad_rows += t.bad_rows();
+    }
+    for (t, acc) in [(&signup_tally, &signups), (&activity_tally, &activity)] {
+        if let (Some(t), Some(acc)) = (t, acc) {
+            if t.total_rows() != acc.input_rows {
+                return Err(CoreError::Internal(format!(
+                    "reconciliation does not add up: {} rows counted, {} read",
+                    t.total_rows(),
+                    acc.input_rows
+                )));
+            }
+        }
+    }
+    orders.tally = orders_tally.clone();
+    Ok(CohortResult {
+        horizon: h as u32,
+        scale,
+        period: runner.cal.kind,
+        cohorts,
+        cells: out,
+        has_activity: activity.is_some(),
+        orders_reconciliation: orders_tally.lines(if has_signups {
+            &ORDER_REASONS_SIGNUPS
+        } else {
+            &ORDER_REASONS_FIRST_PURCHASE
+        }),
+        signups_reconciliation: signup_tally.map(|t| t.lines(&SIGNUP_REASONS)),
+        activity_reconciliation: activity_tally.map(|t| t.lines(&ACTIVITY_REASONS)),
+        last_complete_period: last_complete,
+        first_usable_period: first_usable,
+        input_rows: orders.input_rows,
+        input_amount: orders.input_amount,
+        bad_rows,
+    })
+}

@@ -1,0 +1,309 @@
+//! The partitioned kernel.
+//!
+//! Rows are scattered by a hash of the user key into `PARTITIONS` buffers, then each partition is
+//! processed against its own user table. A user lives in exactly one partition, so per-user state
+//! (cohort, first paying order, bitsets of ages with a payment or an activity) needs no locks, the
+//! tables stay cache-sized, and distinct counts are exact popcounts. Every sum is an integer, so the
+//! result is the same whatever the thread count, batch sizes or flush points.
+
+use hashbrown::HashTable;
+
+use crate::reconcile::{Reason, Tally};
+
+pub const PARTITION_BITS: u32 = 8;
+pub const PARTITIONS: usize = 1 << PARTITION_BITS;
+
+/// murmur3's 64-bit finalizer: cheap and mixes every input bit into the top bits used for partitions.
+#[inline]
+pub fn hash_key(key: u64) -> u64 {
+    let mut h = key;
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+#[inline]
+pub fn partition_of(hash: u64) -> usize {
+    (hash >> (64 - PARTITION_BITS)) as usize
+}
+
+/// The hash a partition's own table uses: the partition bits are constant inside one partition, so
+/// re-mix them away (an odd multiplier is a bijection).
+#[inline]
+fn table_hash(hash: u64) -> u64 {
+    hash.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+/// A row that may fix a user's cohort: a signup, or a paying order (first-purchase cohorts).
+#[derive(Clone, Copy, Debug)]
+pub struct FirstRec {
+    pub key: u64,
+    pub ts: i64,
+    pub row: u64,
+    pub period: i32,
+    pub segment: u32,
+}
+
+/// A row attributed to a cell: an order, or an activity (then `amount` is 0 and `paying` false).
+#[derive(Clone, Copy, Debug)]
+pub struct CellRec {
+    pub key: u64,
+    pub amount: i64,
+    pub period: i32,
+    pub paying: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    key: u64,
+    slot: u32,
+    group: u32,
+}
+
+/// The earliest candidate row seen for a user.
+#[derive(Clone, Copy)]
+pub struct First {
+    pub ts: i64,
+    pub row: u64,
+    pub period: i32,
+    pub segment: u32,
+}
+
+pub const NO_GROUP: u32 = u32::MAX;
+
+/// One partition's users.
+pub struct Users {
+    index: HashTable<Entry>,
+    pub first: Vec<First>,
+    /// Per user, `words` words each of: ages with a paying order, ages with two or more, ages active.
+    bits: Vec<u64>,
+    words: usize,
+}
+
+impl Users {
+    pub fn new() -> Self {
+        Users { index: HashTable::new(), first: Vec::new(), bits: Vec::new(), words: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.first.len()
+    }
+
+    /// Keeps the earliest (ts, row) per user. Returns true when the user is new.
+    pub fn assign(&mut self, rec: &FirstRec) -> bool {
+        let h = table_hash(hash_key(rec.key));
+        let first = &mut self.first;
+        if let Some(e) = self.index.find(h, |e| e.key == rec.key) {
+            let f = &mut first[e.slot as usize];
+            if (rec.ts, rec.row) < (f.ts, f.row) {
+                *f = First { ts: rec.ts, row: rec.row, period: rec.period, segment: rec.segment };
+            }
+            false
+        } else {
+            let slot = first.len() as u32;
+            first.push(First { ts: rec.ts, row: rec.row, period: rec.period, segment: rec.segment });
+            self.index.insert_unique(h, Entry { key: rec.key, slot, group: NO_GROUP }, |e| {
+                table_hash(hash_key(e.key))
+            });
+            true
+        }
+    }
+
+    /// Sets each user's group (its (segment, cohort) index) and makes room for the age bitsets.
+    pub fn seal(&mut self, group_of: impl Fn(&First) -> u32, words: usize) {
+        for e in self.index.iter_mut() {
+            e.group = group_of(&self.first[e.slot as usize]);
+        }
+        self.words = words;
+        self.bits = vec![0; self.first.len() * 3 * words];
+    }
+
+    /// Calls `f(group, paid_bits, multi_bits, active_bits)` for every user.
+    pub fn for_each_user(&self, mut f: impl FnMut(u32, &[u64], &[u64], &[u64])) {
+        let w = self.words;
+        for e in self.index.iter() {
+            let b = &self.bits[e.slot as usize * 3 * w..(e.slot as usize + 1) * 3 * w];
+            f(e.group, &b[..w], &b[w..2 * w], &b[2 * w..]);
+        }
+    }
+}
+
+impl Default for Users {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Dense cell accumulators, `groups × horizon`, indexed `group * horizon + age`.
+#[derive(Clone, Default)]
+pub struct Cells {
+    pub rows: Vec<u64>,
+    pub amount: Vec<i128>,
+    pub gross: Vec<i128>,
+    pub refunds: Vec<i128>,
+    pub orders: Vec<u64>,
+    pub activity_rows: Vec<u64>,
+}
+
+impl Cells {
+    pub fn new(n: usize) -> Self {
+        Cells {
+            rows: vec![0; n],
+            amount: vec![0; n],
+            gross: vec![0; n],
+            refunds: vec![0; n],
+            orders: vec![0; n],
+            activity_rows: vec![0; n],
+        }
+    }
+
+    pub fn merge(&mut self, other: &Cells) {
+        fn add<T: Copy + std::ops::AddAssign>(a: &mut [T], b: &[T]) {
+            for (x, y) in a.iter_mut().zip(b) {
+                *x += *y;
+            }
+        }
+        add(&mut self.rows, &other.rows);
+        add(&mut self.amount, &other.amount);
+        add(&mut self.gross, &other.gross);
+        add(&mut self.refunds, &other.refunds);
+        add(&mut self.orders, &other.orders);
+        add(&mut self.activity_rows, &other.activity_rows);
+    }
+}
+
+/// What the attribution passes need to know about cohorts.
+pub struct Attribution<'a> {
+    pub horizon: u32,
+    /// Cohort period of each group.
+    pub group_cohort: &'a [i32],
+    /// Reason for rows of users not found: `UnknownUser` (signups given) or `NeverPaid`.
+    pub missing: Reason,
+}
+
+impl Users {
+    #[inline]
+    fn find(&self, key: u64) -> Option<Entry> {
+        let h = table_hash(hash_key(key));
+        self.index.find(h, |e| e.key == key).copied()
+    }
+
+    /// Attributes one order to its cell; returns the reason it was not used, if any.
+    #[inline]
+    pub fn attribute_order(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
+        let Some(e) = self.find(rec.key) else {
+            tally.add(at.missing, rec.amount);
+            return;
+        };
+        let Some(age) = self.age(e.group, rec.period, at, tally, rec.amount) else { return };
+        let cell = e.group as usize * at.horizon as usize + age as usize;
+        cells.rows[cell] += 1;
+        cells.amount[cell] += rec.amount as i128;
+        if rec.amount > 0 {
+            cells.gross[cell] += rec.amount as i128;
+        } else {
+            cells.refunds[cell] += rec.amount as i128;
+        }
+        if rec.paying {
+            cells.orders[cell] += 1;
+            let w = self.words;
+            let base = e.slot as usize * 3 * w + (age as usize >> 6);
+            let bit = 1u64 << (age & 63);
+            if self.bits[base] & bit != 0 {
+                self.bits[base + w] |= bit;
+            }
+            self.bits[base] |= bit;
+        }
+    }
+
+    /// Marks a user active at an age.
+    #[inline]
+    pub fn attribute_activity(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
+        let Some(e) = self.find(rec.key) else {
+            tally.add(at.missing, 0);
+            return;
+        };
+        let Some(age) = self.age(e.group, rec.period, at, tally, 0) else { return };
+        let cell = e.group as usize * at.horizon as usize + age as usize;
+        cells.activity_rows[cell] += 1;
+        let w = self.words;
+        self.bits[e.slot as usize * 3 * w + 2 * w + (age as usize >> 6)] |= 1u64 << (age & 63);
+    }
+
+    #[inline]
+    fn age(&self, group: u32, period: i32, at: &Attribution<'_>, tally: &mut Tally, amount: i64) -> Option<u32> {
+        let age = period as i64 - at.group_cohort[group as usize] as i64;
+        if age < 0 {
+            tally.add(Reason::BeforeCohort, amount);
+            None
+        } else if age >= at.horizon as i64 {
+            tally.add(Reason::BeyondHorizon, amount);
+            None
+        } else {
+            Some(age as u32)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_balanced_for_sequential_keys() {
+        let mut counts = vec![0usize; PARTITIONS];
+        for k in 0..1_000_000u64 {
+            counts[partition_of(hash_key(k))] += 1;
+        }
+        let expected = 1_000_000 / PARTITIONS;
+        assert!(counts.iter().all(|&c| c > expected * 9 / 10 && c < expected * 11 / 10));
+    }
+
+    #[test]
+    fn assign_keeps_the_earliest_row_whatever_the_order() {
+        let recs = [
+            FirstRec { key: 7, ts: 50, row: 3, period: 5, segment: 1 },
+            FirstRec { key: 7, ts: 40, row: 9, period: 4, segment: 2 },
+            FirstRec { key: 7, ts: 40, row: 2, period: 4, segment: 3 },
+        ];
+        for perm in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]] {
+            let mut u = Users::new();
+            let new: Vec<bool> = perm.iter().map(|&i| u.assign(&recs[i])).collect();
+            assert_eq!(new.iter().filter(|&&n| n).count(), 1);
+            assert_eq!(u.len(), 1);
+            assert_eq!(u.first[0].segment, 3);
+            assert_eq!(u.first[0].row, 2);
+        }
+    }
+
+    #[test]
+    fn attribution_counts_cells_bits_and_reasons() {
+        let mut u = Users::new();
+        u.assign(&FirstRec { key: 1, ts: 0, row: 0, period: 10, segment: 0 });
+        u.seal(|_| 0, 1);
+        let at = Attribution { horizon: 3, group_cohort: &[10], missing: Reason::NeverPaid };
+        let mut cells = Cells::new(3);
+        let mut tally = Tally::default();
+        let order = |key, period, amount| CellRec { key, amount, period, paying: amount > 0 };
+        for rec in [order(1, 10, 500), order(1, 10, 200), order(1, 11, -100), order(1, 9, 5), order(1, 13, 7), order(2, 10, 9)] {
+            u.attribute_order(&rec, &at, &mut cells, &mut tally);
+        }
+        assert_eq!(cells.rows, vec![2, 1, 0]);
+        assert_eq!(cells.amount, vec![700, -100, 0]);
+        assert_eq!(cells.gross, vec![700, 0, 0]);
+        assert_eq!(cells.refunds, vec![0, -100, 0]);
+        assert_eq!(cells.orders, vec![2, 0, 0]);
+        assert_eq!(tally.rows(Reason::BeforeCohort), 1);
+        assert_eq!(tally.rows(Reason::BeyondHorizon), 1);
+        assert_eq!(tally.rows(Reason::NeverPaid), 1);
+        assert_eq!(tally.amount(Reason::NeverPaid), 9);
+        let mut seen = 0;
+        u.for_each_user(|g, paid, multi, active| {
+            assert_eq!((g, paid[0], multi[0], active[0]), (0, 0b1, 0b1, 0));
+            seen += 1;
+        });
+        assert_eq!(seen, 1);
+    }
+}

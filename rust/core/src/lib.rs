@@ -1,0 +1,17 @@
+//! ltrcore-core: the pure-Rust cohort engine behind the `ltrcore` Python package.
+//!
+//! * [`calendar`]: tz-aware period indices (month, ISO week, quarter, day).
+//! * [`columns`]: reading Arrow columns into user keys, periods and fixed-point money.
+//! * [`kernel`]: radix-partitioned per-user state and cell accumulation.
+//! * [`reconcile`]: the reasons every input row lands under.
+//! * [`engine`]: one run over the inputs, and the final cohort arrays.
+
+pub mod calendar;
+pub mod columns;
+pub mod engine;
+pub mod error;
+pub mod kernel;
+pub mod reconcile;
+
+pub use engine::{run, BatchSource, CohortResult, Hooks, Inputs, Spec, TimePoint};
+pub use error::{CoreError, Result};
