@@ -1,1 +1,147 @@
+//! `ltrcore._core`: the thin binding over `ltrcore-core`.
+//!
+//! It converts arguments, imports Arrow streams, releases the GIL while the core runs, reports
+//! progress and checks for Ctrl-C from the calling thread, and maps errors (and panics) to Python
+//! exceptions in `errors.rs`.
 
+mod arrow_io;
+mod errors;
+mod result;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ltrcore_core::{run, Hooks, Inputs, Spec, TimePoint};
+use pyo3::prelude::*;
+
+use crate::arrow_io::{ArrowStream, PySource};
+use crate::errors::{external, panic_message, to_py};
+use crate::result::CoreResult;
+
+/// Progress and cancellation, polled by the core from the calling thread.
+struct PyHooks {
+    progress: Option<Py<PyAny>>,
+    last_progress: Mutex<Option<Instant>>,
+}
+
+impl Hooks for PyHooks {
+    fn tick(&self, phase: &'static str, rows_done: u64) -> ltrcore_core::Result<()> {
+        Python::attach(|py| {
+            // Ctrl-C: Python's handler only sets a flag while we hold no GIL; this raises it.
+            py.check_signals()?;
+            if let Some(cb) = &self.progress {
+                let mut last = self.last_progress.lock().expect("progress lock");
+                if last.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
+                    *last = Some(Instant::now());
+                    cb.call1(py, (phase, rows_done))?;
+                }
+            }
+            Ok::<(), PyErr>(())
+        })
+        .map_err(external)
+    }
+}
+
+fn time_point(value: Option<(String, i64)>) -> PyResult<Option<TimePoint>> {
+    match value {
+        None => Ok(None),
+        Some((kind, micros)) => match kind.as_str() {
+            "instant" => Ok(Some(TimePoint::InstantMicros(micros))),
+            "local" => Ok(Some(TimePoint::LocalMicros(micros))),
+            other => Err(pyo3::exceptions::PyValueError::new_err(format!("unknown time point kind {other:?}"))),
+        },
+    }
+}
+
+/// Runs the engine. Called by `ltrcore.cohorts`, which resolves inputs and validates arguments.
+#[pyfunction]
+#[pyo3(signature = (
+    *, orders, orders_reopenable, user, ts, amount, segment, signups, signup_ts, activity, activity_ts,
+    horizon, period, tz, as_of, since, min_amount, scale, strict, threads, chunk_rows, flush_rows, progress
+))]
+#[allow(clippy::too_many_arguments)]
+fn compute(
+    py: Python<'_>,
+    orders: Py<PyAny>,
+    orders_reopenable: bool,
+    user: String,
+    ts: String,
+    amount: String,
+    segment: Option<String>,
+    signups: Option<Py<PyAny>>,
+    signup_ts: String,
+    activity: Option<Py<PyAny>>,
+    activity_ts: String,
+    horizon: u32,
+    period: String,
+    tz: String,
+    as_of: Option<(String, i64)>,
+    since: Option<(String, i64)>,
+    min_amount: (i128, i32),
+    scale: u8,
+    strict: bool,
+    threads: usize,
+    chunk_rows: usize,
+    flush_rows: usize,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<CoreResult> {
+    let spec = Spec {
+        user,
+        ts,
+        amount,
+        segment,
+        signup_ts,
+        activity_ts,
+        horizon,
+        period,
+        tz,
+        as_of: time_point(as_of)?,
+        since: time_point(since)?,
+        min_amount,
+        float_scale: scale,
+        strict,
+        threads,
+        chunk_rows,
+        flush_rows,
+    };
+    let mut orders = PySource { opener: orders, reopenable: orders_reopenable };
+    let mut signups = signups.map(|opener| PySource { opener, reopenable: false });
+    let mut activity = activity.map(|opener| PySource { opener, reopenable: false });
+    let hooks = PyHooks { progress, last_progress: Mutex::new(None) };
+    let outcome = py.detach(|| {
+        catch_unwind(AssertUnwindSafe(|| {
+            let inputs = Inputs {
+                orders: &mut orders,
+                signups: signups.as_mut().map(|s| s as &mut dyn ltrcore_core::BatchSource),
+                activity: activity.as_mut().map(|s| s as &mut dyn ltrcore_core::BatchSource),
+            };
+            run(spec, inputs, &hooks)
+        }))
+    });
+    match outcome {
+        Ok(Ok(result)) => Ok(CoreResult::new(result)),
+        Ok(Err(err)) => Err(to_py(py, err)),
+        Err(payload) => Err(to_py(py, ltrcore_core::CoreError::Internal(format!("panic: {}", panic_message(payload))))),
+    }
+}
+
+/// Raises a Rust panic inside the same guard `compute` uses (tests check it becomes `InternalError`).
+#[pyfunction]
+fn _debug_panic(py: Python<'_>) -> PyResult<()> {
+    let outcome = py.detach(|| catch_unwind(|| -> () { panic!("deliberate panic for testing") }));
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(payload) => Err(to_py(py, ltrcore_core::CoreError::Internal(format!("panic: {}", panic_message(payload))))),
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(compute, m)?)?;
+    m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
+    m.add_class::<CoreResult>()?;
+    m.add_class::<ArrowStream>()?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
