@@ -1,0 +1,34 @@
+"""ltrcore: exact, fast cohort lifetime revenue.
+
+``ltrcore.cohorts(orders, ...)`` builds the cohort × age table; see its docstring and the README.
+"""
+
+from __future__ import annotations
+
+from ._core import __version__
+from .exceptions import (
+    BadRowsError,
+    ColumnNotFoundError,
+    DtypeError,
+    ExcludedRowsWarning,
+    InternalError,
+    InvalidArgumentError,
+    LtrcoreError,
+    StreamError,
+)
+from .front import cohorts
+from .table import CohortTable
+
+__all__ = [
+    "BadRowsError",
+    "CohortTable",
+    "ColumnNotFoundError",
+    "DtypeError",
+    "ExcludedRowsWarning",
+    "InternalError",
+    "InvalidArgumentError",
+    "LtrcoreError",
+    "StreamError",
+    "__version__",
+    "cohorts",
+]

@@ -1,0 +1,209 @@
+"""``CohortTable``: the engine's result in long format, with array views and a readable display."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from . import _core
+from .adapters import SEGMENT_CODE
+
+MEASURES = ("cohort_size", "revenue", "gross_revenue", "refunds", "orders", "payers", "active")
+_EPOCH_DAY = dt.date(1970, 1, 1)
+
+
+def _day(days: int | None) -> dt.date | None:
+    return None if days is None else _EPOCH_DAY + dt.timedelta(days=days)
+
+
+class CohortTable:
+    """Cohort × age arrays of one run. Long format (``to_polars``) is canonical.
+
+    Attributes: ``horizon``, ``period``, ``tz``, ``by``, ``scale`` (decimals of the exact sums),
+    ``last_complete`` (first day of the last complete period), ``first_usable`` (from ``since``),
+    ``reconciliation`` (orders), ``signups_reconciliation`` and ``activity_reconciliation``.
+    """
+
+    def __init__(
+        self,
+        core: _core.CoreResult,
+        *,
+        by: list[str],
+        segments: pl.DataFrame | None,
+        period: str,
+        tz: str,
+        as_of: Any,
+        since: Any,
+        min_amount: Any,
+    ):
+        self._core = core
+        self.by = list(by)
+        self.horizon = core.horizon
+        self.period = period
+        self.tz = tz
+        self.scale = core.scale
+        self.as_of = as_of
+        self.since = since
+        self.min_amount = min_amount
+        self.last_complete = _day(core.last_complete_day)
+        self.first_usable = _day(core.first_usable_day)
+        self.input_rows = core.input_rows
+        self._long = self._build_long(segments)
+        self._cohort_stats = self._with_segments(pl.DataFrame(core.cohorts()), segments)
+
+    # ----------------------------------------------------------------------------------------------
+    def _with_segments(self, frame: pl.DataFrame, segments: pl.DataFrame | None) -> pl.DataFrame:
+        if self.by and segments is not None:
+            frame = frame.join(
+                segments.rename({SEGMENT_CODE: "segment"}), on="segment", how="left", maintain_order="left"
+            )
+            frame = frame.select([*self.by, pl.exclude([*self.by, "segment"])])
+            frame = frame.sort([*self.by, "cohort"], nulls_last=True, maintain_order=True)
+        return frame.drop("segment", strict=False)
+
+    def _build_long(self, segments: pl.DataFrame | None) -> pl.DataFrame:
+        cells = pl.DataFrame(self._core.cells())
+        self._revenue_exact = cells.select("revenue_exact")
+        cells = cells.drop("revenue_exact").with_columns(
+            pl.col("age").cast(pl.Int32),
+            pl.col("cohort_size", "orders", "payers", "active").cast(pl.Int64),
+        )
+        cells = self._with_segments(cells, segments)
+        if self.by:
+            cells = cells.sort([*self.by, "cohort", "age"], nulls_last=True, maintain_order=True)
+        return cells
+
+    # ----------------------------------------------------------------------------------------------
+    def to_polars(self) -> pl.DataFrame:
+        """One row per (segment…, cohort, age): the canonical long table."""
+        return self._long.clone()
+
+    def to_arrow(self) -> pa.Table:
+        return self._long.to_arrow()
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        return self._long.__arrow_c_stream__(requested_schema)
+
+    def cohort_stats(self) -> pl.DataFrame:
+        """One row per (segment…, cohort): ``cohort_size`` and ``repeaters`` (members with two or more
+        paying orders within the complete ages)."""
+        return self._cohort_stats.with_columns(pl.col("cohort_size", "repeaters").cast(pl.Int64))
+
+    @property
+    def reconciliation(self) -> pl.DataFrame:
+        """``reason, rows, amount`` over the orders; rows sum to the input rows, amount exactly to
+        the input's finite amounts (Decimal at ``scale``)."""
+        return self._recon("orders")
+
+    @property
+    def signups_reconciliation(self) -> pl.DataFrame | None:
+        return self._recon("signups")
+
+    @property
+    def activity_reconciliation(self) -> pl.DataFrame | None:
+        return self._recon("activity")
+
+    def _recon(self, table: str) -> pl.DataFrame | None:
+        stream = self._core.reconciliation(table)
+        if stream is None:
+            return None
+        return pl.DataFrame(stream).with_columns(pl.col("rows").cast(pl.Int64))
+
+    @property
+    def cohorts(self) -> list[dt.date]:
+        """Reported cohorts (first day of each period), sorted."""
+        return sorted(set(self._long.get_column("cohort").to_list()))
+
+    @property
+    def segments(self) -> pl.DataFrame | None:
+        """Distinct segment values in table order (None without ``by``)."""
+        if not self.by:
+            return None
+        return self._long.select(self.by).unique(maintain_order=True)
+
+    def to_numpy(self, measure: str = "revenue") -> np.ndarray:
+        """A dense float array of one measure: ``(cohort, age)``, or ``(segment, cohort, age)`` with
+        ``by``. Cells not yet observed (and cohorts a segment lacks) are NaN."""
+        if measure not in MEASURES:
+            raise ValueError(f"measure must be one of {', '.join(MEASURES)}; got {measure!r}")
+        cohorts = self.cohorts
+        c_index = {c: i for i, c in enumerate(cohorts)}
+        frame = self._long
+        h = self.horizon
+        if not self.by:
+            out = np.full((len(cohorts), h), np.nan)
+            seg_idx = None
+        else:
+            segs = self.segments
+            assert segs is not None
+            keyed = segs.with_row_index("__seg")
+            frame = frame.join(keyed, on=self.by, how="left", nulls_equal=True, maintain_order="left")
+            out = np.full((segs.height, len(cohorts), h), np.nan)
+            seg_idx = frame.get_column("__seg").to_numpy()
+        ci = np.array([c_index[c] for c in frame.get_column("cohort").to_list()], dtype=np.int64)
+        ages = frame.get_column("age").to_numpy()
+        values = frame.get_column(measure).cast(pl.Float64).fill_null(np.nan).to_numpy()
+        if seg_idx is None:
+            out[ci, ages] = values
+        else:
+            out[seg_idx, ci, ages] = values
+        return out
+
+    # ----------------------------------------------------------------------------------------------
+    def _grid(self) -> tuple[list[str], list[list[str]]]:
+        """Header and rows of a compact grid: cohort, size, then revenue per age."""
+        frame = self._long
+        keys = [*self.by, "cohort"]
+        header = [*self.by, "cohort", "size", *[str(a) for a in range(self.horizon)]]
+        rows: list[list[str]] = []
+        for key, group in frame.group_by(keys, maintain_order=True):
+            vals = group.sort("age")
+            size = vals.get_column("cohort_size")[0]
+            cells = ["" if v is None else f"{v:,.0f}" for v in vals.get_column("revenue").to_list()]
+            rows.append([*("∅" if k is None else str(k) for k in key), str(size), *cells])
+        return header, rows
+
+    def __repr__(self) -> str:
+        header, rows = self._grid()
+        shown = rows[:24]
+        widths = [max(len(h), *(len(r[i]) for r in shown)) if shown else len(h) for i, h in enumerate(header)]
+        lines = [
+            f"CohortTable: {len(rows)} cohort(s) × {self.horizon} {self.period}(s), tz={self.tz}, "
+            f"by={self.by or None}, last complete {self.period}: {self.last_complete}",
+            "revenue by age:",
+            "  ".join(h.rjust(w) for h, w in zip(header, widths)),
+        ]
+        lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in shown]
+        if len(rows) > len(shown):
+            lines.append(f"… {len(rows) - len(shown)} more cohort(s)")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        header, rows = self._grid()
+        fixed = len(self.by) + 2
+        numbers = [
+            [float(c.replace(",", "")) for c in r[fixed:] if c] for r in rows
+        ]
+        top = max((max(n) for n in numbers if n), default=0.0) or 1.0
+        out = [
+            "<div class='ltrcore-cohorts'>",
+            f"<p><b>CohortTable</b>: {len(rows)} cohort(s) × {self.horizon} {html.escape(self.period)}(s), "
+            f"tz {html.escape(self.tz)}; revenue by age (blank = not yet observed)</p>",
+            "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>",
+        ]
+        for r in rows:
+            tds = [f"<td>{html.escape(c)}</td>" for c in r[:fixed]]
+            for c in r[fixed:]:
+                if c:
+                    share = max(0.0, float(c.replace(",", ""))) / top
+                    tds.append(f"<td style='background: rgba(31,119,180,{0.1 + 0.7 * share:.2f})'>{c}</td>")
+                else:
+                    tds.append("<td></td>")
+            out.append("<tr>" + "".join(tds) + "</tr>")
+        out.append("</tbody></table></div>")
+        return "\n".join(out)
