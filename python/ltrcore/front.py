@@ -25,7 +25,7 @@ _MICRO = dt.timedelta(microseconds=1)
 
 # Rows decoded per parallel step, and rows buffered before the partitions are processed.
 DEFAULT_CHUNK_ROWS = 1 << 16
-DEFAULT_FLUSH_ROWS = 1 << 22
+DEFAULT_FLUSH_ROWS = 1 << 21
 
 
 def _time_point(value: Any, name: str) -> tuple[str, int] | None:

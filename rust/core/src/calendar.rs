@@ -34,7 +34,7 @@ impl PeriodKind {
     }
 
     /// Period index of a local civil day (days since 1970-01-01).
-    #[inline]
+    #[inline(always)]
     pub fn period_of_day(self, day: i64) -> i32 {
         match self {
             Self::Day => day as i32,
@@ -57,7 +57,7 @@ impl PeriodKind {
 }
 
 /// Months since 1970-01 of a civil day, after Howard Hinnant's `civil_from_days`.
-#[inline]
+#[inline(always)]
 fn month_index(day: i64) -> i32 {
     let z = day + 719_468;
     let era = z.div_euclid(146_097);
@@ -171,7 +171,7 @@ impl Calendar {
     }
 
     /// UTC offset in seconds at an instant (seconds since the epoch).
-    #[inline]
+    #[inline(always)]
     pub fn offset_at(&self, second: i64) -> i32 {
         if let Some(off) = self.fixed_offset {
             return off;
@@ -195,17 +195,17 @@ impl Calendar {
     }
 
     /// Local civil day (days since 1970-01-01) holding an instant.
-    #[inline]
+    #[inline(always)]
     pub fn local_day_of_instant(&self, second: i64) -> i64 {
         (second + self.offset_at(second) as i64).div_euclid(SECONDS_PER_DAY)
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn period_of_instant(&self, second: i64) -> i32 {
         self.kind.period_of_day(self.local_day_of_instant(second))
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn period_of_local_second(&self, local_second: i64) -> i32 {
         self.kind.period_of_day(local_second.div_euclid(SECONDS_PER_DAY))
     }

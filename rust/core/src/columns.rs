@@ -238,19 +238,6 @@ fn to_seconds(v: i64, unit: TimeUnit) -> i64 {
     }
 }
 
-impl TsReader<'_> {
-    /// The raw value (comparable within the column) and the period holding it.
-    #[inline]
-    fn get(&self, i: usize, cal: &Calendar) -> (i64, i32) {
-        match *self {
-            Self::Instant(v, unit) => (v[i], cal.period_of_instant(to_seconds(v[i], unit))),
-            Self::Local(v, unit) => (v[i], cal.period_of_local_second(to_seconds(v[i], unit))),
-            Self::Date32(v) => (v[i] as i64, cal.kind.period_of_day(v[i] as i64)),
-            Self::Date64(v) => (v[i], cal.kind.period_of_day(v[i].div_euclid(86_400_000))),
-        }
-    }
-}
-
 enum AmountReader<'a> {
     F64(&'a [f64], f64),
     F32(&'a [f32], f64),
@@ -279,45 +266,125 @@ fn round_float(x: f64, factor: f64) -> Amount {
     if !x.is_finite() {
         return Amount::NotFinite;
     }
-    // Rounded half away from zero, once per row: sums are then exact integers.
-    let v = (x * factor).round();
-    if v.abs() < 9.2e18 {
-        Amount::Value(v as i64)
-    } else {
-        Amount::OutOfRange
+    // Rounded half away from zero, once per row: sums are then exact integers. Done by hand
+    // because `f64::round` is a libm call on baseline x86-64; truncation is one instruction.
+    let y = x * factor;
+    let a = y.abs();
+    if a >= 9.2e18 {
+        return Amount::OutOfRange;
     }
+    let whole = a as i64; // truncates; exact below 2^63
+    let frac = a - whole as f64; // exact: `whole` has at most as many significant bits as `a`
+    let rounded = whole + (frac >= 0.5) as i64;
+    Amount::Value(if y < 0.0 { -rounded } else { rounded })
 }
 
 impl AmountReader<'_> {
-    #[inline]
-    fn get(&self, i: usize) -> Amount {
+    /// Appends rows `lo..hi` as fixed point; marks non-finite values NOT_FINITE and values out of
+    /// range OUT_OF_RANGE in `status`. Returns whether any value was not a finite in-range number.
+    fn decode(&self, lo: usize, hi: usize, out: &mut Vec<i64>, status: &mut [u8]) -> bool {
+        fn floats(vals: impl Iterator<Item = f64>, factor: f64, out: &mut Vec<i64>, status: &mut [u8]) -> bool {
+            let mut bad = false;
+            for (k, x) in vals.enumerate() {
+                match round_float(x, factor) {
+                    Amount::Value(v) => out.push(v),
+                    Amount::NotFinite => {
+                        bad = true;
+                        status[k] = status::NOT_FINITE;
+                        out.push(0);
+                    }
+                    Amount::OutOfRange => {
+                        bad = true;
+                        status[k] = OUT_OF_RANGE;
+                        out.push(0);
+                    }
+                }
+            }
+            bad
+        }
+        fn fallible(vals: impl Iterator<Item = Option<i64>>, out: &mut Vec<i64>, status: &mut [u8]) -> bool {
+            let mut bad = false;
+            for (k, v) in vals.enumerate() {
+                match v {
+                    Some(v) => out.push(v),
+                    None => {
+                        bad = true;
+                        status[k] = OUT_OF_RANGE;
+                        out.push(0);
+                    }
+                }
+            }
+            bad
+        }
         match self {
-            Self::F64(v, f) => round_float(v[i], *f),
-            Self::F32(v, f) => round_float(v[i] as f64, *f),
-            Self::I8(v) => Amount::Value(v[i] as i64),
-            Self::I16(v) => Amount::Value(v[i] as i64),
-            Self::I32(v) => Amount::Value(v[i] as i64),
-            Self::I64(v) => Amount::Value(v[i]),
-            Self::U8(v) => Amount::Value(v[i] as i64),
-            Self::U16(v) => Amount::Value(v[i] as i64),
-            Self::U32(v) => Amount::Value(v[i] as i64),
-            Self::U64(v) => i64::try_from(v[i]).map_or(Amount::OutOfRange, Amount::Value),
-            Self::Dec(v, f) => v[i]
-                .checked_mul(*f)
-                .and_then(|x| i64::try_from(x).ok())
-                .map_or(Amount::OutOfRange, Amount::Value),
+            Self::F64(v, f) => floats(v[lo..hi].iter().copied(), *f, out, status),
+            Self::F32(v, f) => floats(v[lo..hi].iter().map(|&x| x as f64), *f, out, status),
+            Self::I8(v) => { out.extend(v[lo..hi].iter().map(|&x| x as i64)); false }
+            Self::I16(v) => { out.extend(v[lo..hi].iter().map(|&x| x as i64)); false }
+            Self::I32(v) => { out.extend(v[lo..hi].iter().map(|&x| x as i64)); false }
+            Self::I64(v) => { out.extend_from_slice(&v[lo..hi]); false }
+            Self::U8(v) => { out.extend(v[lo..hi].iter().map(|&x| x as i64)); false }
+            Self::U16(v) => { out.extend(v[lo..hi].iter().map(|&x| x as i64)); false }
+            Self::U32(v) => { out.extend(v[lo..hi].iter().map(|&x| x as i64)); false }
+            Self::U64(v) => fallible(v[lo..hi].iter().map(|&x| i64::try_from(x).ok()), out, status),
+            Self::Dec(v, f) => fallible(
+                v[lo..hi].iter().map(|&x| x.checked_mul(*f).and_then(|y| i64::try_from(y).ok())),
+                out,
+                status,
+            ),
         }
     }
 }
 
-/// What one input row decodes to.
+/// Row status after decoding, in the order reasons are checked.
+pub mod status {
+    pub const VALID: u8 = 0;
+    pub const NULL_USER: u8 = 1;
+    pub const NULL_TS: u8 = 2;
+    pub const NULL_AMOUNT: u8 = 3;
+    pub const NOT_FINITE: u8 = 4;
+}
+
+/// Which columns a pass needs decoded.
+#[derive(Clone, Copy)]
+pub struct Want {
+    pub ts: bool,
+    pub period: bool,
+}
+
+/// One chunk of rows decoded column by column (reused between chunks).
+#[derive(Default)]
+pub struct Decoded {
+    pub key: Vec<u64>,
+    pub ts: Vec<i64>,
+    pub period: Vec<i32>,
+    /// Fixed-point amount; for null or non-finite amounts 0.
+    pub amount: Vec<i64>,
+    pub segment: Vec<u32>,
+    pub status: Vec<u8>,
+    /// No row in the chunk has a non-VALID status.
+    pub all_valid: bool,
+}
+
+/// How raw timestamp values map to periods (kept so cohorts can be placed after a pass).
 #[derive(Clone, Copy, Debug)]
-pub enum Row {
-    NullUser { amount: i64 },
-    NullTs { amount: i64 },
-    NullAmount,
-    NotFiniteAmount,
-    Valid { key: u64, ts: i64, period: i32, amount: i64, segment: u32 },
+pub enum TsKind {
+    Instant(TimeUnit),
+    Local(TimeUnit),
+    Date32,
+    Date64,
+}
+
+impl TsKind {
+    #[inline]
+    pub fn period(self, raw: i64, cal: &Calendar) -> i32 {
+        match self {
+            Self::Instant(unit) => cal.period_of_instant(to_seconds(raw, unit)),
+            Self::Local(unit) => cal.period_of_local_second(to_seconds(raw, unit)),
+            Self::Date32 => cal.kind.period_of_day(raw),
+            Self::Date64 => cal.kind.period_of_day(raw.div_euclid(86_400_000)),
+        }
+    }
 }
 
 /// A record batch seen through one table's column set.
@@ -330,10 +397,6 @@ pub struct BatchView<'a> {
     segment: Option<(&'a [u32], Option<NullBuffer>)>,
     pub len: usize,
     set: &'a ColumnSet,
-}
-
-fn valid(nulls: Option<&NullBuffer>, i: usize) -> bool {
-    nulls.is_none_or(|n| n.is_valid(i))
 }
 
 impl<'a> BatchView<'a> {
@@ -424,45 +487,93 @@ impl<'a> BatchView<'a> {
         })
     }
 
-    /// Decodes row `i`. `Err` only for an amount outside the 64-bit fixed-point range.
-    #[inline]
-    pub fn row(&self, i: usize, cal: &Calendar) -> Result<Row> {
-        let amount = match &self.amount {
-            Some((reader, nulls)) => {
-                if !valid(nulls.as_ref(), i) {
-                    None
-                } else {
-                    Some(reader.get(i))
+    /// Decodes rows `lo..hi` into `out`. Fails only on an amount outside 64-bit fixed point.
+    pub fn decode(&self, lo: usize, hi: usize, cal: &Calendar, want: Want, out: &mut Decoded) -> Result<()> {
+        let n = hi - lo;
+        out.key.clear();
+        match &self.user {
+            UserReader::Ints(ints) => macro_ints(ints, lo, hi, &mut out.key),
+            UserReader::Keys(keys) => out.key.extend_from_slice(&keys[lo..hi]),
+        }
+        out.ts.clear();
+        out.period.clear();
+        if want.ts || want.period {
+            let raw: &mut Vec<i64> = &mut out.ts;
+            match self.ts {
+                TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => raw.extend_from_slice(&v[lo..hi]),
+                TsReader::Date32(v) => raw.extend(v[lo..hi].iter().map(|&d| d as i64)),
+            }
+            if want.period {
+                let kind = self.ts_kind();
+                // One loop per kind, so the per-row work has no branch on the dtype.
+                match kind {
+                    TsKind::Instant(unit) => out.period.extend(raw.iter().map(|&t| cal.period_of_instant(to_seconds(t, unit)))),
+                    _ => out.period.extend(raw.iter().map(|&t| kind.period(t, cal))),
                 }
             }
-            None => Some(Amount::Value(0)),
-        };
-        let carried = match amount {
-            Some(Amount::Value(v)) => v,
-            Some(Amount::OutOfRange) => return Err(self.out_of_range(i)),
-            _ => 0,
-        };
-        if !valid(self.user_nulls.as_ref(), i) {
-            return Ok(Row::NullUser { amount: carried });
         }
-        if !valid(self.ts_nulls.as_ref(), i) {
-            return Ok(Row::NullTs { amount: carried });
+        out.segment.clear();
+        if let Some((codes, _)) = &self.segment {
+            out.segment.extend_from_slice(&codes[lo..hi]);
         }
-        let amount = match amount {
-            None => return Ok(Row::NullAmount),
-            Some(Amount::NotFinite) => return Ok(Row::NotFiniteAmount),
-            Some(_) => carried,
-        };
-        let key = match &self.user {
-            UserReader::Ints(ints) => ints.get(i),
-            UserReader::Keys(keys) => keys[i],
-        };
-        let (ts, period) = self.ts.get(i, cal);
-        let segment = match &self.segment {
-            Some((codes, nulls)) if valid(nulls.as_ref(), i) => codes[i],
-            _ => 0,
-        };
-        Ok(Row::Valid { key, ts, period, amount, segment })
+        out.amount.clear();
+        out.status.clear();
+        out.status.resize(n, status::VALID);
+        let mut not_finite = false;
+        if let Some((reader, _)) = &self.amount {
+            not_finite = reader.decode(lo, hi, &mut out.amount, &mut out.status);
+        } else {
+            out.amount.resize(n, 0);
+        }
+        let amount_nulls = self.amount.as_ref().and_then(|(_, nulls)| nulls.as_ref()).filter(|b| b.null_count() > 0);
+        let user_nulls = self.user_nulls.as_ref().filter(|b| b.null_count() > 0);
+        let ts_nulls = self.ts_nulls.as_ref().filter(|b| b.null_count() > 0);
+        let seg_nulls = self.segment.as_ref().and_then(|(_, nulls)| nulls.as_ref()).filter(|b| b.null_count() > 0);
+        if let Some(nulls) = seg_nulls {
+            for (k, seg) in out.segment.iter_mut().enumerate() {
+                if nulls.is_null(lo + k) {
+                    *seg = 0;
+                }
+            }
+        }
+        // Out-of-range amounts are errors unless the amount is null.
+        for (k, &st) in out.status.iter().enumerate() {
+            if st == OUT_OF_RANGE && amount_nulls.is_none_or(|b| b.is_valid(lo + k)) {
+                return Err(self.out_of_range(lo + k));
+            }
+        }
+        out.all_valid = !not_finite && amount_nulls.is_none() && user_nulls.is_none() && ts_nulls.is_none();
+        if out.all_valid {
+            return Ok(());
+        }
+        for k in 0..n {
+            let i = lo + k;
+            let st = if user_nulls.is_some_and(|b| b.is_null(i)) {
+                status::NULL_USER
+            } else if ts_nulls.is_some_and(|b| b.is_null(i)) {
+                status::NULL_TS
+            } else if amount_nulls.is_some_and(|b| b.is_null(i)) {
+                status::NULL_AMOUNT
+            } else if out.status[k] != status::VALID {
+                status::NOT_FINITE
+            } else {
+                status::VALID
+            };
+            if amount_nulls.is_some_and(|b| b.is_null(i)) || out.status[k] != status::VALID {
+                out.amount[k] = 0;
+            }
+            out.status[k] = st;
+        }
+        Ok(())
+    }
+
+    pub fn ts_kind(&self) -> TsKind {
+        match self.ts {
+            TsReader::Instant(_, unit) => TsKind::Instant(unit),
+            TsReader::Local(_, unit) => TsKind::Local(unit),
+            TsReader::Date32(_) => TsKind::Date32,
+            TsReader::Date64(_) => TsKind::Date64,
+        }
     }
 
     fn out_of_range(&self, i: usize) -> CoreError {
@@ -471,6 +582,22 @@ impl<'a> BatchView<'a> {
             "column {name:?} in {}: the amount at batch row {i} does not fit 64-bit fixed point at scale {}",
             self.set.table, self.set.scale
         ))
+    }
+}
+
+/// Marks an amount outside the fixed-point range (internal to decoding).
+const OUT_OF_RANGE: u8 = 255;
+
+fn macro_ints(ints: &IntUsers<'_>, lo: usize, hi: usize, out: &mut Vec<u64>) {
+    match ints {
+        IntUsers::I8(v) => out.extend(v[lo..hi].iter().map(|&x| x as i64 as u64)),
+        IntUsers::I16(v) => out.extend(v[lo..hi].iter().map(|&x| x as i64 as u64)),
+        IntUsers::I32(v) => out.extend(v[lo..hi].iter().map(|&x| x as i64 as u64)),
+        IntUsers::I64(v) => out.extend(v[lo..hi].iter().map(|&x| x as u64)),
+        IntUsers::U8(v) => out.extend(v[lo..hi].iter().map(|&x| x as u64)),
+        IntUsers::U16(v) => out.extend(v[lo..hi].iter().map(|&x| x as u64)),
+        IntUsers::U32(v) => out.extend(v[lo..hi].iter().map(|&x| x as u64)),
+        IntUsers::U64(v) => out.extend_from_slice(&v[lo..hi]),
     }
 }
 
@@ -490,5 +617,14 @@ mod tests {
         assert_eq!(round_float(f64::NAN, 1e4), Amount::NotFinite);
         assert_eq!(round_float(f64::INFINITY, 1e4), Amount::NotFinite);
         assert_eq!(round_float(1e300, 1e4), Amount::OutOfRange);
+        assert_eq!(round_float(0.49999999999999994, 1.0), Amount::Value(0));
+        assert_eq!(round_float(-2.5, 1.0), Amount::Value(-3));
+        assert_eq!(round_float(4503599627370497.0, 1.0), Amount::Value(4503599627370497));
+        // Agrees with f64::round on a sweep of awkward values.
+        let mut x = -1000.0f64;
+        while x < 1000.0 {
+            assert_eq!(round_float(x, 1e4), Amount::Value((x * 1e4).round() as i64), "{x}");
+            x += 0.000_123_7;
+        }
     }
 }

@@ -12,10 +12,10 @@ use hashbrown::HashMap;
 use rayon::prelude::*;
 
 use crate::calendar::{Calendar, PeriodKind};
-use crate::columns::{BatchView, ColumnNames, ColumnSet, Interner, Row, UserFamily};
+use crate::columns::{status, BatchView, ColumnNames, ColumnSet, Decoded, Interner, TsKind, UserFamily, Want};
 use crate::error::{CoreError, Result};
 use crate::kernel::{
-    hash_key, partition_of, Attribution, CellRec, Cells, First, FirstRec, Users, PARTITIONS,
+    hash_key, partition_of, Attribution, CellRec, Cells, First, FirstRec, Users, ACTIVE, MULTI, PAID, PARTITIONS,
 };
 use crate::reconcile::{Reason, Tally};
 
@@ -229,6 +229,8 @@ struct Runner<'h> {
     family: Option<(UserFamily, String)>,
     parts: Vec<Users>,
     threads: usize,
+    /// How the cohort-defining timestamps map to periods (set by the first pass).
+    ts_kind: Option<TsKind>,
 }
 
 /// A batch stream with the table name its errors should carry.
@@ -278,13 +280,16 @@ impl<'h> Runner<'h> {
         Ok(set)
     }
 
-    /// Streams `stream` through `decode` (parallel over rows) and `process` (parallel over partitions).
-    /// `keep` collects the batches for a later replay. Returns the per-thread accumulators.
+    /// Streams `stream` through `decode` (parallel over rows) and `process` (parallel over
+    /// partitions). `decode(chunk, k, row, acc)` turns row `k` of a decoded chunk (global index
+    /// `row`) into a record, or counts it. `keep` collects the batches for a later replay.
+    #[allow(clippy::too_many_arguments)]
     fn scan<R, D, P>(
         &mut self,
         stream: Stream,
         set: &ColumnSet,
         phase: &'static str,
+        want: Want,
         mut keep: Option<&mut Vec<RecordBatch>>,
         mut accs: Vec<Acc>,
         decode: D,
@@ -292,20 +297,32 @@ impl<'h> Runner<'h> {
     ) -> Result<Vec<Acc>>
     where
         R: Keyed,
-        D: Fn(Row, u64, &mut Acc) -> Result<Option<R>> + Sync,
+        D: Fn(&Decoded, usize, u64, &mut Acc) -> Result<Option<R>> + Sync,
         P: Fn(&mut Users, &mut Acc, &R) + Sync,
     {
         let t = self.threads;
-        let mut decode_accs: Vec<Acc> = (0..t).map(|_| Acc::default()).collect();
-        let mut bufs: Vec<Vec<Vec<R>>> = (0..t).map(|_| (0..PARTITIONS).map(|_| Vec::new()).collect()).collect();
+        // Sized for a flush up front: growing 256 buffers by doubling costs copies and page faults.
+        let per_buffer = self.spec.flush_rows / (PARTITIONS * t) + self.spec.flush_rows / (PARTITIONS * t * 4) + 16;
+        let per_buffer = per_buffer.min(self.spec.flush_rows + 16);
+        let mut workers: Vec<(Vec<Vec<R>>, Decoded, Acc)> = (0..t)
+            .map(|_| {
+                let bufs = (0..PARTITIONS).map(|_| Vec::with_capacity(per_buffer)).collect();
+                (bufs, Decoded::default(), Acc::default())
+            })
+            .collect();
         let mut buffered = 0usize;
         let mut row0: u64 = 0;
         let mut last_tick = Instant::now();
+        let started = Instant::now();
+        let mut flush_time = std::time::Duration::ZERO;
         self.hooks.tick(phase, 0)?;
         for batch in stream.reader {
             let batch = batch?;
             {
                 let view = BatchView::new(&batch, set, &mut self.interner)?;
+                if self.ts_kind.is_none() {
+                    self.ts_kind = Some(view.ts_kind());
+                }
                 let n = view.len;
                 let mut lo = 0;
                 while lo < n {
@@ -314,24 +331,24 @@ impl<'h> Runner<'h> {
                     let view = &view;
                     let decode = &decode;
                     self.pool.install(|| {
-                        bufs.par_iter_mut().zip(decode_accs.par_iter_mut()).enumerate().try_for_each(
-                            |(k, (tb, acc))| -> Result<()> {
-                                let len = hi - lo;
-                                let a = lo + len * k / t;
-                                let b = lo + len * (k + 1) / t;
-                                for i in a..b {
-                                    let row = view.row(i, cal)?;
-                                    if let Some(r) = decode(row, row0 + i as u64, acc)? {
-                                        tb[partition_of(hash_key(r.key()))].push(r);
-                                    }
+                        workers.par_iter_mut().enumerate().try_for_each(|(k, (bufs, chunk, acc))| -> Result<()> {
+                            let len = hi - lo;
+                            let a = lo + len * k / t;
+                            let b = lo + len * (k + 1) / t;
+                            view.decode(a, b, cal, want, chunk)?;
+                            for j in 0..b - a {
+                                if let Some(r) = decode(chunk, j, row0 + (a + j) as u64, acc)? {
+                                    bufs[partition_of(hash_key(r.key()))].push(r);
                                 }
-                                Ok(())
-                            },
-                        )
+                            }
+                            Ok(())
+                        })
                     })?;
                     buffered += hi - lo;
                     if buffered >= self.spec.flush_rows {
-                        self.flush(&mut bufs, &mut accs, &process);
+                        let f = Instant::now();
+                        self.flush(&mut workers, &mut accs, &process);
+                        flush_time += f.elapsed();
                         buffered = 0;
                     }
                     if last_tick.elapsed().as_millis() >= 100 {
@@ -346,35 +363,40 @@ impl<'h> Runner<'h> {
                 kept.push(batch);
             }
         }
-        self.flush(&mut bufs, &mut accs, &process);
+        let f = Instant::now();
+        self.flush(&mut workers, &mut accs, &process);
+        flush_time += f.elapsed();
+        if std::env::var_os("LTRCORE_TRACE").is_some() {
+            eprintln!("ltrcore: {phase}: {row0} rows in {:?} ({:?} processing partitions)", started.elapsed(), flush_time);
+        }
         self.hooks.tick(phase, row0)?;
-        for d in &decode_accs {
+        for (_, _, d) in &workers {
             merge_acc(&mut accs[0], d);
         }
         Ok(accs)
     }
 
-    fn flush<R: Keyed, P>(&mut self, bufs: &mut [Vec<Vec<R>>], accs: &mut [Acc], process: &P)
+    fn flush<R: Keyed, P>(&mut self, workers: &mut [(Vec<Vec<R>>, Decoded, Acc)], accs: &mut [Acc], process: &P)
     where
         P: Fn(&mut Users, &mut Acc, &R) + Sync,
     {
         let per = PARTITIONS.div_ceil(accs.len());
-        let shared: &[Vec<Vec<R>>] = bufs;
+        let shared: &[(Vec<Vec<R>>, Decoded, Acc)] = workers;
         let parts = &mut self.parts;
         self.pool.install(|| {
             parts.par_chunks_mut(per).zip(accs.par_iter_mut()).enumerate().for_each(|(c, (chunk, acc))| {
                 for (j, users) in chunk.iter_mut().enumerate() {
                     let p = c * per + j;
-                    for tb in shared {
-                        for r in &tb[p] {
+                    for (bufs, _, _) in shared {
+                        for r in &bufs[p] {
                             process(users, acc, r);
                         }
                     }
                 }
             })
         });
-        for tb in bufs.iter_mut() {
-            for b in tb.iter_mut() {
+        for (bufs, _, _) in workers.iter_mut() {
+            for b in bufs.iter_mut() {
                 b.clear();
             }
         }
@@ -429,6 +451,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
         family: None,
         parts: (0..PARTITIONS).map(|_| Users::new()).collect(),
         threads,
+        ts_kind: None,
     };
     let Inputs { orders, signups, activity } = inputs;
     let orders_names = |segment| ColumnNames {
@@ -457,14 +480,15 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
             stream,
             &set,
             "signups",
+            Want { ts: true, period: false },
             None,
             accs,
-            |row, idx, acc| {
+            |d, k, row, acc| {
                 acc.input_rows += 1;
-                match row {
-                    Row::Valid { key, ts, period, segment, .. } => Ok(Some(FirstRec { key, ts, row: idx, period, segment })),
-                    Row::NullUser { .. } => count_bad(Reason::NullUser, 0, strict, acc, &set, idx),
-                    _ => count_bad(Reason::NullTs, 0, strict, acc, &set, idx),
+                match d.status[k] {
+                    status::VALID => Ok(Some(FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) })),
+                    status::NULL_USER => count_bad(Reason::NullUser, 0, strict, acc, &set, row),
+                    _ => count_bad(Reason::NullTs, 0, strict, acc, &set, row),
                 }
             },
             |users, acc, rec| {
@@ -491,17 +515,16 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
         stream,
         &orders_set,
         "orders: first purchases",
+        Want { ts: true, period: false },
         keep,
         accs,
-        |row, idx, _acc| match row {
-            Row::Valid { key, ts, period, amount, segment } if amount > threshold => {
-                Ok(Some(FirstRec { key, ts, row: idx, period, segment }))
+        |d, k, row, _acc| match d.status[k] {
+            status::VALID if d.amount[k] > threshold => {
+                Ok(Some(FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) }))
             }
+            status::VALID => Ok(None),
             // Bad rows are counted by the second pass; `strict` fails as early as it can.
-            Row::NullUser { .. } if strict => Err(bad_row_error(&orders_set, Reason::NullUser, idx)),
-            Row::NullTs { .. } if strict => Err(bad_row_error(&orders_set, Reason::NullTs, idx)),
-            Row::NullAmount if strict => Err(bad_row_error(&orders_set, Reason::NullAmount, idx)),
-            Row::NotFiniteAmount if strict => Err(bad_row_error(&orders_set, Reason::NanAmount, idx)),
+            st if strict => Err(bad_row_error(&orders_set, status_reason(st), row)),
             _ => Ok(None),
         },
         |users, _acc, rec| {
@@ -526,6 +549,20 @@ fn bad_row_error(set: &ColumnSet, reason: Reason, row: u64) -> CoreError {
     CoreError::BadRow { table: set.table.clone(), column, what: what.to_string(), row }
 }
 
+fn status_reason(st: u8) -> Reason {
+    match st {
+        status::NULL_USER => Reason::NullUser,
+        status::NULL_TS => Reason::NullTs,
+        status::NULL_AMOUNT => Reason::NullAmount,
+        _ => Reason::NanAmount,
+    }
+}
+
+#[inline]
+fn seg(d: &Decoded, k: usize) -> u32 {
+    d.segment.get(k).copied().unwrap_or(0)
+}
+
 /// Counts a bad-data row under its reason, or fails under `strict`.
 fn count_bad<R>(reason: Reason, amount: i64, strict: bool, acc: &mut Acc, set: &ColumnSet, row: u64) -> Result<Option<R>> {
     if strict {
@@ -537,20 +574,23 @@ fn count_bad<R>(reason: Reason, amount: i64, strict: bool, acc: &mut Acc, set: &
 
 /// Groups: the distinct (segment, cohort) pairs, sorted; seals every partition's users.
 fn seal_groups(runner: &mut Runner<'_>) -> Vec<(u32, i32)> {
+    let cal = &runner.cal;
+    let kind = runner.ts_kind.unwrap_or(TsKind::Date32);
+    let group_key = |f: &First| (f.segment, kind.period(f.ts, cal));
     let mut distinct: hashbrown::HashSet<(u32, i32), foldhash::fast::FixedState> = Default::default();
     for users in &runner.parts {
         for f in &users.first {
-            distinct.insert((f.segment, f.period));
+            distinct.insert(group_key(f));
         }
     }
     let mut groups: Vec<(u32, i32)> = distinct.into_iter().collect();
     groups.sort_unstable();
     let index: HashMap<(u32, i32), u32, foldhash::fast::FixedState> =
         groups.iter().enumerate().map(|(i, &g)| (g, i as u32)).collect();
-    let words = (runner.spec.horizon as usize).div_ceil(64);
+    let horizon = runner.spec.horizon as usize;
     runner.pool.install(|| {
         runner.parts.par_iter_mut().for_each(|users| {
-            users.seal(|f: &First| index[&(f.segment, f.period)], words);
+            users.seal(|f: &First| index[&group_key(f)], horizon);
         })
     });
     groups
@@ -579,26 +619,20 @@ fn finish(
         stream,
         &orders_set,
         "orders",
+        Want { ts: false, period: true },
         None,
         accs,
-        |row, idx, acc| {
+        |d, k, row, acc| {
             acc.input_rows += 1;
-            match row {
-                Row::Valid { key, period, amount, .. } => {
-                    acc.input_amount += amount as i128;
+            let amount = d.amount[k];
+            acc.input_amount += amount as i128;
+            match d.status[k] {
+                status::VALID => {
+                    let period = d.period[k];
                     acc.max_period = Some(acc.max_period.map_or(period, |m| m.max(period)));
-                    Ok(Some(CellRec { key, amount, period, paying: amount > threshold }))
+                    Ok(Some(CellRec { key: d.key[k], amount, period, paying: amount > threshold }))
                 }
-                Row::NullUser { amount } => {
-                    acc.input_amount += amount as i128;
-                    count_bad(Reason::NullUser, amount, strict, acc, &orders_set, idx)
-                }
-                Row::NullTs { amount } => {
-                    acc.input_amount += amount as i128;
-                    count_bad(Reason::NullTs, amount, strict, acc, &orders_set, idx)
-                }
-                Row::NullAmount => count_bad(Reason::NullAmount, 0, strict, acc, &orders_set, idx),
-                Row::NotFiniteAmount => count_bad(Reason::NanAmount, 0, strict, acc, &orders_set, idx),
+                st => count_bad(status_reason(st), amount, strict, acc, &orders_set, row),
             }
         },
         |users, acc, rec| users.attribute_order(rec, &at, &mut acc.cells, &mut acc.tally),
@@ -618,14 +652,14 @@ fn finish(
                 stream,
                 &set,
                 "activity",
+                Want { ts: false, period: true },
                 None,
                 accs,
-                |row, idx, acc| {
+                |d, k, row, acc| {
                     acc.input_rows += 1;
-                    match row {
-                        Row::Valid { key, period, .. } => Ok(Some(CellRec { key, amount: 0, period, paying: false })),
-                        Row::NullUser { .. } => count_bad(Reason::NullUser, 0, strict, acc, &set, idx),
-                        _ => count_bad(Reason::NullTs, 0, strict, acc, &set, idx),
+                    match d.status[k] {
+                        status::VALID => Ok(Some(CellRec { key: d.key[k], amount: 0, period: d.period[k], paying: false })),
+                        st => count_bad(status_reason(st), 0, strict, acc, &set, row),
                     }
                 },
                 |users, acc, rec| users.attribute_activity(rec, &at, &mut acc.cells, &mut acc.tally),
@@ -674,18 +708,8 @@ fn finalize(
 
     // Per-user counts: cohort sizes, payers and actives per cell, repeaters.
     let n_groups = groups.len();
-    let masks: Vec<Vec<u64>> = groups
-        .iter()
-        .map(|&(_, c)| {
-            let mut m = vec![0u64; h.div_ceil(64)];
-            for a in 0..h {
-                if is_complete(c, a) {
-                    m[a >> 6] |= 1 << (a & 63);
-                }
-            }
-            m
-        })
-        .collect();
+    let complete_age: Vec<bool> =
+        groups.iter().flat_map(|&(_, c)| (0..h).map(move |a| is_complete(c, a))).collect();
     let (sizes, repeaters, payers, active) = runner.pool.install(|| {
         runner
             .parts
@@ -693,25 +717,19 @@ fn finalize(
             .fold(
                 || (vec![0u64; n_groups], vec![0u64; n_groups], vec![0u64; n_groups * h], vec![0u64; n_groups * h]),
                 |mut acc, users| {
-                    users.for_each_user(|g, paid, multi, act| {
+                    users.for_each_user(|g, bits| {
                         let g = g as usize;
                         acc.0[g] += 1;
-                        let mask = &masks[g];
-                        let paid_complete: u32 = paid.iter().zip(mask).map(|(p, m)| (p & m).count_ones()).sum();
-                        let multi_complete = multi.iter().zip(mask).any(|(x, m)| x & m != 0);
+                        let (mut paid_complete, mut multi_complete) = (0, false);
+                        bits.for_each_age(PAID, |a| {
+                            acc.2[g * h + a] += 1;
+                            paid_complete += complete_age[g * h + a] as u32;
+                        });
+                        bits.for_each_age(MULTI, |a| multi_complete |= complete_age[g * h + a]);
                         if paid_complete >= 2 || multi_complete {
                             acc.1[g] += 1;
                         }
-                        for (bits, out) in [(paid, &mut acc.2), (act, &mut acc.3)] {
-                            for (w, &word) in bits.iter().enumerate() {
-                                let mut x = word;
-                                while x != 0 {
-                                    let a = w * 64 + x.trailing_zeros() as usize;
-                                    out[g * h + a] += 1;
-                                    x &= x - 1;
-                                }
-                            }
-                        }
+                        bits.for_each_age(ACTIVE, |a| acc.3[g * h + a] += 1);
                     });
                     acc
                 },

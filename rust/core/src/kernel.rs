@@ -42,7 +42,6 @@ pub struct FirstRec {
     pub key: u64,
     pub ts: i64,
     pub row: u64,
-    pub period: i32,
     pub segment: u32,
 }
 
@@ -67,7 +66,6 @@ struct Entry {
 pub struct First {
     pub ts: i64,
     pub row: u64,
-    pub period: i32,
     pub segment: u32,
 }
 
@@ -77,18 +75,52 @@ pub const NO_GROUP: u32 = u32::MAX;
 pub struct Users {
     index: HashTable<Entry>,
     pub first: Vec<First>,
-    /// Per user, `words` words each of: ages with a paying order, ages with two or more, ages active.
+    /// Per user `stride` words holding three bitsets of `horizon` ages each, back to back: ages
+    /// with a paying order, with two or more, and with activity (one word when horizon ≤ 21).
     bits: Vec<u64>,
-    words: usize,
+    stride: usize,
+    horizon: usize,
+}
+
+pub const PAID: usize = 0;
+pub const MULTI: usize = 1;
+pub const ACTIVE: usize = 2;
+
+/// One user's age bitsets.
+pub struct UserBits<'a> {
+    words: &'a [u64],
+    horizon: usize,
+}
+
+impl UserBits<'_> {
+    /// Calls `f(age)` for every age set in bitset `kind`.
+    #[inline]
+    pub fn for_each_age(&self, kind: usize, mut f: impl FnMut(usize)) {
+        let (start, end) = (kind * self.horizon, (kind + 1) * self.horizon);
+        for (wi, &word) in self.words.iter().enumerate() {
+            let mut x = word;
+            while x != 0 {
+                let b = wi * 64 + x.trailing_zeros() as usize;
+                if b >= start && b < end {
+                    f(b - start);
+                }
+                x &= x - 1;
+            }
+        }
+    }
 }
 
 impl Users {
     pub fn new() -> Self {
-        Users { index: HashTable::new(), first: Vec::new(), bits: Vec::new(), words: 0 }
+        Users { index: HashTable::new(), first: Vec::new(), bits: Vec::new(), stride: 0, horizon: 0 }
     }
 
     pub fn len(&self) -> usize {
-        self.first.len()
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
     }
 
     /// Keeps the earliest (ts, row) per user. Returns true when the user is new.
@@ -98,12 +130,12 @@ impl Users {
         if let Some(e) = self.index.find(h, |e| e.key == rec.key) {
             let f = &mut first[e.slot as usize];
             if (rec.ts, rec.row) < (f.ts, f.row) {
-                *f = First { ts: rec.ts, row: rec.row, period: rec.period, segment: rec.segment };
+                *f = First { ts: rec.ts, row: rec.row, segment: rec.segment };
             }
             false
         } else {
             let slot = first.len() as u32;
-            first.push(First { ts: rec.ts, row: rec.row, period: rec.period, segment: rec.segment });
+            first.push(First { ts: rec.ts, row: rec.row, segment: rec.segment });
             self.index.insert_unique(h, Entry { key: rec.key, slot, group: NO_GROUP }, |e| {
                 table_hash(hash_key(e.key))
             });
@@ -112,21 +144,31 @@ impl Users {
     }
 
     /// Sets each user's group (its (segment, cohort) index) and makes room for the age bitsets.
-    pub fn seal(&mut self, group_of: impl Fn(&First) -> u32, words: usize) {
+    pub fn seal(&mut self, group_of: impl Fn(&First) -> u32, horizon: usize) {
         for e in self.index.iter_mut() {
             e.group = group_of(&self.first[e.slot as usize]);
         }
-        self.words = words;
-        self.bits = vec![0; self.first.len() * 3 * words];
+        self.horizon = horizon;
+        self.stride = (3 * horizon).div_ceil(64);
+        self.bits = vec![0; self.first.len() * self.stride];
+        // The earliest rows are no longer needed once groups are known.
+        self.first = Vec::new();
     }
 
-    /// Calls `f(group, paid_bits, multi_bits, active_bits)` for every user.
-    pub fn for_each_user(&self, mut f: impl FnMut(u32, &[u64], &[u64], &[u64])) {
-        let w = self.words;
+    /// Calls `f(group, bits)` for every user.
+    pub fn for_each_user(&self, mut f: impl FnMut(u32, UserBits<'_>)) {
+        let w = self.stride;
         for e in self.index.iter() {
-            let b = &self.bits[e.slot as usize * 3 * w..(e.slot as usize + 1) * 3 * w];
-            f(e.group, &b[..w], &b[w..2 * w], &b[2 * w..]);
+            let words = &self.bits[e.slot as usize * w..(e.slot as usize + 1) * w];
+            f(e.group, UserBits { words, horizon: self.horizon });
         }
+    }
+
+    /// Word index and mask of bit `kind` at `age` for the user in `slot`.
+    #[inline]
+    fn bit(&self, slot: u32, kind: usize, age: u32) -> (usize, u64) {
+        let b = kind * self.horizon + age as usize;
+        (slot as usize * self.stride + (b >> 6), 1u64 << (b & 63))
     }
 }
 
@@ -208,13 +250,12 @@ impl Users {
         }
         if rec.paying {
             cells.orders[cell] += 1;
-            let w = self.words;
-            let base = e.slot as usize * 3 * w + (age as usize >> 6);
-            let bit = 1u64 << (age & 63);
-            if self.bits[base] & bit != 0 {
-                self.bits[base + w] |= bit;
+            let (paid, paid_mask) = self.bit(e.slot, PAID, age);
+            if self.bits[paid] & paid_mask != 0 {
+                let (multi, multi_mask) = self.bit(e.slot, MULTI, age);
+                self.bits[multi] |= multi_mask;
             }
-            self.bits[base] |= bit;
+            self.bits[paid] |= paid_mask;
         }
     }
 
@@ -228,8 +269,8 @@ impl Users {
         let Some(age) = self.age(e.group, rec.period, at, tally, 0) else { return };
         let cell = e.group as usize * at.horizon as usize + age as usize;
         cells.activity_rows[cell] += 1;
-        let w = self.words;
-        self.bits[e.slot as usize * 3 * w + 2 * w + (age as usize >> 6)] |= 1u64 << (age & 63);
+        let (word, mask) = self.bit(e.slot, ACTIVE, age);
+        self.bits[word] |= mask;
     }
 
     #[inline]
@@ -264,9 +305,9 @@ mod tests {
     #[test]
     fn assign_keeps_the_earliest_row_whatever_the_order() {
         let recs = [
-            FirstRec { key: 7, ts: 50, row: 3, period: 5, segment: 1 },
-            FirstRec { key: 7, ts: 40, row: 9, period: 4, segment: 2 },
-            FirstRec { key: 7, ts: 40, row: 2, period: 4, segment: 3 },
+            FirstRec { key: 7, ts: 50, row: 3, segment: 1 },
+            FirstRec { key: 7, ts: 40, row: 9, segment: 2 },
+            FirstRec { key: 7, ts: 40, row: 2, segment: 3 },
         ];
         for perm in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]] {
             let mut u = Users::new();
@@ -281,8 +322,8 @@ mod tests {
     #[test]
     fn attribution_counts_cells_bits_and_reasons() {
         let mut u = Users::new();
-        u.assign(&FirstRec { key: 1, ts: 0, row: 0, period: 10, segment: 0 });
-        u.seal(|_| 0, 1);
+        u.assign(&FirstRec { key: 1, ts: 0, row: 0, segment: 0 });
+        u.seal(|_| 0, 3);
         let at = Attribution { horizon: 3, group_cohort: &[10], missing: Reason::NeverPaid };
         let mut cells = Cells::new(3);
         let mut tally = Tally::default();
@@ -300,8 +341,12 @@ mod tests {
         assert_eq!(tally.rows(Reason::NeverPaid), 1);
         assert_eq!(tally.amount(Reason::NeverPaid), 9);
         let mut seen = 0;
-        u.for_each_user(|g, paid, multi, active| {
-            assert_eq!((g, paid[0], multi[0], active[0]), (0, 0b1, 0b1, 0));
+        u.for_each_user(|g, bits| {
+            let mut ages = [vec![], vec![], vec![]];
+            for kind in [PAID, MULTI, ACTIVE] {
+                bits.for_each_age(kind, |a| ages[kind].push(a));
+            }
+            assert_eq!((g, &ages), (0, &[vec![0], vec![0], vec![]]));
             seen += 1;
         });
         assert_eq!(seen, 1);
