@@ -3,6 +3,8 @@
 from collections.abc import Callable
 from typing import Any, final
 
+__all__ = ["compute", "_debug_panic", "CoreResult", "ArrowStream", "__version__"]
+
 __version__: str
 
 @final

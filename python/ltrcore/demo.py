@@ -125,7 +125,8 @@ CHANNELS: tuple[Channel, ...] = (
 class DemoData:
     """The synthetic retailer: four Polars DataFrames.
 
-    * ``signups``: ``user_id`` (Int64, unique), ``signup_ts`` (Datetime[us, tz]), ``channel`` (String)
+    * ``signups``: ``user_id`` (Int64, unique), ``signup_ts`` (Datetime[us, tz]), ``channel`` (String);
+      in signup order
     * ``orders``: ``user_id`` (Int64, a few nulls), ``ts`` (Datetime[us, tz]), ``amount`` (Float64,
       refunds negative, a few NaN); shuffled
     * ``activity``: ``user_id`` (Int64), ``ts`` (Datetime[us, tz]): logins; shuffled
@@ -153,7 +154,7 @@ def _month_starts(year: int, month: int, count: int, tz: str) -> np.ndarray:
     )
     local = naive.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
     if local.null_count():  # midnight skipped by a DST change: the day starts at 01:00
-        later = (naive + pl.duration(hours=1)).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+        later = naive.dt.offset_by("1h").dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
         local = local.fill_null(later)
     return local.dt.epoch("us").to_numpy().astype(np.int64)
 
@@ -168,7 +169,7 @@ def _local_instant(d: date, tz: str) -> int:
     s = pl.Series([datetime(d.year, d.month, d.day)]).dt.cast_time_unit("us")
     local = s.dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
     if local.null_count():
-        local = (s + pl.duration(hours=1)).dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
+        local = s.dt.offset_by("1h").dt.replace_time_zone(tz, ambiguous="earliest", non_existent="null")
     return int(local.dt.epoch("us")[0])
 
 
@@ -242,6 +243,12 @@ def _refunds(
     return pick, rts, ramt
 
 
+def _frame(table: pa.Table) -> pl.DataFrame:
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    return df
+
+
 def _ts_array(us: np.ndarray, tz: str) -> pa.Array:
     return pa.array(us.astype(np.int64, copy=False), type=pa.timestamp("us", tz=tz))
 
@@ -276,15 +283,25 @@ def _population(
     shares = p[None, :] * np.exp(trend[None, :] * m_idx[:, None])
     shares /= shares.sum(axis=1, keepdims=True)
     volume = 1.03**m_idx * season * (hi - lo) / US_PER_MONTH
-    cell_p = (volume[:, None] * shares).ravel()
-    cells = rng.multinomial(n_signups, cell_p / cell_p.sum()).reshape(n_months, len(CHANNELS))
-    flat = np.repeat(np.arange(cells.size), cells.ravel())
-    month = (flat // len(CHANNELS)).astype(np.int32)
-    chan = (flat % len(CHANNELS)).astype(np.int8)
+    per_month = rng.multinomial(n_signups, volume / volume.sum())
+    month = np.repeat(np.arange(n_months, dtype=np.int32), per_month)
     n = len(month)
-    signup_ts = lo[month] + (rng.random(n) * (hi - lo)[month]).astype(np.int64)
-    order = np.argsort(signup_ts, kind="stable")  # a users table in signup order
-    month, chan, signup_ts = month[order], chan[order], signup_ts[order]
+    # Sorted uniform times per month without a sort: normalised running sums of exponential gaps.
+    gaps = rng.exponential(1.0, n + n_months)
+    seg = np.repeat(np.arange(n_months), per_month + 1)  # one extra gap closes each month
+    run = np.cumsum(gaps)
+    seg_start = np.concatenate([[0], np.cumsum(per_month + 1)[:-1]])
+    base = np.where(seg_start > 0, run[np.maximum(seg_start - 1, 0)], 0.0)
+    frac = (run - base[seg]) / (run[seg_start + per_month] - base)[seg]
+    keep = np.ones(n + n_months, dtype=bool)
+    keep[seg_start + per_month] = False
+    signup_ts = lo[month] + (frac[keep] * (hi - lo)[month]).astype(np.int64)  # a users table in signup order
+    # Channel per signup from the month's channel shares.
+    cum = np.cumsum(shares, axis=1)[month]
+    u = rng.random(n)
+    chan = (u[:, None] >= cum[:, :-1]).sum(axis=1).astype(np.int8)
+    cells = np.bincount(month.astype(np.int64) * len(CHANNELS) + chan, minlength=n_months * len(CHANNELS))
+    cells = cells.reshape(n_months, len(CHANNELS))
 
     fields = ("conversion", "late_share", "first_delay_days", "one_and_done", "life_months", "orders_per_month")
     par = {f: np.array([getattr(c, f) for c in CHANNELS])[chan] for f in fields}
@@ -398,9 +415,11 @@ def generate(
 
     o_perm = rng.permutation(len(o_user))
     a_perm = rng.permutation(len(a_user))
+    a_ids = user_id[a_user][a_perm]  # a_user is sorted: the first gather is sequential
+    a_ts = a_ts[a_perm]
 
     names = np.array([c.name for c in CHANNELS], dtype=object)
-    signups = pl.from_arrow(
+    signups = _frame(
         pa.table(
             {
                 "user_id": pa.array(user_id, pa.int64()),
@@ -409,7 +428,7 @@ def generate(
             }
         )
     )
-    orders = pl.from_arrow(
+    orders = _frame(
         pa.table(
             {
                 "user_id": pa.array(user_id[o_user[o_perm]], pa.int64(), mask=o_null[o_perm]),
@@ -418,9 +437,7 @@ def generate(
             }
         )
     )
-    activity = pl.from_arrow(
-        pa.table({"user_id": pa.array(user_id[a_user[a_perm]], pa.int64()), "ts": _ts_array(a_ts[a_perm], tz)})
-    )
+    activity = _frame(pa.table({"user_id": pa.array(a_ids, pa.int64()), "ts": _ts_array(a_ts, tz)}))
     month_dates = [_add_months(datetime(start.year, start.month, 1), m).date() for m in range(months + 1)]
     spend_df = pl.DataFrame(
         {
@@ -431,7 +448,7 @@ def generate(
         schema={"month": pl.Date, "channel": pl.String, "spend": pl.Float64},
     )
     assert orders.height == n_orders
-    return DemoData(signups=signups, orders=orders, activity=activity, spend=spend_df)  # type: ignore[arg-type]
+    return DemoData(signups=signups, orders=orders, activity=activity, spend=spend_df)
 
 
 def _cost_per_signup(

@@ -1,0 +1,255 @@
+"""Benchmarks of ltrcore against hand-written Polars and DuckDB (``peers.py``) on the same orders.
+
+These are smoke tests, not timed tests. ``pytest benches`` runs with ``--benchmark-disable`` (the
+project's ``addopts``), so each benchmark runs once and nothing asserts on speed. What they do assert
+is that the engines agree on every number, so this suite cannot silently rot. The peers are also
+checked against a plain-Python reference on a small table full of edge cases.
+
+    pytest benches                                   # smoke run, 200k rows
+    LTRCORE_BENCH_ROWS=2M pytest benches --benchmark-enable --benchmark-columns=min,median,rounds
+
+For memory, fresh processes and a printed comparison table, use ``benches/vs_peers.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import sys
+import warnings
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+np = pytest.importorskip("numpy")
+pa = pytest.importorskip("pyarrow")
+pl = pytest.importorskip("polars")
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# Loaded by path under private names: no clash with tests/, and no built ltrcore needed for the peers.
+peers = _load("ltrcore_bench_peers", HERE / "peers.py")
+demo = _load("ltrcore_bench_demo", HERE.parent / "python" / "ltrcore" / "demo.py")
+
+
+def _rows_from_env() -> int:
+    text = os.environ.get("LTRCORE_BENCH_ROWS", "200k").strip().lower()
+    mult = {"k": 10**3, "m": 10**6}.get(text[-1:], 1)
+    return int(float(text.rstrip("km").replace("_", "")) * mult)
+
+
+ROWS = _rows_from_env()
+HORIZON = 12
+
+
+def _ltrcore() -> Any:
+    ltrcore = pytest.importorskip("ltrcore", reason="ltrcore is not built/installed (pip install . or maturin develop)")
+    if not hasattr(ltrcore, "cohorts"):
+        pytest.skip("ltrcore has no cohorts() yet")
+    return ltrcore
+
+
+def _ltrcore_cohorts(orders: Any, *, tz: str = "UTC") -> Any:
+    ltrcore = _ltrcore()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ExcludedRowsWarning on the edge-case table is expected
+        return ltrcore.cohorts(orders, user="user_id", ts="ts", amount="amount", horizon=HORIZON, period="month", tz=tz)
+
+
+@pytest.fixture(scope="module")
+def orders() -> Any:
+    return demo.orders_only(ROWS, seed=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# benchmarks (group: one table per data size)
+
+
+@pytest.mark.benchmark(group=f"cohorts-{ROWS}")
+def test_bench_ltrcore(benchmark: Any, orders: Any) -> None:
+    ltrcore = _ltrcore()
+    kw = dict(user="user_id", ts="ts", amount="amount", horizon=HORIZON, period="month", tz="UTC")
+    table = benchmark(lambda: ltrcore.cohorts(orders, **kw).to_polars())
+    assert peers.from_ltrcore(table, HORIZON).height > 0
+
+
+@pytest.mark.benchmark(group=f"cohorts-{ROWS}")
+def test_bench_polars(benchmark: Any, orders: Any) -> None:
+    out = benchmark(peers.polars_cohorts, orders, horizon=HORIZON)
+    assert out.height > 0 and out.columns == list(peers.COLUMNS)
+
+
+@pytest.mark.benchmark(group=f"cohorts-{ROWS}")
+def test_bench_duckdb(benchmark: Any, orders: Any) -> None:
+    pytest.importorskip("duckdb")
+    out = benchmark(peers.duckdb_cohorts, orders, horizon=HORIZON)
+    assert out.height > 0 and out.columns == list(peers.COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------------
+# the engines agree
+
+
+def _assert_same(a: Any, b: Any, names: tuple[str, str]) -> None:
+    problems = peers.compare(a, b, names=names)
+    assert not problems, "\n".join(problems)
+
+
+def test_polars_and_duckdb_agree(orders: Any) -> None:
+    pytest.importorskip("duckdb")
+    _assert_same(peers.polars_cohorts(orders), peers.duckdb_cohorts(orders), ("polars", "duckdb"))
+
+
+def test_ltrcore_agrees_with_peers(orders: Any) -> None:
+    got = peers.from_ltrcore(_ltrcore_cohorts(orders), HORIZON)
+    _assert_same(got, peers.polars_cohorts(orders), ("ltrcore", "polars"))
+    if importlib.util.find_spec("duckdb") is not None:
+        _assert_same(got, peers.duckdb_cohorts(orders), ("ltrcore", "duckdb"))
+    # ltrcore reports every cell of a reported cohort up to the last complete month; the peers only
+    # non-empty ones, which on this data is all of them
+    assert got.height == peers.polars_cohorts(orders).height
+
+
+# --------------------------------------------------------------------------------------------------
+# the peers against a plain-Python reference on edge cases
+
+
+def _edge_table() -> Any:
+    """~3k rows over 15 months with refunds, zero amounts, refunds before the first purchase, users
+    who never pay, rows beyond the horizon, null/NaN/inf rows, and times next to month boundaries in
+    both UTC and Europe/Berlin. The last row (a valid purchase) fixes the running month."""
+    rng = np.random.default_rng(11)
+    n = 3_000
+    start = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    span = (datetime(2025, 3, 20, tzinfo=timezone.utc) - start).total_seconds()
+    pool = np.array([-7, 0, 3, 2**40 + 5, *rng.integers(1, 2**62, 400)], dtype=np.int64)
+    who = rng.integers(0, len(pool), n)
+    users = pool[who]
+    joined = rng.random(len(pool)) * span  # each user is around from their own start on
+    secs = joined[who] + rng.random(n) * (span - joined[who])
+    ts = [start + timedelta(seconds=float(s)) for s in secs]
+    # month boundaries: Berlin midnight is 23:00 / 22:00 UTC the previous day
+    for i in range(50, 250, 2):
+        k = (i // 2) % 15  # 2024-01 .. 2025-03
+        month = datetime(2024 + k // 12, k % 12 + 1, 1, tzinfo=timezone.utc)
+        ts[i] = month - timedelta(minutes=30)
+        ts[i + 1] = month + timedelta(minutes=30)
+    amounts = np.round(rng.lognormal(3.5, 0.8, n), 2)
+    kind = rng.random(n)
+    amounts = np.where(kind < 0.08, -np.round(amounts * 0.5, 2), amounts)  # refunds
+    amounts = np.where((kind >= 0.08) & (kind < 0.10), 0.0, amounts)  # zero-amount rows
+    amounts = np.where((kind >= 0.10) & (kind < 0.12), amounts + 0.123456, amounts)  # rounded to 4
+    amt: list[float | None] = amounts.tolist()
+    user: list[int | None] = users.tolist()
+    tss: list[datetime | None] = list(ts)
+    # users 101/102 never pay: only refunds and zero rows
+    for i, (u, a) in enumerate(((101, -5.0), (101, 0.0), (102, -1.25), (102, -3.5))):
+        user[10 + i], amt[10 + i] = u, a
+    # user 103: a refund before the first purchase (age < 0) and a purchase 13 months later (age 13)
+    user[20:23], amt[20:23] = [103, 103, 103], [-9.99, 25.0, 40.0]
+    tss[20:23] = [datetime(2024, 2, 3, tzinfo=timezone.utc), datetime(2024, 3, 3, tzinfo=timezone.utc), datetime(2025, 2, 3, tzinfo=timezone.utc)]
+    for i in range(30, 36):
+        user[i] = None
+    for i in range(36, 40):
+        tss[i] = None
+    for i, v in zip(range(40, 46), (None, float("nan"), float("inf"), float("-inf"), None, float("nan"))):
+        amt[i] = v
+    user.append(int(users[0]))
+    tss.append(datetime(2025, 3, 25, tzinfo=timezone.utc))
+    amt.append(10.0)
+    return pa.table(
+        {
+            "user_id": pa.array(user, pa.int64()),
+            "ts": pa.array(tss, pa.timestamp("us", tz="UTC")),
+            "amount": pa.array(amt, pa.float64()),
+        }
+    )
+
+
+def _reference(table: Any, tz: str, horizon: int = HORIZON) -> Any:
+    """The job written as plainly as possible, one row at a time."""
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(tz)
+    rows = []
+    for u, t, a in zip(*(table[c].to_pylist() for c in ("user_id", "ts", "amount"))):
+        if u is None or t is None or a is None or not math.isfinite(a):
+            continue
+        local = t.astimezone(zone)
+        a = float(Decimal(repr(a)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP))
+        rows.append((u, local.year * 12 + local.month - 1, a))
+    last = max(m for _, m, _ in rows)
+    rows = [r for r in rows if r[1] < last]
+    first: dict[int, int] = {}
+    for u, m, a in rows:
+        if a > 0:
+            first[u] = min(first.get(u, m), m)
+    revenue: dict[tuple[int, int], float] = defaultdict(float)
+    orders: dict[tuple[int, int], int] = defaultdict(int)
+    payers: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for u, m, a in rows:
+        if u not in first or not 0 <= m - first[u] < horizon:
+            continue
+        key = (first[u], m - first[u])
+        revenue[key] += a
+        if a > 0:
+            orders[key] += 1
+            payers[key].add(u)
+    size: dict[int, int] = defaultdict(int)
+    for c in first.values():
+        size[c] += 1
+    keys = sorted(revenue)
+    return pl.DataFrame(
+        {
+            "cohort": [datetime(c // 12, c % 12 + 1, 1).date() for c, _ in keys],
+            "age": [k for _, k in keys],
+            "cohort_size": [size[c] for c, _ in keys],
+            "revenue": [revenue[k] for k in keys],
+            "orders": [orders[k] for k in keys],
+            "payers": [len(payers[k]) for k in keys],
+        }
+    )
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+def test_peers_match_plain_reference(tz: str) -> None:
+    table = _edge_table()
+    ref = _reference(table, tz)
+    assert ref.height > 100
+    _assert_same(peers.polars_cohorts(table, tz=tz), ref, ("polars", "reference"))
+    _assert_same(peers.polars_cohorts(pl.from_arrow(table).lazy(), tz=tz), ref, ("polars lazy", "reference"))
+    if importlib.util.find_spec("duckdb") is not None:
+        _assert_same(peers.duckdb_cohorts(table, tz=tz), ref, ("duckdb", "reference"))
+
+
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+def test_ltrcore_matches_plain_reference(tz: str) -> None:
+    table = _edge_table()
+    got = peers.from_ltrcore(_ltrcore_cohorts(table, tz=tz), HORIZON)
+    _assert_same(got, _reference(table, tz), ("ltrcore", "reference"))
+
+
+def test_demo_orders_only_shape() -> None:
+    t = demo.orders_only(10_000, seed=3)
+    assert t.num_rows == 10_000
+    assert t.schema.field("ts").type == pa.timestamp("us", tz="UTC")
+    assert t.schema.field("user_id").type == pa.int64() and t.schema.field("amount").type == pa.float64()
+    users = len(set(t["user_id"].to_pylist()))
+    assert abs(users - 10_000 / 12.7) <= 1
+    assert demo.orders_only(10_000, seed=3).equals(t)
