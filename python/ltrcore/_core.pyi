@@ -55,7 +55,6 @@ def compute(
     strict: bool,
     threads: int,
     chunk_rows: int,
-    flush_rows: int,
     progress: Callable[[str, int], Any] | None,
 ) -> CoreResult: ...
 def _debug_panic() -> None: ...

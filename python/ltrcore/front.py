@@ -23,9 +23,8 @@ _EPOCH = dt.datetime(1970, 1, 1)
 _EPOCH_UTC = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MICRO = dt.timedelta(microseconds=1)
 
-# Rows decoded per parallel step, and rows buffered before the partitions are processed.
-DEFAULT_CHUNK_ROWS = 1 << 16
-DEFAULT_FLUSH_ROWS = 1 << 21
+# Rows decoded per parallel step (a few MB of scratch per worker).
+DEFAULT_CHUNK_ROWS = 1 << 17
 
 
 def _time_point(value: Any, name: str) -> tuple[str, int] | None:
@@ -125,7 +124,7 @@ def cohorts(
 
     ``threads`` sets the worker count (results are identical for any value). ``progress`` is called
     as ``progress(phase, rows_done)`` from the calling thread about twice a second. ``_chunk_rows`` is
-    for tests: it shrinks the engine's internal steps so flushing and merging are exercised.
+    for tests: it shrinks the engine's internal steps so chunk boundaries are exercised.
     """
     by_cols = _names(by)
     horizon = _check_int("horizon", horizon, 1, 1000)
@@ -136,10 +135,9 @@ def cohorts(
         raise InvalidArgumentError(f"tz must be an IANA time zone name; got {tz!r}")
     if progress is not None and not callable(progress):
         raise InvalidArgumentError("progress must be callable as progress(phase, rows_done)")
-    chunk_rows, flush_rows = DEFAULT_CHUNK_ROWS, DEFAULT_FLUSH_ROWS
+    chunk_rows = DEFAULT_CHUNK_ROWS
     if _chunk_rows is not None:
         chunk_rows = _check_int("_chunk_rows", _chunk_rows, 1, 1 << 40)
-        flush_rows = 3 * chunk_rows
     activity_ts = activity_ts or ts
 
     segment_dictionary: pl.DataFrame | None = None
@@ -187,7 +185,6 @@ def cohorts(
         strict=bool(strict),
         threads=_threads(threads),
         chunk_rows=chunk_rows,
-        flush_rows=flush_rows,
         progress=progress,
     )
     if by_cols and signups is None:

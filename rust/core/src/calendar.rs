@@ -104,6 +104,8 @@ pub struct Calendar {
     tz: TimeZone,
     fixed_offset: Option<i32>,
     table: Vec<DayOffset>,
+    /// Period of each local day in the table's range: a load instead of calendar arithmetic.
+    day_period: Vec<i32>,
 }
 
 impl Calendar {
@@ -116,7 +118,8 @@ impl Calendar {
         } else {
             None
         };
-        let mut cal = Calendar { kind, tz, fixed_offset, table: Vec::new() };
+        let day_period = (0..TABLE_DAYS as i64).map(|d| kind.period_of_day(TABLE_FIRST_DAY + d)).collect();
+        let mut cal = Calendar { kind, tz, fixed_offset, table: Vec::new(), day_period };
         if cal.fixed_offset.is_none() {
             cal.table = cal.build_table();
         }
@@ -200,14 +203,23 @@ impl Calendar {
         (second + self.offset_at(second) as i64).div_euclid(SECONDS_PER_DAY)
     }
 
+    /// Period holding a local civil day.
+    #[inline(always)]
+    pub fn period_of_day(&self, day: i64) -> i32 {
+        match self.day_period.get((day - TABLE_FIRST_DAY) as usize) {
+            Some(&p) if day >= TABLE_FIRST_DAY => p,
+            _ => self.kind.period_of_day(day),
+        }
+    }
+
     #[inline(always)]
     pub fn period_of_instant(&self, second: i64) -> i32 {
-        self.kind.period_of_day(self.local_day_of_instant(second))
+        self.period_of_day(self.local_day_of_instant(second))
     }
 
     #[inline(always)]
     pub fn period_of_local_second(&self, local_second: i64) -> i32 {
-        self.kind.period_of_day(local_second.div_euclid(SECONDS_PER_DAY))
+        self.period_of_day(local_second.div_euclid(SECONDS_PER_DAY))
     }
 
     /// Start of a period as a local civil day.
@@ -283,6 +295,16 @@ mod tests {
         }
         assert_eq!(month_index(day(2024, 2, 29)), (2024 - 1970) * 12 + 1);
         assert_eq!(first_day_of_month(0), 0);
+    }
+
+    #[test]
+    fn day_table_matches_arithmetic() {
+        for kind in [PeriodKind::Day, PeriodKind::Week, PeriodKind::Month, PeriodKind::Quarter] {
+            let cal = Calendar::new(kind, "UTC").unwrap();
+            for day in (TABLE_FIRST_DAY - 800..TABLE_FIRST_DAY + TABLE_DAYS as i64 + 800).step_by(7) {
+                assert_eq!(cal.period_of_day(day), kind.period_of_day(day), "{kind:?} {day}");
+            }
+        }
     }
 
     #[test]

@@ -364,6 +364,11 @@ pub struct Decoded {
     pub status: Vec<u8>,
     /// No row in the chunk has a non-VALID status.
     pub all_valid: bool,
+    /// Filled by the kernel: hash of each key, whether the pass keeps the row, and the global
+    /// index of the chunk's first row.
+    pub hash: Vec<u64>,
+    pub take: Vec<bool>,
+    pub base: u64,
 }
 
 /// How raw timestamp values map to periods (kept so cohorts can be placed after a pass).
@@ -381,8 +386,8 @@ impl TsKind {
         match self {
             Self::Instant(unit) => cal.period_of_instant(to_seconds(raw, unit)),
             Self::Local(unit) => cal.period_of_local_second(to_seconds(raw, unit)),
-            Self::Date32 => cal.kind.period_of_day(raw),
-            Self::Date64 => cal.kind.period_of_day(raw.div_euclid(86_400_000)),
+            Self::Date32 => cal.period_of_day(raw),
+            Self::Date64 => cal.period_of_day(raw.div_euclid(86_400_000)),
         }
     }
 }

@@ -1,9 +1,9 @@
 //! One run: the passes over the inputs, then the cut-off by `as_of`/`since` and the final arrays.
 //!
 //! Passes: cohorts first (signups, or the paying orders of first-purchase cohorts), then orders are
-//! attributed to cells, then activity. Each pass streams batches: decode and scatter by user hash in
-//! parallel, and every `flush_rows` rows process the partitions in parallel. Completeness is decided
-//! only at the end, so one pass suffices even when `as_of` defaults to the last order's period.
+//! attributed to cells, then activity. Each pass streams batches in chunks: workers decode a chunk in
+//! parallel, then each user shard takes its rows (see `kernel`). Completeness is decided only at the
+//! end, so one pass suffices even when `as_of` defaults to the last order's period.
 
 use std::time::Instant;
 
@@ -14,9 +14,7 @@ use rayon::prelude::*;
 use crate::calendar::{Calendar, PeriodKind};
 use crate::columns::{status, BatchView, ColumnNames, ColumnSet, Decoded, Interner, TsKind, UserFamily, Want};
 use crate::error::{CoreError, Result};
-use crate::kernel::{
-    hash_key, partition_of, Attribution, CellRec, Cells, First, FirstRec, Users, ACTIVE, MULTI, PAID, PARTITIONS,
-};
+use crate::kernel::{hash_key, shard_of, Attribution, CellRec, Cells, First, FirstRec, Users, ACTIVE, MULTI, PAID};
 use crate::reconcile::{Reason, Tally};
 
 /// A point in time given by the caller: an instant, or a wall-clock time in the run's zone.
@@ -47,8 +45,6 @@ pub struct Spec {
     pub threads: usize,
     /// Rows decoded per parallel step (and between progress ticks).
     pub chunk_rows: usize,
-    /// Rows buffered in partitions before they are processed.
-    pub flush_rows: usize,
 }
 
 impl Spec {
@@ -68,8 +64,8 @@ impl Spec {
         if self.threads == 0 || self.threads > 1024 {
             return Err(CoreError::InvalidArgument(format!("threads must be between 1 and 1024; got {}", self.threads)));
         }
-        if self.chunk_rows == 0 || self.flush_rows == 0 {
-            return Err(CoreError::InvalidArgument("chunk sizes must be positive".into()));
+        if self.chunk_rows == 0 {
+            return Err(CoreError::InvalidArgument("chunk_rows must be positive".into()));
         }
         Ok(())
     }
@@ -181,8 +177,9 @@ const ACTIVITY_REASONS: [Reason; 8] = [
     Reason::NotYetComplete,
 ];
 
-/// Per-thread state of one pass.
+/// Per-thread state of one pass. Aligned so two threads' counters never share a cache line.
 #[derive(Clone, Default)]
+#[repr(align(128))]
 struct Acc {
     tally: Tally,
     cells: Cells,
@@ -191,18 +188,12 @@ struct Acc {
     input_amount: i128,
 }
 
-trait Keyed: Copy + Send + Sync {
-    fn key(&self) -> u64;
-}
-impl Keyed for FirstRec {
-    fn key(&self) -> u64 {
-        self.key
-    }
-}
-impl Keyed for CellRec {
-    fn key(&self) -> u64 {
-        self.key
-    }
+/// One worker's decoded chunk and counters (cache-line aligned through `Acc`).
+#[derive(Default)]
+#[repr(align(128))]
+struct Worker {
+    chunk: Decoded,
+    acc: Acc,
 }
 
 /// Floor of `mantissa × 10^(exponent + scale)`, clamped to i64: amounts above it are paying.
@@ -280,11 +271,11 @@ impl<'h> Runner<'h> {
         Ok(set)
     }
 
-    /// Streams `stream` through `decode` (parallel over rows) and `process` (parallel over
-    /// partitions). `decode(chunk, k, row, acc)` turns row `k` of a decoded chunk (global index
-    /// `row`) into a record, or counts it. `keep` collects the batches for a later replay.
+    /// Streams `stream` chunk by chunk. Each worker decodes its share of a chunk and `classify`
+    /// counts row `k` (global index `row`) or keeps it; then each shard takes the kept rows of its own
+    /// users and `process`es them. `keep` collects the batches for a later replay.
     #[allow(clippy::too_many_arguments)]
-    fn scan<R, D, P>(
+    fn scan<C, P>(
         &mut self,
         stream: Stream,
         set: &ColumnSet,
@@ -292,29 +283,21 @@ impl<'h> Runner<'h> {
         want: Want,
         mut keep: Option<&mut Vec<RecordBatch>>,
         mut accs: Vec<Acc>,
-        decode: D,
+        classify: C,
         process: P,
     ) -> Result<Vec<Acc>>
     where
-        R: Keyed,
-        D: Fn(&Decoded, usize, u64, &mut Acc) -> Result<Option<R>> + Sync,
-        P: Fn(&mut Users, &mut Acc, &R) + Sync,
+        C: Fn(&Decoded, usize, u64, &mut Acc) -> Result<bool> + Sync,
+        P: Fn(&mut Users, &mut Acc, &Decoded, usize, u64) + Sync,
     {
+        // How many rows ahead a shard prefetches the bucket it will probe, and then the user's state.
+        const PREFETCH_BUCKET: usize = 16;
+        const PREFETCH_STATE: usize = 8;
         let t = self.threads;
-        // Sized for a flush up front: growing 256 buffers by doubling costs copies and page faults.
-        let per_buffer = self.spec.flush_rows / (PARTITIONS * t) + self.spec.flush_rows / (PARTITIONS * t * 4) + 16;
-        let per_buffer = per_buffer.min(self.spec.flush_rows + 16);
-        let mut workers: Vec<(Vec<Vec<R>>, Decoded, Acc)> = (0..t)
-            .map(|_| {
-                let bufs = (0..PARTITIONS).map(|_| Vec::with_capacity(per_buffer)).collect();
-                (bufs, Decoded::default(), Acc::default())
-            })
-            .collect();
-        let mut buffered = 0usize;
+        let mut workers: Vec<Worker> = (0..t).map(|_| Worker::default()).collect();
         let mut row0: u64 = 0;
         let mut last_tick = Instant::now();
         let started = Instant::now();
-        let mut flush_time = std::time::Duration::ZERO;
         self.hooks.tick(phase, 0)?;
         for batch in stream.reader {
             let batch = batch?;
@@ -327,30 +310,49 @@ impl<'h> Runner<'h> {
                 let mut lo = 0;
                 while lo < n {
                     let hi = n.min(lo + self.spec.chunk_rows);
-                    let cal = &self.cal;
-                    let view = &view;
-                    let decode = &decode;
-                    self.pool.install(|| {
-                        workers.par_iter_mut().enumerate().try_for_each(|(k, (bufs, chunk, acc))| -> Result<()> {
+                    let (cal, pool, parts) = (&self.cal, &self.pool, &mut self.parts);
+                    let (view, classify, process) = (&view, &classify, &process);
+                    let accs = &mut accs;
+                    let workers = &mut workers;
+                    pool.install(|| -> Result<()> {
+                        workers.par_iter_mut().enumerate().try_for_each(|(k, Worker { chunk: d, acc })| -> Result<()> {
                             let len = hi - lo;
-                            let a = lo + len * k / t;
-                            let b = lo + len * (k + 1) / t;
-                            view.decode(a, b, cal, want, chunk)?;
+                            let (a, b) = (lo + len * k / t, lo + len * (k + 1) / t);
+                            view.decode(a, b, cal, want, d)?;
+                            d.base = row0 + a as u64;
+                            d.hash.clear();
+                            d.hash.extend(d.key.iter().map(|&key| hash_key(key)));
+                            let mut take = std::mem::take(&mut d.take);
+                            take.clear();
                             for j in 0..b - a {
-                                if let Some(r) = decode(chunk, j, row0 + (a + j) as u64, acc)? {
-                                    bufs[partition_of(hash_key(r.key()))].push(r);
+                                take.push(classify(d, j, d.base + j as u64, acc)?);
+                            }
+                            d.take = take;
+                            Ok(())
+                        })?;
+                        let decoded: &[Worker] = workers;
+                        parts.par_iter_mut().zip(accs.par_iter_mut()).enumerate().for_each(|(s, (users, acc))| {
+                            for Worker { chunk: d, .. } in decoded {
+                                let m = d.hash.len();
+                                for j in 0..m {
+                                    if let Some(&h) = d.hash.get(j + PREFETCH_BUCKET) {
+                                        if shard_of(h, t) == s {
+                                            users.prefetch(h);
+                                        }
+                                    }
+                                    if let Some(&h) = d.hash.get(j + PREFETCH_STATE) {
+                                        if d.take[j + PREFETCH_STATE] && shard_of(h, t) == s {
+                                            users.prefetch_state(d.key[j + PREFETCH_STATE], h);
+                                        }
+                                    }
+                                    if d.take[j] && shard_of(d.hash[j], t) == s {
+                                        process(users, acc, d, j, d.base + j as u64);
+                                    }
                                 }
                             }
-                            Ok(())
-                        })
+                        });
+                        Ok(())
                     })?;
-                    buffered += hi - lo;
-                    if buffered >= self.spec.flush_rows {
-                        let f = Instant::now();
-                        self.flush(&mut workers, &mut accs, &process);
-                        flush_time += f.elapsed();
-                        buffered = 0;
-                    }
                     if last_tick.elapsed().as_millis() >= 100 {
                         self.hooks.tick(phase, row0 + hi as u64)?;
                         last_tick = Instant::now();
@@ -363,43 +365,14 @@ impl<'h> Runner<'h> {
                 kept.push(batch);
             }
         }
-        let f = Instant::now();
-        self.flush(&mut workers, &mut accs, &process);
-        flush_time += f.elapsed();
         if std::env::var_os("LTRCORE_TRACE").is_some() {
-            eprintln!("ltrcore: {phase}: {row0} rows in {:?} ({:?} processing partitions)", started.elapsed(), flush_time);
+            eprintln!("ltrcore: {phase}: {row0} rows in {:?}", started.elapsed());
         }
         self.hooks.tick(phase, row0)?;
-        for (_, _, d) in &workers {
-            merge_acc(&mut accs[0], d);
+        for w in &workers {
+            merge_acc(&mut accs[0], &w.acc);
         }
         Ok(accs)
-    }
-
-    fn flush<R: Keyed, P>(&mut self, workers: &mut [(Vec<Vec<R>>, Decoded, Acc)], accs: &mut [Acc], process: &P)
-    where
-        P: Fn(&mut Users, &mut Acc, &R) + Sync,
-    {
-        let per = PARTITIONS.div_ceil(accs.len());
-        let shared: &[(Vec<Vec<R>>, Decoded, Acc)] = workers;
-        let parts = &mut self.parts;
-        self.pool.install(|| {
-            parts.par_chunks_mut(per).zip(accs.par_iter_mut()).enumerate().for_each(|(c, (chunk, acc))| {
-                for (j, users) in chunk.iter_mut().enumerate() {
-                    let p = c * per + j;
-                    for (bufs, _, _) in shared {
-                        for r in &bufs[p] {
-                            process(users, acc, r);
-                        }
-                    }
-                }
-            })
-        });
-        for (bufs, _, _) in workers.iter_mut() {
-            for b in bufs.iter_mut() {
-                b.clear();
-            }
-        }
     }
 
     fn fresh_accs(&self, cells: usize) -> Vec<Acc> {
@@ -449,7 +422,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
         hooks,
         interner: Interner::default(),
         family: None,
-        parts: (0..PARTITIONS).map(|_| Users::new()).collect(),
+        parts: (0..threads).map(|_| Users::new()).collect(),
         threads,
         ts_kind: None,
     };
@@ -486,13 +459,14 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
             |d, k, row, acc| {
                 acc.input_rows += 1;
                 match d.status[k] {
-                    status::VALID => Ok(Some(FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) })),
+                    status::VALID => Ok(true),
                     status::NULL_USER => count_bad(Reason::NullUser, 0, strict, acc, &set, row),
                     _ => count_bad(Reason::NullTs, 0, strict, acc, &set, row),
                 }
             },
-            |users, acc, rec| {
-                if !users.assign(rec) {
+            |users, acc, d, k, row| {
+                let rec = FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) };
+                if !users.assign(&rec, d.hash[k]) {
                     acc.tally.add(Reason::DuplicateUser, 0);
                 }
             },
@@ -519,16 +493,13 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
         keep,
         accs,
         |d, k, row, _acc| match d.status[k] {
-            status::VALID if d.amount[k] > threshold => {
-                Ok(Some(FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) }))
-            }
-            status::VALID => Ok(None),
+            status::VALID => Ok(d.amount[k] > threshold),
             // Bad rows are counted by the second pass; `strict` fails as early as it can.
             st if strict => Err(bad_row_error(&orders_set, status_reason(st), row)),
-            _ => Ok(None),
+            _ => Ok(false),
         },
-        |users, _acc, rec| {
-            users.assign(rec);
+        |users, _acc, d, k, row| {
+            users.assign(&FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) }, d.hash[k]);
         },
     )?;
     let second = if orders.reopenable() {
@@ -564,12 +535,12 @@ fn seg(d: &Decoded, k: usize) -> u32 {
 }
 
 /// Counts a bad-data row under its reason, or fails under `strict`.
-fn count_bad<R>(reason: Reason, amount: i64, strict: bool, acc: &mut Acc, set: &ColumnSet, row: u64) -> Result<Option<R>> {
+fn count_bad(reason: Reason, amount: i64, strict: bool, acc: &mut Acc, set: &ColumnSet, row: u64) -> Result<bool> {
     if strict {
         return Err(bad_row_error(set, reason, row));
     }
     acc.tally.add(reason, amount);
-    Ok(None)
+    Ok(false)
 }
 
 /// Groups: the distinct (segment, cohort) pairs, sorted; seals every partition's users.
@@ -630,12 +601,16 @@ fn finish(
                 status::VALID => {
                     let period = d.period[k];
                     acc.max_period = Some(acc.max_period.map_or(period, |m| m.max(period)));
-                    Ok(Some(CellRec { key: d.key[k], amount, period, paying: amount > threshold }))
+                    Ok(true)
                 }
                 st => count_bad(status_reason(st), amount, strict, acc, &orders_set, row),
             }
         },
-        |users, acc, rec| users.attribute_order(rec, &at, &mut acc.cells, &mut acc.tally),
+        |users, acc, d, k, _row| {
+            let amount = d.amount[k];
+            let rec = CellRec { key: d.key[k], amount, period: d.period[k], paying: amount > threshold };
+            users.attribute_order(&rec, d.hash[k], &at, &mut acc.cells, &mut acc.tally)
+        },
     )?;
     let orders_acc = sum_accs(accs);
 
@@ -658,11 +633,14 @@ fn finish(
                 |d, k, row, acc| {
                     acc.input_rows += 1;
                     match d.status[k] {
-                        status::VALID => Ok(Some(CellRec { key: d.key[k], amount: 0, period: d.period[k], paying: false })),
+                        status::VALID => Ok(true),
                         st => count_bad(status_reason(st), 0, strict, acc, &set, row),
                     }
                 },
-                |users, acc, rec| users.attribute_activity(rec, &at, &mut acc.cells, &mut acc.tally),
+                |users, acc, d, k, _row| {
+                    let rec = CellRec { key: d.key[k], amount: 0, period: d.period[k], paying: false };
+                    users.attribute_activity(&rec, d.hash[k], &at, &mut acc.cells, &mut acc.tally)
+                },
             )?;
             Some(sum_accs(accs))
         }

@@ -1,17 +1,15 @@
-//! The partitioned kernel.
+//! The sharded kernel.
 //!
-//! Rows are scattered by a hash of the user key into `PARTITIONS` buffers, then each partition is
-//! processed against its own user table. A user lives in exactly one partition, so per-user state
-//! (cohort, first paying order, bitsets of ages with a payment or an activity) needs no locks, the
-//! tables stay cache-sized, and distinct counts are exact popcounts. Every sum is an integer, so the
-//! result is the same whatever the thread count, batch sizes or flush points.
-
-use hashbrown::HashTable;
+//! Users are split into shards by a hash of their key, one shard per worker thread. Every worker
+//! decodes its share of a chunk of rows; then every shard walks the whole decoded chunk and takes
+//! the rows of its own users. A user lives in exactly one shard, so per-user state (cohort, first
+//! paying order, bitsets of ages with a payment or an activity) needs no locks, and no row is copied
+//! into partition buffers (the scatter that dominated an earlier radix-partitioned design). Lookups
+//! use open addressing with software prefetch a few rows ahead, which hides most of the memory
+//! latency of a table larger than cache. Distinct counts are exact popcounts and every sum is an
+//! integer, so the result is the same whatever the thread count or batch sizes.
 
 use crate::reconcile::{Reason, Tally};
-
-pub const PARTITION_BITS: u32 = 8;
-pub const PARTITIONS: usize = 1 << PARTITION_BITS;
 
 /// murmur3's 64-bit finalizer: cheap and mixes every input bit into the top bits used for partitions.
 #[inline]
@@ -24,16 +22,21 @@ pub fn hash_key(key: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// Which of `shards` shards holds a hash (from its high bits; buckets use the low bits).
 #[inline]
-pub fn partition_of(hash: u64) -> usize {
-    (hash >> (64 - PARTITION_BITS)) as usize
+pub fn shard_of(hash: u64, shards: usize) -> usize {
+    (((hash >> 32) * shards as u64) >> 32) as usize
 }
 
-/// The hash a partition's own table uses: the partition bits are constant inside one partition, so
-/// re-mix them away (an odd multiplier is a bijection).
-#[inline]
-fn table_hash(hash: u64) -> u64 {
-    hash.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+#[inline(always)]
+fn prefetch_read<T>(ptr: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; it never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch(ptr as *const i8, core::arch::x86_64::_MM_HINT_T0);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = ptr;
 }
 
 /// A row that may fix a user's cohort: a signup, or a paying order (first-purchase cohorts).
@@ -57,9 +60,13 @@ pub struct CellRec {
 #[derive(Clone, Copy)]
 struct Entry {
     key: u64,
+    /// `EMPTY` for a vacant bucket.
     slot: u32,
     group: u32,
 }
+
+const EMPTY: u32 = u32::MAX;
+const VACANT: Entry = Entry { key: 0, slot: EMPTY, group: NO_GROUP };
 
 /// The earliest candidate row seen for a user.
 #[derive(Clone, Copy)]
@@ -71,9 +78,13 @@ pub struct First {
 
 pub const NO_GROUP: u32 = u32::MAX;
 
-/// One partition's users.
+/// One shard's users: an open-addressing index (linear probing, at most half full) over per-user
+/// state stored by slot. Aligned so shards owned by different threads never share a cache line.
+#[repr(align(128))]
 pub struct Users {
-    index: HashTable<Entry>,
+    entries: Vec<Entry>,
+    mask: usize,
+    len: usize,
     pub first: Vec<First>,
     /// Per user `stride` words holding three bitsets of `horizon` ages each, back to back: ages
     /// with a paying order, with two or more, and with activity (one word when horizon ≤ 21).
@@ -112,40 +123,83 @@ impl UserBits<'_> {
 
 impl Users {
     pub fn new() -> Self {
-        Users { index: HashTable::new(), first: Vec::new(), bits: Vec::new(), stride: 0, horizon: 0 }
+        Users { entries: vec![VACANT; 16], mask: 15, len: 0, first: Vec::new(), bits: Vec::new(), stride: 0, horizon: 0 }
     }
 
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.len == 0
+    }
+
+    /// Starts loading the bucket of `hash`, to be probed a few rows later.
+    #[inline(always)]
+    pub fn prefetch(&self, hash: u64) {
+        prefetch_read(self.entries.as_ptr().wrapping_add(hash as usize & self.mask));
+    }
+
+    /// Second prefetch stage: once the bucket is in cache, start loading the user's state.
+    #[inline(always)]
+    pub fn prefetch_state(&self, key: u64, hash: u64) {
+        let e = &self.entries[self.probe(key, hash)];
+        if e.slot != EMPTY {
+            if self.first.is_empty() {
+                prefetch_read(self.bits.as_ptr().wrapping_add(e.slot as usize * self.stride));
+            } else {
+                prefetch_read(self.first.as_ptr().wrapping_add(e.slot as usize));
+            }
+        }
+    }
+
+    /// Bucket holding `key`, or the vacant bucket where it would go.
+    #[inline(always)]
+    fn probe(&self, key: u64, hash: u64) -> usize {
+        let mut i = hash as usize & self.mask;
+        loop {
+            let e = &self.entries[i];
+            if e.slot == EMPTY || e.key == key {
+                return i;
+            }
+            i = (i + 1) & self.mask;
+        }
+    }
+
+    fn grow(&mut self) {
+        let old = std::mem::replace(&mut self.entries, vec![VACANT; (self.mask + 1) * 2]);
+        self.mask = self.mask * 2 + 1;
+        for e in old.into_iter().filter(|e| e.slot != EMPTY) {
+            let i = self.probe(e.key, hash_key(e.key));
+            self.entries[i] = e;
+        }
     }
 
     /// Keeps the earliest (ts, row) per user. Returns true when the user is new.
-    pub fn assign(&mut self, rec: &FirstRec) -> bool {
-        let h = table_hash(hash_key(rec.key));
-        let first = &mut self.first;
-        if let Some(e) = self.index.find(h, |e| e.key == rec.key) {
-            let f = &mut first[e.slot as usize];
+    #[inline]
+    pub fn assign(&mut self, rec: &FirstRec, hash: u64) -> bool {
+        let i = self.probe(rec.key, hash);
+        let e = self.entries[i];
+        if e.slot != EMPTY {
+            let f = &mut self.first[e.slot as usize];
             if (rec.ts, rec.row) < (f.ts, f.row) {
                 *f = First { ts: rec.ts, row: rec.row, segment: rec.segment };
             }
-            false
-        } else {
-            let slot = first.len() as u32;
-            first.push(First { ts: rec.ts, row: rec.row, segment: rec.segment });
-            self.index.insert_unique(h, Entry { key: rec.key, slot, group: NO_GROUP }, |e| {
-                table_hash(hash_key(e.key))
-            });
-            true
+            return false;
         }
+        let slot = self.first.len() as u32;
+        self.first.push(First { ts: rec.ts, row: rec.row, segment: rec.segment });
+        self.entries[i] = Entry { key: rec.key, slot, group: NO_GROUP };
+        self.len += 1;
+        if self.len * 2 > self.mask + 1 {
+            self.grow();
+        }
+        true
     }
 
     /// Sets each user's group (its (segment, cohort) index) and makes room for the age bitsets.
     pub fn seal(&mut self, group_of: impl Fn(&First) -> u32, horizon: usize) {
-        for e in self.index.iter_mut() {
+        for e in self.entries.iter_mut().filter(|e| e.slot != EMPTY) {
             e.group = group_of(&self.first[e.slot as usize]);
         }
         self.horizon = horizon;
@@ -158,7 +212,7 @@ impl Users {
     /// Calls `f(group, bits)` for every user.
     pub fn for_each_user(&self, mut f: impl FnMut(u32, UserBits<'_>)) {
         let w = self.stride;
-        for e in self.index.iter() {
+        for e in self.entries.iter().filter(|e| e.slot != EMPTY) {
             let words = &self.bits[e.slot as usize * w..(e.slot as usize + 1) * w];
             f(e.group, UserBits { words, horizon: self.horizon });
         }
@@ -226,16 +280,16 @@ pub struct Attribution<'a> {
 }
 
 impl Users {
-    #[inline]
-    fn find(&self, key: u64) -> Option<Entry> {
-        let h = table_hash(hash_key(key));
-        self.index.find(h, |e| e.key == key).copied()
+    #[inline(always)]
+    fn find(&self, key: u64, hash: u64) -> Option<Entry> {
+        let e = self.entries[self.probe(key, hash)];
+        (e.slot != EMPTY).then_some(e)
     }
 
     /// Attributes one order to its cell; returns the reason it was not used, if any.
     #[inline]
-    pub fn attribute_order(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
-        let Some(e) = self.find(rec.key) else {
+    pub fn attribute_order(&mut self, rec: &CellRec, hash: u64, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
+        let Some(e) = self.find(rec.key, hash) else {
             tally.add(at.missing, rec.amount);
             return;
         };
@@ -261,8 +315,8 @@ impl Users {
 
     /// Marks a user active at an age.
     #[inline]
-    pub fn attribute_activity(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
-        let Some(e) = self.find(rec.key) else {
+    pub fn attribute_activity(&mut self, rec: &CellRec, hash: u64, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
+        let Some(e) = self.find(rec.key, hash) else {
             tally.add(at.missing, 0);
             return;
         };
@@ -293,13 +347,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partitions_are_balanced_for_sequential_keys() {
-        let mut counts = vec![0usize; PARTITIONS];
+    fn shards_are_balanced_for_sequential_keys() {
+        let shards = 7;
+        let mut counts = vec![0usize; shards];
         for k in 0..1_000_000u64 {
-            counts[partition_of(hash_key(k))] += 1;
+            counts[shard_of(hash_key(k), shards)] += 1;
         }
-        let expected = 1_000_000 / PARTITIONS;
+        let expected = 1_000_000 / shards;
         assert!(counts.iter().all(|&c| c > expected * 9 / 10 && c < expected * 11 / 10));
+    }
+
+    #[test]
+    fn index_grows_and_finds_every_user() {
+        let mut u = Users::new();
+        let key = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        for k in 0..100_000u64 {
+            assert!(u.assign(&FirstRec { key: key(k), ts: k as i64, row: k, segment: 0 }, hash_key(key(k))));
+        }
+        assert_eq!(u.len(), 100_000);
+        for k in 0..100_000u64 {
+            assert!(!u.assign(&FirstRec { key: key(k), ts: -1, row: 0, segment: 1 }, hash_key(key(k))));
+            assert!(u.find(key(k), hash_key(key(k))).is_some());
+        }
+        assert!(u.find(key(100_001), hash_key(key(100_001))).is_none());
+        assert!(u.first.iter().all(|f| f.ts == -1 && f.segment == 1));
     }
 
     #[test]
@@ -311,7 +382,7 @@ mod tests {
         ];
         for perm in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]] {
             let mut u = Users::new();
-            let new: Vec<bool> = perm.iter().map(|&i| u.assign(&recs[i])).collect();
+            let new: Vec<bool> = perm.iter().map(|&i| u.assign(&recs[i], hash_key(recs[i].key))).collect();
             assert_eq!(new.iter().filter(|&&n| n).count(), 1);
             assert_eq!(u.len(), 1);
             assert_eq!(u.first[0].segment, 3);
@@ -322,14 +393,14 @@ mod tests {
     #[test]
     fn attribution_counts_cells_bits_and_reasons() {
         let mut u = Users::new();
-        u.assign(&FirstRec { key: 1, ts: 0, row: 0, segment: 0 });
+        u.assign(&FirstRec { key: 1, ts: 0, row: 0, segment: 0 }, hash_key(1));
         u.seal(|_| 0, 3);
         let at = Attribution { horizon: 3, group_cohort: &[10], missing: Reason::NeverPaid };
         let mut cells = Cells::new(3);
         let mut tally = Tally::default();
         let order = |key, period, amount| CellRec { key, amount, period, paying: amount > 0 };
         for rec in [order(1, 10, 500), order(1, 10, 200), order(1, 11, -100), order(1, 9, 5), order(1, 13, 7), order(2, 10, 9)] {
-            u.attribute_order(&rec, &at, &mut cells, &mut tally);
+            u.attribute_order(&rec, hash_key(rec.key), &at, &mut cells, &mut tally);
         }
         assert_eq!(cells.rows, vec![2, 1, 0]);
         assert_eq!(cells.amount, vec![700, -100, 0]);

@@ -58,7 +58,7 @@ fn time_point(value: Option<(String, i64)>) -> PyResult<Option<TimePoint>> {
 #[pyfunction]
 #[pyo3(signature = (
     *, orders, orders_reopenable, user, ts, amount, segment, signups, signup_ts, activity, activity_ts,
-    horizon, period, tz, as_of, since, min_amount, scale, strict, threads, chunk_rows, flush_rows, progress
+    horizon, period, tz, as_of, since, min_amount, scale, strict, threads, chunk_rows, progress
 ))]
 #[allow(clippy::too_many_arguments)]
 fn compute(
@@ -83,7 +83,6 @@ fn compute(
     strict: bool,
     threads: usize,
     chunk_rows: usize,
-    flush_rows: usize,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<CoreResult> {
     let spec = Spec {
@@ -103,7 +102,6 @@ fn compute(
         strict,
         threads,
         chunk_rows,
-        flush_rows,
     };
     let mut orders = PySource { opener: orders, reopenable: orders_reopenable };
     let mut signups = signups.map(|opener| PySource { opener, reopenable: false });
