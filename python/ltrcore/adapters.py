@@ -22,7 +22,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from .exceptions import InvalidArgumentError
+from .exceptions import ColumnNotFoundError, InvalidArgumentError
 
 #: Name of the uint32 segment-code column the front adds for the engine.
 SEGMENT_CODE = "__ltrcore_segment"
@@ -176,6 +176,14 @@ class SegmentCoder:
 
         def open_coded() -> pa.RecordBatchReader:
             reader = pa.RecordBatchReader.from_stream(source.open())
+            missing = [c for c in self.by if c not in reader.schema.names]
+            if missing:
+                raise ColumnNotFoundError(
+                    f"column {missing[0]!r} not found in orders; available columns: "
+                    + ", ".join(map(repr, reader.schema.names))
+                )
+            if self._schema is None:  # keeps the dtypes even if no row ever arrives
+                self._schema = pl.DataFrame(reader.schema.empty_table()).select(self.by).schema
 
             def batches() -> Iterator[pa.RecordBatch]:
                 for batch in reader:

@@ -411,6 +411,10 @@ impl<'a> BatchView<'a> {
             DataType::Dictionary(_, _) => {
                 let dict = user_col.as_any_dictionary();
                 let values = dict.values();
+                if values.is_empty() {
+                    // Every key is null (arrow cannot normalise keys into an empty dictionary).
+                    return Self::with_user(batch, set, UserReader::Keys(vec![u64::MAX; user_col.len()]));
+                }
                 let value_keys: Vec<u64> = match IntUsers::of(values.as_ref()) {
                     Some(ints) => (0..values.len()).map(|i| ints.get(i)).collect(),
                     None => interner.keys_of(values.as_ref()),
@@ -428,6 +432,11 @@ impl<'a> BatchView<'a> {
                 None => UserReader::Keys(interner.keys_of(user_col.as_ref())),
             },
         };
+        Self::with_user(batch, set, user)
+    }
+
+    fn with_user(batch: &'a RecordBatch, set: &'a ColumnSet, user: UserReader<'a>) -> Result<Self> {
+        let user_col: &'a ArrayRef = batch.column(set.user.0);
         // Logical nulls: for a dictionary, null keys and null values alike.
         let user_nulls = user_col.logical_nulls();
 

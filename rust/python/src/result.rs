@@ -25,9 +25,18 @@ fn batch(columns: Vec<(&str, ArrayRef)>) -> PyResult<RecordBatch> {
     RecordBatch::try_from_iter(columns).map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(e.to_string()))
 }
 
-/// Fixed point to float: exact integer to f64 (below 2^53 units), then one correctly rounded division.
+/// Fixed point to the nearest f64, correctly rounded: through the decimal text, which Rust's float
+/// parser rounds exactly (an integer division would round twice above 2^53 units).
 fn to_float(v: i128, scale: u8) -> f64 {
-    v as f64 / 10f64.powi(scale as i32)
+    let digits = v.unsigned_abs().to_string();
+    let s = scale as usize;
+    let (int, frac) = if digits.len() > s {
+        digits.split_at(digits.len() - s)
+    } else {
+        ("0", digits.as_str())
+    };
+    let text = format!("{}{int}.{frac:0>s$}e0", if v < 0 { "-" } else { "" });
+    text.parse().expect("a decimal literal")
 }
 
 #[pymethods]
