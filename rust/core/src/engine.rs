@@ -78,9 +78,10 @@ pub trait BatchSource: Send {
     fn reopenable(&self) -> bool;
 }
 
-/// Called from the calling thread between steps: progress reports and cancellation.
+/// Called from the calling thread between steps: progress reports and cancellation. `done` marks
+/// the last call of a phase.
 pub trait Hooks {
-    fn tick(&self, phase: &'static str, rows_done: u64) -> Result<()>;
+    fn tick(&self, phase: &'static str, rows_done: u64, done: bool) -> Result<()>;
 }
 
 pub struct Inputs<'a> {
@@ -298,7 +299,7 @@ impl<'h> Runner<'h> {
         let mut row0: u64 = 0;
         let mut last_tick = Instant::now();
         let started = Instant::now();
-        self.hooks.tick(phase, 0)?;
+        self.hooks.tick(phase, 0, false)?;
         for batch in stream.reader {
             let batch = batch?;
             {
@@ -354,7 +355,7 @@ impl<'h> Runner<'h> {
                         Ok(())
                     })?;
                     if last_tick.elapsed().as_millis() >= 100 {
-                        self.hooks.tick(phase, row0 + hi as u64)?;
+                        self.hooks.tick(phase, row0 + hi as u64, false)?;
                         last_tick = Instant::now();
                     }
                     lo = hi;
@@ -368,7 +369,7 @@ impl<'h> Runner<'h> {
         if std::env::var_os("LTRCORE_TRACE").is_some() {
             eprintln!("ltrcore: {phase}: {row0} rows in {:?}", started.elapsed());
         }
-        self.hooks.tick(phase, row0)?;
+        self.hooks.tick(phase, row0, true)?;
         for w in &workers {
             merge_acc(&mut accs[0], &w.acc);
         }

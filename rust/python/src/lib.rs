@@ -22,18 +22,23 @@ use crate::result::CoreResult;
 /// Progress and cancellation, polled by the core from the calling thread.
 struct PyHooks {
     progress: Option<Py<PyAny>>,
-    last_progress: Mutex<Option<Instant>>,
+    /// When and in which phase the callback was last called.
+    last_progress: Mutex<Option<(Instant, &'static str)>>,
 }
 
 impl Hooks for PyHooks {
-    fn tick(&self, phase: &'static str, rows_done: u64) -> ltrcore_core::Result<()> {
+    fn tick(&self, phase: &'static str, rows_done: u64, done: bool) -> ltrcore_core::Result<()> {
         Python::attach(|py| {
             // Ctrl-C: Python's handler only sets a flag while we hold no GIL; this raises it.
             py.check_signals()?;
             if let Some(cb) = &self.progress {
                 let mut last = self.last_progress.lock().expect("progress lock");
-                if last.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
-                    *last = Some(Instant::now());
+                let due = match *last {
+                    None => true,
+                    Some((at, last_phase)) => done || last_phase != phase || at.elapsed() >= Duration::from_millis(500),
+                };
+                if due {
+                    *last = Some((Instant::now(), phase));
                     cb.call1(py, (phase, rows_done))?;
                 }
             }
