@@ -656,7 +656,7 @@ fn finalize(
     groups: Vec<(u32, i32)>,
     scale: u8,
     has_signups: bool,
-    mut orders: Acc,
+    orders: Acc,
     signups: Option<Acc>,
     activity: Option<Acc>,
 ) -> Result<CohortResult> {
@@ -795,7 +795,6 @@ fn finalize(
             }
         }
     }
-    orders.tally = orders_tally.clone();
     Ok(CohortResult {
         horizon: h as u32,
         scale,
