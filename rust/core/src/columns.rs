@@ -364,10 +364,10 @@ pub struct Decoded {
     pub status: Vec<u8>,
     /// No row in the chunk has a non-VALID status.
     pub all_valid: bool,
-    /// Filled by the kernel: hash of each key, whether the pass keeps the row, and the global
+    /// Filled by the kernel: hash of each key, the kept rows of each user shard, and the global
     /// index of the chunk's first row.
     pub hash: Vec<u64>,
-    pub take: Vec<bool>,
+    pub by_shard: Vec<Vec<u32>>,
     pub base: u64,
 }
 

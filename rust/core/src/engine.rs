@@ -323,32 +323,30 @@ impl<'h> Runner<'h> {
                             d.base = row0 + a as u64;
                             d.hash.clear();
                             d.hash.extend(d.key.iter().map(|&key| hash_key(key)));
-                            let mut take = std::mem::take(&mut d.take);
-                            take.clear();
+                            // Kept rows grouped by shard, so a shard's loop has no data-dependent branch.
+                            let mut by_shard = std::mem::take(&mut d.by_shard);
+                            by_shard.resize_with(t, Vec::new);
+                            by_shard.iter_mut().for_each(Vec::clear);
                             for j in 0..b - a {
-                                take.push(classify(d, j, d.base + j as u64, acc)?);
+                                if classify(d, j, d.base + j as u64, acc)? {
+                                    by_shard[shard_of(d.hash[j], t)].push(j as u32);
+                                }
                             }
-                            d.take = take;
+                            d.by_shard = by_shard;
                             Ok(())
                         })?;
                         let decoded: &[Worker] = workers;
                         parts.par_iter_mut().zip(accs.par_iter_mut()).enumerate().for_each(|(s, (users, acc))| {
                             for Worker { chunk: d, .. } in decoded {
-                                let m = d.hash.len();
-                                for j in 0..m {
-                                    if let Some(&h) = d.hash.get(j + PREFETCH_BUCKET) {
-                                        if shard_of(h, t) == s {
-                                            users.prefetch(h);
-                                        }
+                                let rows = &d.by_shard[s];
+                                for (i, &j) in rows.iter().enumerate() {
+                                    if let Some(&ahead) = rows.get(i + PREFETCH_BUCKET) {
+                                        users.prefetch(d.hash[ahead as usize]);
                                     }
-                                    if let Some(&h) = d.hash.get(j + PREFETCH_STATE) {
-                                        if d.take[j + PREFETCH_STATE] && shard_of(h, t) == s {
-                                            users.prefetch_state(d.key[j + PREFETCH_STATE], h);
-                                        }
+                                    if let Some(&ahead) = rows.get(i + PREFETCH_STATE) {
+                                        users.prefetch_state(d.key[ahead as usize], d.hash[ahead as usize]);
                                     }
-                                    if d.take[j] && shard_of(d.hash[j], t) == s {
-                                        process(users, acc, d, j, d.base + j as u64);
-                                    }
+                                    process(users, acc, d, j as usize, d.base + j as u64);
                                 }
                             }
                         });
