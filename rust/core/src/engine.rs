@@ -364,9 +364,7 @@ impl<'h> Runner<'h> {
                 kept.push(batch);
             }
         }
-        if std::env::var_os("LTRCORE_TRACE").is_some() {
-            eprintln!("ltrcore: {phase}: {row0} rows in {:?}", started.elapsed());
-        }
+        trace(&format!("{phase}: {row0} rows"), started);
         self.hooks.tick(phase, row0, true)?;
         for w in &workers {
             merge_acc(&mut accs[0], &w.acc);
@@ -519,6 +517,13 @@ fn bad_row_error(set: &ColumnSet, reason: Reason, row: u64) -> CoreError {
     CoreError::BadRow { table: set.table.clone(), column, what: what.to_string(), row }
 }
 
+/// With `LTRCORE_TRACE` set, prints how long a step took (for profiling; off by default).
+fn trace(step: &str, since: Instant) {
+    if std::env::var_os("LTRCORE_TRACE").is_some() {
+        eprintln!("ltrcore: {step} in {:?}", since.elapsed());
+    }
+}
+
 fn status_reason(st: u8) -> Reason {
     match st {
         status::NULL_USER => Reason::NullUser,
@@ -576,7 +581,9 @@ fn finish(
 ) -> Result<CohortResult> {
     let horizon = runner.spec.horizon;
     let strict = runner.spec.strict;
+    let sealing = Instant::now();
     let groups = seal_groups(&mut runner);
+    trace("seal", sealing);
     let group_cohort: Vec<i32> = groups.iter().map(|g| g.1).collect();
     let n_cells = groups.len() * horizon as usize;
     let threshold = paying_threshold(runner.spec.min_amount, orders_set.scale);
@@ -646,7 +653,10 @@ fn finish(
         None => None,
     };
 
-    finalize(runner, groups, orders_set.scale, has_signups, orders_acc, signup_acc, activity_acc)
+    let finalizing = Instant::now();
+    let result = finalize(runner, groups, orders_set.scale, has_signups, orders_acc, signup_acc, activity_acc);
+    trace("finalize", finalizing);
+    result
 }
 
 fn finalize(

@@ -107,6 +107,15 @@ impl UserBits<'_> {
     /// Calls `f(age)` for every age set in bitset `kind`.
     #[inline]
     pub fn for_each_age(&self, kind: usize, mut f: impl FnMut(usize)) {
+        if let [word] = self.words {
+            // One word holds all three bitsets (horizon ≤ 21): shift this one down and walk it.
+            let mut x = (word >> (kind * self.horizon)) & ((1u64 << self.horizon) - 1);
+            while x != 0 {
+                f(x.trailing_zeros() as usize);
+                x &= x - 1;
+            }
+            return;
+        }
         let (start, end) = (kind * self.horizon, (kind + 1) * self.horizon);
         for (wi, &word) in self.words.iter().enumerate() {
             let mut x = word;
@@ -355,6 +364,31 @@ mod tests {
         }
         let expected = 1_000_000 / shards;
         assert!(counts.iter().all(|&c| c > expected * 9 / 10 && c < expected * 11 / 10));
+    }
+
+    #[test]
+    fn bitsets_spanning_several_words() {
+        for horizon in [1u32, 21, 22, 64, 100, 1000] {
+            let mut u = Users::new();
+            u.assign(&FirstRec { key: 9, ts: 0, row: 0, segment: 0 }, hash_key(9));
+            u.seal(|_| 0, horizon as usize);
+            let ages: Vec<u32> = [0, horizon / 2, horizon - 1].into_iter().collect();
+            for &a in &ages {
+                let (w, m) = u.bit(0, PAID, a);
+                u.bits[w] |= m;
+                let (w, m) = u.bit(0, ACTIVE, a);
+                u.bits[w] |= m;
+            }
+            u.for_each_user(|_, bits| {
+                for kind in [PAID, MULTI, ACTIVE] {
+                    let mut seen = vec![];
+                    bits.for_each_age(kind, |a| seen.push(a as u32));
+                    let mut want = if kind == MULTI { vec![] } else { ages.clone() };
+                    want.dedup();
+                    assert_eq!(seen, want, "horizon {horizon} kind {kind}");
+                }
+            });
+        }
     }
 
     #[test]
