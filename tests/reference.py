@@ -216,6 +216,7 @@ def first_usable_period(since: Any, tz: str, period: str) -> int:
     x = _parse(since)
     if isinstance(x, dt.datetime) and x.tzinfo is not None:
         z = ZoneInfo(tz)
+        x = x.astimezone(UTC)  # arithmetic on aware datetimes is wall-clock arithmetic: do it in UTC
         p = period_of_date(x.astimezone(z).date(), period)
         # since is the first instant of p iff the instant just before lies in an earlier period
         before = period_of_date((x - dt.timedelta(microseconds=1)).astimezone(z).date(), period)

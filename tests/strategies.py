@@ -185,7 +185,8 @@ def cases(
     else:  # many distinct keys: random ids over the dtype's whole range, or random strings
         key = (st.integers(*INT_RANGES[user_type]) if user_type in INT_RANGES
                else st.text(min_size=0, max_size=12))  # fmt: skip
-        users = draw(st.lists(key, min_size=max_users // 4, max_size=max_users, unique=True))
+        room = INT_RANGES[user_type][1] - INT_RANGES[user_type][0] + 1 if user_type in INT_RANGES else max_users
+        users = draw(st.lists(key, min_size=min(max_users // 4, room), max_size=min(max_users, room), unique=True))
     ts_type = ts_type_to_arrow(draw(st.sampled_from(TS_TYPES)), draw(st.sampled_from(["UTC", tz, "Asia/Tokyo"])))
     amount_type = draw(st.sampled_from(AMOUNT_TYPES))
     dec_scale = draw(st.sampled_from([0, 2, 4]))

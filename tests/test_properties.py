@@ -248,3 +248,35 @@ def test_revenue_float_is_the_nearest_double_to_the_exact_sum():
     got = table.to_polars()["revenue"][0]
     assert got == float(Decimal("90071992547409.93")) == 90071992547409.9375
     assert_matches_reference(table, reference_cohorts(orders, **kw), orders, "amount", 4, [])
+
+
+@pytest.mark.parametrize(
+    "since",
+    [
+        "2015-10-18T01:00:00-02:00",  # the first instant of the 18th in Sao Paulo (no local midnight)
+        "2015-10-18T03:00:00Z",
+        "2015-10-18T01:00:01-02:00",
+        "2015-10-18T02:59:59.999999+00:00",
+        "2015-10-18",
+        "2015-10-18T00:00:00",  # a naive wall-clock time that does not exist
+    ],
+)
+@pytest.mark.parametrize("period", ["day", "week", "month"])
+def test_since_at_a_dst_gap_boundary(since, period):
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    sp = ZoneInfo("America/Sao_Paulo")
+    local = [dt.datetime(2015, 10, d, h, tzinfo=sp) for d, h in [(17, 12), (18, 1), (18, 23), (19, 5), (26, 9),
+                                                                  (27, 1), (30, 12)]]  # fmt: skip
+    orders = pa.table(
+        {
+            "user_id": [1, 2, 1, 3, 2, 4, 5],
+            "ts": pa.array([t.astimezone(dt.timezone.utc) for t in local], pa.timestamp("us", "UTC")),
+            "amount": [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+        }
+    )
+    kw = dict(user="user_id", ts="ts", amount="amount", tz="America/Sao_Paulo", period=period, horizon=3,
+              since=since, as_of="2016-03-01")  # fmt: skip
+    table, _ = cohorts(orders, **kw)
+    assert_matches_reference(table, reference_cohorts(orders, **kw), orders, "amount", 4, [])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import polars as pl
 import pyarrow as pa
@@ -142,6 +143,15 @@ def test_since_first_usable_period():
     assert first_usable_period(T(2015, 10, 18, 2, 59, 59, tzinfo=UTC), sp, "day") == d18
     assert first_usable_period(T(2015, 10, 18, 3, 0, 1, tzinfo=UTC), sp, "day") == d18 + 1
     assert first_usable_period("2015-10-18T03:00:00+00:00", sp, "day") == d18
+    # the same instant written in local time (01:00 -02, the first instant of the 18th): one microsecond
+    # earlier is 23:59:59.999999 -03 on the 17th, not the non-existent wall time 00:59:59.999999
+    assert first_usable_period(T(2015, 10, 18, 1, tzinfo=ZoneInfo(sp)), sp, "day") == d18
+    assert first_usable_period(T(2015, 10, 18, 1, 0, 1, tzinfo=ZoneInfo(sp)), sp, "day") == d18 + 1
+    assert first_usable_period("2015-10-18T01:00:00-02:00", sp, "day") == d18
+    # Amman: the 29th starts at 00:00 +03; 00:00 +02 (an hour later) is inside the 29th
+    d29 = period_of_date(D(2021, 10, 29), "day")
+    assert first_usable_period(T(2021, 10, 29, 0, tzinfo=ZoneInfo("Asia/Amman")), "Asia/Amman", "day") == d29
+    assert first_usable_period("2021-10-29T00:00:00+02:00", "Asia/Amman", "day") == d29 + 1
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -292,8 +292,8 @@ impl<'h> Runner<'h> {
         P: Fn(&mut Users, &mut Acc, &Decoded, usize, u64) + Sync,
     {
         // How many rows ahead a shard prefetches the bucket it will probe, and then the user's state.
-        const PREFETCH_BUCKET: usize = 16;
-        const PREFETCH_STATE: usize = 8;
+        const PREFETCH_BUCKET: usize = 32;
+        const PREFETCH_STATE: usize = 12;
         let t = self.threads;
         let mut workers: Vec<Worker> = (0..t).map(|_| Worker::default()).collect();
         let mut row0: u64 = 0;
