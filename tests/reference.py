@@ -14,7 +14,11 @@ Conventions pinned here (the README leaves them to us, the brief fixes them):
   ``date64`` are the wall-clock date as is.
 * money: integers at scale 0, ``decimal128`` at its own scale, floats (float32 widened to float64) as
   ``round_half_away_from_zero(x * 10**scale)`` computed on the float64 product. NaN/inf -> ``nan_amount``.
-* paying row: ``amount_scaled > floor(min_amount * 10**scale_effective)``.
+* paying row: ``amount > min_amount`` compared exactly, with a float ``min_amount`` taken as the decimal
+  it is written as (``Decimal(str(0.57)) == Decimal("0.57")``), i.e.
+  ``amount_scaled > floor(Decimal(str(min_amount)) * 10**scale_effective)``. (Computing the threshold
+  as the float product ``0.57 * 100 == 56.99999999999999`` would make an amount of exactly 0.57 a
+  paying order, which ``amount > min_amount`` says it is not.)
 * default ``as_of``: the start of the period holding the latest order among rows with non-null user,
   non-null ts and finite amount, so ``last complete = max period of those rows - 1``.
 * ``since``: first usable period = first period starting at or after ``since``.
@@ -178,6 +182,15 @@ def amount_values(col: pa.ChunkedArray | pa.Array, scale: int) -> tuple[list[int
     raise TypeError(f"reference: unsupported amount type {t}")
 
 
+def paying_threshold(min_amount: Any, scale: int) -> int:
+    """The largest scaled amount that is *not* a paying order: ``floor(min_amount * 10**scale)``, exactly."""
+    m = min_amount if isinstance(min_amount, Decimal) else Decimal(str(min_amount))
+    sign, digits, exp = m.as_tuple()
+    n = int("".join(map(str, digits))) * (-1 if sign else 1)
+    shift = exp + scale
+    return n * 10**shift if shift >= 0 else n // 10**-shift  # // floors, also for negatives
+
+
 def _to_arrow(x: Any) -> pa.Table:
     if x is None:
         return None
@@ -279,7 +292,7 @@ def reference_cohorts(
     o_key, o_date = ts_values(_column(orders_t, ts), tz)
     o_amt, o_nan, s_eff = amount_values(_column(orders_t, amount), scale)
     o_period = [None if d is None else period_of_date(d, period) for d in o_date]
-    threshold = math.floor(min_amount * 10**s_eff)
+    threshold = paying_threshold(min_amount, s_eff)
 
     def good(i: int) -> bool:  # non-null user, ts, finite amount
         return o_user[i] is not None and o_key[i] is not None and o_amt[i] is not None

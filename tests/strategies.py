@@ -51,7 +51,7 @@ TS_TYPES = [
 AMOUNT_TYPES = [pa.float64(), pa.float32(), *INT_TYPES, "decimal"]
 
 SPECIAL_FLOATS = [0.0, 1.0, -1.0, 0.5, -0.5, 2.5, 0.125, -0.125, 1.005, 2.675, 12.34565, 5e-05, -5e-05, 1e-9,
-                  99.99, 0.29, float("nan"), float("inf"), float("-inf")]  # fmt: skip
+                  99.99, 0.29, 0.57, float("nan"), float("inf"), float("-inf")]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def cases(
     amount_type = draw(st.sampled_from(AMOUNT_TYPES))
     dec_scale = draw(st.sampled_from([0, 2, 4]))
     scale = draw(st.sampled_from([0, 2, 4, 6, 8]))
-    min_amount = draw(st.sampled_from([0, 0, 0, 1, 2.5, 0.5, -1]))
+    min_amount = draw(st.sampled_from([0, 0, 0, 1, 2.5, 0.5, -1, 0.57, 0.29]))
     names = draw(st.sampled_from([("user_id", "ts", "amount"), ("customer", "when", "amt")]))
     user, ts, amount = names
 

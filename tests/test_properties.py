@@ -102,25 +102,25 @@ def check_case(case: dict, data: Any) -> Any:
     return table
 
 
-@settings(max_examples=150)
+@settings(max_examples=300)
 @given(case=cases(signups=False), data=st.data())
 def test_first_purchase_matches_reference(case: dict, data: Any) -> None:
     check_case(case, data)
 
 
-@settings(max_examples=120)
+@settings(max_examples=250)
 @given(case=cases(signups=True), data=st.data())
 def test_signups_matches_reference(case: dict, data: Any) -> None:
     check_case(case, data)
 
 
-@settings(max_examples=60)
+@settings(max_examples=120)
 @given(case=cases(signups=False, activity=True), data=st.data())
 def test_activity_matches_reference(case: dict, data: Any) -> None:
     check_case(case, data)
 
 
-@settings(max_examples=20)
+@settings(max_examples=30)
 @given(
     case=st.tuples(st.booleans(), st.sampled_from([8, 400])).flatmap(
         lambda a: cases(signups=a[0], min_rows=300, max_rows=1500, max_users=a[1])
@@ -133,7 +133,7 @@ def test_larger_inputs_match_reference(case: dict, data: Any) -> None:
     check_case(case, data)
 
 
-@settings(max_examples=60)
+@settings(max_examples=100)
 @given(case=st.booleans().flatmap(lambda s: cases(signups=s, max_rows=60)), data=st.data())
 def test_threads_batches_and_chunks_do_not_change_the_result(case: dict, data: Any) -> None:
     orders, kw = case["orders"], case["kw"]

@@ -16,6 +16,7 @@ import pytest
 
 from reference import (
     first_usable_period,
+    paying_threshold,
     local_date_of_instant,
     period_of_date,
     period_start_date,
@@ -122,6 +123,31 @@ def test_local_date_dst_edges(instant, tz, local):
         pl.Series([instant]).dt.convert_time_zone(tz).dt.date().item()
     )
     assert got == local
+
+
+@pytest.mark.parametrize(
+    "min_amount, scale, threshold",
+    [
+        (0, 4, 0),
+        (1, 0, 1),
+        (2.5, 0, 2),  # integer amounts: 3 pays, 2 does not
+        (2.5, 2, 250),
+        (0.57, 2, 57),  # not floor(0.57 * 100) == floor(56.99999999999999) == 56
+        (0.29, 4, 2900),
+        (-1, 2, -100),
+        (-0.015, 2, -2),  # floor(-1.5)
+        (Decimal("0.125"), 2, 12),
+    ],
+)
+def test_paying_threshold(min_amount, scale, threshold):
+    assert paying_threshold(min_amount, scale) == threshold
+
+
+def test_min_amount_equal_to_the_amount_is_not_paying():
+    t = orders([("u1", T(2024, 1, 5), 0.57), ("u2", T(2024, 1, 6), 0.58), ("u3", T(2024, 2, 1), 9.0)])
+    ref = reference_cohorts(t, user="user_id", ts="ts", amount="amount", horizon=1, min_amount=0.57, scale=2)
+    assert cells(ref, "cohort", "cohort_size", "revenue", "orders") == [(D(2024, 1, 1), 1, 0.58, 1)]
+    assert recon(ref)["never_paid"] == (1, Decimal("0.57"))
 
 
 def test_since_first_usable_period():
