@@ -213,9 +213,11 @@ impl Users {
         }
         self.horizon = horizon;
         self.stride = (3 * horizon).div_ceil(64);
-        self.bits = vec![0; self.first.len() * self.stride];
-        // The earliest rows are no longer needed once groups are known.
+        // The earliest rows are no longer needed once groups are known: free them before the bitsets
+        // are allocated, so the two never take memory at the same time.
+        let users = self.first.len();
         self.first = Vec::new();
+        self.bits = vec![0; users * self.stride];
     }
 
     /// Calls `f(group, bits)` for every user.
