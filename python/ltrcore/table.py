@@ -11,6 +11,7 @@ import polars as pl
 import pyarrow as pa
 
 from . import _core
+from . import metrics as _metrics
 from .adapters import SEGMENT_CODE
 
 MEASURES = ("cohort_size", "revenue", "gross_revenue", "refunds", "orders", "payers", "active")
@@ -90,9 +91,9 @@ class CohortTable:
         return self._long.__arrow_c_stream__(requested_schema)
 
     def cohort_stats(self) -> pl.DataFrame:
-        """One row per (segment…, cohort): ``cohort_size`` and ``repeaters`` (members with two or more
-        paying orders within the complete ages)."""
-        return self._cohort_stats.with_columns(pl.col("cohort_size", "repeaters").cast(pl.Int64))
+        """One row per (segment…, cohort): ``cohort_size``, ``customers`` (members with a paying order
+        within the complete ages) and ``repeaters`` (two or more paying orders within them)."""
+        return self._cohort_stats.with_columns(pl.col("cohort_size", "customers", "repeaters").cast(pl.Int64))
 
     @property
     def reconciliation(self) -> pl.DataFrame:
@@ -153,6 +154,48 @@ class CohortTable:
         else:
             out[seg_idx, ci, ages] = values
         return out
+
+    # ----------------------------------------------------------------------------------------------
+    # Unit economics (see ``ltrcore.metrics`` for the definitions)
+
+    def ltr(self) -> pl.DataFrame:
+        """The LTR curve: cumulative revenue per cohort member at each age (``ltr``, ``ltr_horizon``)."""
+        return _metrics.ltr(self)
+
+    def arppu(self) -> pl.DataFrame:
+        """Revenue per paying user in each cell."""
+        return _metrics.arppu(self)
+
+    def aov(self) -> pl.DataFrame:
+        """Average order value in each cell."""
+        return _metrics.aov(self)
+
+    def retention(self) -> pl.DataFrame:
+        """Paying retention and (with activity) activity retention in each cell."""
+        return _metrics.retention(self)
+
+    def repeat_rate(self) -> pl.DataFrame:
+        """Share of each cohort with two or more paying orders within the complete ages."""
+        return _metrics.repeat_rate(self)
+
+    def project(self, method: str = "chain_ladder", min_cohorts: int = 3, min_size: int = 30) -> pl.DataFrame:
+        """The LTR curve with not-yet-observed cells projected (``projected``, ``small_cohort`` flags)."""
+        return _metrics.project(self, method=method, min_cohorts=min_cohorts, min_size=min_size)
+
+    def metrics(
+        self,
+        spend: Any = None,
+        margin: float | str = 1.0,
+        discount_rate: float = 0.0,
+        cac: Any = None,
+        projected: bool = False,
+    ) -> pl.DataFrame:
+        """Per cohort: LTR, LTV, CLV, CAC, LTV/CAC, net value, payback, verdict and advice."""
+        return _metrics.metrics(self, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, projected=projected)
+
+    def summary(self, spend: Any = None, margin: float | str = 1.0, discount_rate: float = 0.0, cac: Any = None) -> str:
+        """A short plain-language report: best and worst cohorts and channels, verdicts, payback, next step."""
+        return _metrics.summary(self, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac)
 
     # ----------------------------------------------------------------------------------------------
     def _grid(self) -> tuple[list[str], list[list[str]]]:

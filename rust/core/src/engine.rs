@@ -98,6 +98,8 @@ pub struct CohortOut {
     /// First local day of the cohort period, days since 1970-01-01.
     pub first_day: i64,
     pub size: u64,
+    /// Members with a paying order in the complete cells: the customers acquired so far.
+    pub customers: u64,
     /// Members with two or more paying orders in the complete cells.
     pub repeaters: u64,
 }
@@ -697,12 +699,12 @@ fn finalize(
     let n_groups = groups.len();
     let complete_age: Vec<bool> =
         groups.iter().flat_map(|&(_, c)| (0..h).map(move |a| is_complete(c, a))).collect();
-    let (sizes, repeaters, payers, active) = runner.pool.install(|| {
+    let (sizes, (repeaters, customers), payers, active) = runner.pool.install(|| {
         runner
             .parts
             .par_iter()
             .fold(
-                || (vec![0u64; n_groups], vec![0u64; n_groups], vec![0u64; n_groups * h], vec![0u64; n_groups * h]),
+                || (vec![0u64; n_groups], (vec![0u64; n_groups], vec![0u64; n_groups]), vec![0u64; n_groups * h], vec![0u64; n_groups * h]),
                 |mut acc, users| {
                     users.for_each_user(|g, bits| {
                         let g = g as usize;
@@ -714,7 +716,10 @@ fn finalize(
                         });
                         bits.for_each_age(MULTI, |a| multi_complete |= complete_age[g * h + a]);
                         if paid_complete >= 2 || multi_complete {
-                            acc.1[g] += 1;
+                            acc.1 .0[g] += 1;
+                        }
+                        if paid_complete >= 1 {
+                            acc.1 .1[g] += 1;
                         }
                         bits.for_each_age(ACTIVE, |a| acc.3[g * h + a] += 1);
                     });
@@ -722,9 +727,9 @@ fn finalize(
                 },
             )
             .reduce(
-                || (vec![0u64; n_groups], vec![0u64; n_groups], vec![0u64; n_groups * h], vec![0u64; n_groups * h]),
+                || (vec![0u64; n_groups], (vec![0u64; n_groups], vec![0u64; n_groups]), vec![0u64; n_groups * h], vec![0u64; n_groups * h]),
                 |mut a, b| {
-                    for (x, y) in [(&mut a.0, &b.0), (&mut a.1, &b.1), (&mut a.2, &b.2), (&mut a.3, &b.3)] {
+                    for (x, y) in [(&mut a.0, &b.0), (&mut a.1 .0, &b.1 .0), (&mut a.1 .1, &b.1 .1), (&mut a.2, &b.2), (&mut a.3, &b.3)] {
                         for (p, q) in x.iter_mut().zip(y) {
                             *p += q;
                         }
@@ -762,6 +767,7 @@ fn finalize(
             cohort,
             first_day: runner.cal.first_day(cohort),
             size: sizes[g],
+            customers: customers[g],
             repeaters: repeaters[g],
         });
         for a in 0..h {

@@ -104,23 +104,25 @@ impl CoreResult {
         ])?))
     }
 
-    /// One row per reported (segment, cohort): size and repeaters (two or more paying orders).
+    /// One row per reported (segment, cohort): size, customers (a paying order so far) and
+    /// repeaters (two or more paying orders so far).
     fn cohorts(&self) -> PyResult<ArrowStream> {
         let r = &self.inner;
         let mut seg = UInt32Builder::new();
         let mut cohort = Date32Builder::new();
-        let mut size = UInt64Builder::new();
-        let mut repeaters = UInt64Builder::new();
+        let (mut size, mut customers, mut repeaters) = (UInt64Builder::new(), UInt64Builder::new(), UInt64Builder::new());
         for co in &r.cohorts {
             seg.append_value(co.segment);
             cohort.append_value(co.first_day as i32);
             size.append_value(co.size);
+            customers.append_value(co.customers);
             repeaters.append_value(co.repeaters);
         }
         Ok(ArrowStream::new(batch(vec![
             ("segment", Arc::new(seg.finish())),
             ("cohort", Arc::new(cohort.finish())),
             ("cohort_size", Arc::new(size.finish())),
+            ("customers", Arc::new(customers.finish())),
             ("repeaters", Arc::new(repeaters.finish())),
         ])?))
     }
