@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 
 import polars as pl
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--period", default="month", choices=["month", "week", "quarter", "day"], help="default: month")
     demo.add_argument("--horizon", type=int, default=12, help="ages per cohort (default: 12)")
     demo.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    demo.add_argument("--margin", type=float, default=0.3, help="gross margin turning LTR into LTV (default: 0.3)")
     return parser
 
 
@@ -67,8 +69,6 @@ def _demo(args: argparse.Namespace) -> int:
         f"demo retailer: {data.orders.height:,} orders, {data.signups.height:,} signups, "
         f"{data.activity.height:,} logins (generated in {t1 - t0:.1f} s)"
     )
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the demo has bad rows on purpose; the reconciliation shows them
         table = cohorts(
@@ -105,6 +105,19 @@ def _demo(args: argparse.Namespace) -> int:
         f"\nrows: {int(recon['rows'].sum()):,} of {data.orders.height:,} input orders accounted for; "
         f"amount {recon['amount'].sum()} exactly"
     )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        by_channel = cohorts(
+            data.orders,
+            signups=data.signups,
+            by="channel",
+            tz=tz,
+            period=args.period,
+            horizon=args.horizon,
+            threads=args.threads,
+        )
+    print(f"\nunit economics by acquisition channel (spend table, margin {args.margin}):")
+    print(by_channel.summary(spend=data.spend, margin=args.margin))
     return 0
 
 
