@@ -164,20 +164,22 @@ def project(table: CohortTable, method: str = "chain_ladder", min_cohorts: int =
 # acquisition cost and value
 
 
-def _period_key(value: Any, what: str) -> dt.date:
+def _period_key(value: Any, what: str, period: str) -> dt.date:
+    """The first day of the period a spend key names (a date anywhere in it, or 'YYYY-MM')."""
+    day: dt.date | None = None
     if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    if isinstance(value, str):
+        day = value.date()
+    elif isinstance(value, dt.date):
+        day = value
+    elif isinstance(value, str):
         text = value.strip()
         try:
-            if len(text) == 7:
-                return dt.date.fromisoformat(text + "-01")
-            return dt.date.fromisoformat(text[:10])
+            day = dt.date.fromisoformat(text + "-01" if len(text) == 7 else text[:10])
         except ValueError:
             pass
-    raise InvalidArgumentError(f"{what}: cannot read {value!r} as a period (a date or 'YYYY-MM')")
+    if day is None:
+        raise InvalidArgumentError(f"{what}: cannot read {value!r} as a period (a date or 'YYYY-MM')")
+    return _period_start(day, period)
 
 
 def _is_table(value: Any) -> bool:
@@ -188,11 +190,30 @@ def _is_table(value: Any) -> bool:
     )
 
 
+def _period_start(day: dt.date, period: str) -> dt.date:
+    """First day of the period holding ``day``."""
+    if period == "month":
+        return day.replace(day=1)
+    if period == "quarter":
+        return dt.date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+    if period == "week":
+        return day - dt.timedelta(days=day.weekday())
+    return day
+
+
+def _next_period(start: dt.date, period: str) -> dt.date:
+    if period in ("month", "quarter"):
+        months = start.month - 1 + (1 if period == "month" else 3)
+        return dt.date(start.year + months // 12, months % 12 + 1, 1)
+    return start + dt.timedelta(days=7 if period == "week" else 1)
+
+
 def _unmatched(table: CohortTable, periods: set[dt.date], cohorts: set[dt.date]) -> list[dt.date]:
-    """Periods with no cohort. Periods after the last complete one are not errors: their cohorts are
-    simply not reported yet (a monthly job's spend table usually has the running month)."""
-    later = table.last_complete
-    return sorted(p for p in periods - cohorts if later is None or p <= later)
+    """Periods with no cohort. Only the running period (the one after the last complete period) is
+    let through: a monthly job's spend table usually has it, and its cohort is simply not reported
+    yet. Any other period (a typo such as 2030 for 2023) is an error."""
+    running = _next_period(table.last_complete, table.period) if table.last_complete else None
+    return sorted(p for p in periods - cohorts if p != running)
 
 
 def _spend_frame(spend: Any) -> pl.DataFrame:
@@ -226,7 +247,10 @@ def _spend_per_cohort(table: CohortTable, spend: Any, cac: Any, margin: Any) -> 
         """Per-period amounts (or one amount for every period), split over segments by customers."""
         periods = cohorts.get_column("cohort").unique().to_list()
         if isinstance(values, Mapping):
-            amounts = {_period_key(k, what): float(v) for k, v in values.items()}
+            amounts: dict[dt.date, float] = {}
+            for k, v in values.items():
+                key = _period_key(k, what, table.period)
+                amounts[key] = amounts.get(key, 0.0) + float(v)
             unknown = _unmatched(table, set(amounts), set(periods))
             if unknown:
                 raise InvalidArgumentError(
@@ -249,7 +273,7 @@ def _spend_per_cohort(table: CohortTable, spend: Any, cac: Any, margin: Any) -> 
 
     if cac is not None:
         if isinstance(cac, Mapping):
-            per = {_period_key(k, "cac"): float(v) for k, v in cac.items()}
+            per = {_period_key(k, "cac", table.period): float(v) for k, v in cac.items()}
             if any(not np.isfinite(v) or v < 0 for v in per.values()):
                 raise InvalidArgumentError("cac must be finite and non-negative")
             unknown = _unmatched(table, set(per), set(cohorts.get_column("cohort").to_list()))
@@ -311,16 +335,16 @@ def _spend_table(
     channel = channel_cols[0] if channel_cols else None
     parts = [pl.col(c).cast(pl.Float64).fill_null(0.0) for c in (["spend"] if has_total else detailed)]
     frame = frame.with_columns(
-        pl.col(period_col).map_elements(lambda v: _period_key(v, "spend"), return_dtype=pl.Date).alias("cohort"),
+        pl.col(period_col).map_elements(lambda v: _period_key(v, "spend", table.period), return_dtype=pl.Date).alias("cohort"),
         pl.sum_horizontal(parts).alias("__total"),
         (pl.col("spend") if has_total else pl.col("campaign") if "campaign" in detailed else pl.lit(0.0))
         .cast(pl.Float64)
         .fill_null(0.0)
         .alias("__weight"),
     )
-    bad = frame.filter(pl.any_horizontal([p < 0 for p in parts]))
+    bad = frame.filter(pl.any_horizontal([(p < 0) | p.is_nan() | p.is_infinite() for p in parts]))
     if bad.height:
-        raise InvalidArgumentError(f"spend must not be negative; first negative row: {bad.row(0, named=True)}")
+        raise InvalidArgumentError(f"spend must be finite and not negative; first bad row: {bad.row(0, named=True)}")
     periods = set(cohorts.get_column("cohort").to_list())
     unknown_periods = _unmatched(table, set(frame.get_column("cohort").to_list()), periods)
     if unknown_periods:
@@ -349,7 +373,7 @@ def _spend_table(
                 f"spend has {channel} value(s) unknown to the cohorts: {unknown_values}; known: {sorted(values, key=str)}"
             )
         direct = listed.group_by(["cohort", channel]).agg(pl.col("__total").sum(), pl.col("__weight").sum())
-        missing = direct.join(cohorts.select(["cohort", channel]).unique(), on=["cohort", channel], how="anti")
+        missing = direct.join(cohorts.select(["cohort", channel]).unique(), on=["cohort", channel], how="anti", nulls_equal=True)
         if missing.height:
             raise InvalidArgumentError(
                 f"spend for {missing.row(0, named=True)['cohort']} / {channel}="
@@ -357,7 +381,9 @@ def _spend_table(
             )
         overhead = frame.filter(pl.col(channel).is_null()).group_by("cohort").agg(pl.col("__total").sum().alias("__overhead"))
         # Every (period, channel) that has a cohort, with its direct spend and weight.
-        slots = cohorts.select(["cohort", channel]).unique().join(direct, on=["cohort", channel], how="left").with_columns(
+        slots = cohorts.select(["cohort", channel]).unique().join(
+            direct, on=["cohort", channel], how="left", nulls_equal=True
+        ).with_columns(
             pl.col("__total").fill_null(0.0), pl.col("__weight").fill_null(0.0)
         )
         slots = slots.join(overhead, on="cohort", how="left").with_columns(pl.col("__overhead").fill_null(0.0))
@@ -365,7 +391,9 @@ def _spend_table(
         equal = 1.0 / pl.len().over("cohort")
         share = pl.when(weight_sum > 0).then(pl.col("__weight") / weight_sum).otherwise(equal)
         slots = slots.with_columns((pl.col("__total") + pl.col("__overhead") * share).alias("__channel_spend"))
-        out = cohorts.join(slots.select(["cohort", channel, "__channel_spend"]), on=["cohort", channel], how="left")
+        out = cohorts.join(
+            slots.select(["cohort", channel, "__channel_spend"]), on=["cohort", channel], how="left", nulls_equal=True
+        )
         # Several `by` columns: split a channel's spend over its other segments by customers.
         if len(table.by) > 1:
             share_c = _ratio(pl.col("customers").cast(pl.Float64), pl.col("customers").sum().over(["cohort", channel]).cast(pl.Float64))
@@ -375,7 +403,7 @@ def _spend_table(
         out = out.select([*keys, "spend"])
     if margins is not None:
         on = ["cohort", *([channel] if channel else [])]
-        out = out.join(margins, on=on, how="left")
+        out = out.join(margins, on=on, how="left", nulls_equal=True)
         if out.get_column("margin").null_count():
             raise InvalidArgumentError(f"margin column {margin_column!r} has no value for some cohorts")
     else:
@@ -460,7 +488,7 @@ def metrics(
         .then(pl.lit(NEEDS_FUNDING))
         .otherwise(pl.lit(UNVIABLE))
         .alias("payback_status"),
-        pl.when(pl.col("ltv_cac").is_null())
+        pl.when(pl.col("ltv_cac").is_null() | pl.col("ltv_cac").is_nan())
         .then(None)
         .when(pl.col("ltv_cac") >= 3)
         .then(pl.lit(HEALTHY))

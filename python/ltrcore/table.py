@@ -59,13 +59,13 @@ class CohortTable:
 
     # ----------------------------------------------------------------------------------------------
     def _with_segments(self, frame: pl.DataFrame, segments: pl.DataFrame | None) -> pl.DataFrame:
+        # The engine's code column is renamed first: a `by` column may well be called "segment".
+        frame = frame.rename({"segment": SEGMENT_CODE})
         if self.by and segments is not None:
-            frame = frame.join(
-                segments.rename({SEGMENT_CODE: "segment"}), on="segment", how="left", maintain_order="left"
-            )
-            frame = frame.select([*self.by, pl.exclude([*self.by, "segment"])])
+            frame = frame.join(segments, on=SEGMENT_CODE, how="left", maintain_order="left")
+            frame = frame.select([*self.by, pl.exclude([*self.by, SEGMENT_CODE])])
             frame = frame.sort([*self.by, "cohort"], nulls_last=True, maintain_order=True)
-        return frame.drop("segment", strict=False)
+        return frame.drop(SEGMENT_CODE, strict=False)
 
     def _build_long(self, segments: pl.DataFrame | None) -> pl.DataFrame:
         cells = pl.DataFrame(self._core.cells())
