@@ -40,3 +40,120 @@ def test_help_shows_usage_and_examples():
     done = run("demo", "--help")
     assert done.returncode == 0
     assert "--rows" in done.stdout and "examples:" in done.stdout
+
+
+# --- ltrcore report -------------------------------------------------------------------------------
+
+import polars as pl
+import pytest
+
+import ltrcore
+from ltrcore.demo import generate
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = generate(40_000, seed=3)
+    root = tmp_path_factory.mktemp("report")
+    out = {}
+    for fmt, write in (("parquet", "write_parquet"), ("csv", "write_csv"), ("arrow", "write_ipc")):
+        path = root / f"orders.{fmt}"
+        getattr(d.orders, write)(path)
+        out[fmt] = str(path)
+    (root / "parts").mkdir()
+    d.orders.head(20_000).write_parquet(root / "parts" / "a.parquet")
+    d.orders.tail(20_000).write_parquet(root / "parts" / "b.parquet")
+    out["dir"] = str(root / "parts")
+    out["glob"] = str(root / "parts" / "*.parquet")
+    d.signups.write_parquet(root / "signups.parquet")
+    d.spend.write_csv(root / "spend.csv")
+    out["signups"] = str(root / "signups.parquet")
+    out["spend"] = str(root / "spend.csv")
+    out["root"] = str(root)
+    return out
+
+
+def expected(files: dict[str, str], **kw) -> pl.DataFrame:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ltrcore.cohorts(files["parquet"], tz="Europe/Berlin", **kw).to_polars()
+
+
+@pytest.mark.parametrize("source", ["parquet", "csv", "arrow", "dir", "glob"])
+def test_report_reads_every_format_and_round_trips_out(files, source):
+    out = f"{files['root']}/cohorts-{source}.parquet"
+    done = run("report", files[source], "--tz", "Europe/Berlin", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "reconciliation (orders)" in done.stdout and "metrics per cohort" in done.stdout
+    assert "excluded for bad data" in done.stderr  # the demo's bad rows: a one-line warning
+    got = pl.read_parquet(out)
+    want = expected(files)
+    assert got.equals(want), (got, want)
+
+
+@pytest.mark.parametrize("suffix", ["csv", "json", "arrow"])
+def test_out_formats_round_trip(files, suffix):
+    out = f"{files['root']}/cohorts.{suffix}"
+    done = run("report", files["parquet"], "--tz", "Europe/Berlin", "--out", out)
+    assert done.returncode == 0, done.stderr
+    want = expected(files)
+    if suffix == "csv":
+        got = pl.read_csv(out, schema=want.schema)
+    elif suffix == "json":
+        got = pl.read_json(out, schema=want.schema)
+    else:
+        got = pl.read_ipc(out)
+    assert got.equals(want)
+
+
+def test_report_with_signups_spend_and_channels_prints_verdicts(files):
+    done = run(
+        "report", files["parquet"], "--signups", files["signups"], "--spend", files["spend"],
+        "--by", "channel", "--tz", "Europe/Berlin", "--margin", "0.3",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "verdict" in done.stdout and "By channel" in done.stdout and "Next:" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["/nonexistent/orders.parquet"], "no such file"),
+        (["{parquet}", "--user", "uid"], 'column "uid" not found in orders; available columns'),
+        (["{parquet}", "--tz", "Mars/Base"], "unknown time zone"),
+        (["{parquet}", "--as-of", "2024-13-45"], "cannot parse"),
+        (["{parquet}", "--margin", "abc"], "invalid float value"),
+        (["{parquet}", "--spend", "/nonexistent/spend.csv"], "spend file not found"),
+        (["{parquet}", "--out", "{root}/x.xlsx"], "--out must end in"),
+    ],
+)
+def test_errors_are_one_line_and_exit_2(files, args, message):
+    done = run("report", *[a.format(**files) for a in args])
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip() and "warning" not in line]
+    assert len(lines) == 1, done.stderr
+    assert message in lines[0]
+    assert "Traceback" not in done.stderr
+
+
+def test_report_help_shows_defaults_and_examples():
+    done = run("report", "--help")
+    assert done.returncode == 0
+    assert "examples:" in done.stdout and "(default: 12)" in done.stdout
+
+
+def test_ctrl_c_exits_130(files):
+    import signal
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ltrcore.cli", "demo", "--rows", "20M"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err

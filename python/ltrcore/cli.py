@@ -1,7 +1,10 @@
 """The ``ltrcore`` command line.
 
-``ltrcore demo`` generates the built-in synthetic retailer and prints its cohort table and
-reconciliation. Errors print one line and exit non-zero; Ctrl-C exits with 130.
+``ltrcore report ORDERS ...`` computes the cohorts of order files (parquet, CSV or Arrow IPC: a file,
+directory or glob) and prints the cohort grid, the metrics with verdicts, the reconciliation and a
+summary; it can also write the long table (``--out``) and an HTML report (``--html``). ``ltrcore
+demo`` does the same on the built-in synthetic retailer. Errors print one line and exit 2; Ctrl-C
+exits with 130. A progress bar goes to stderr when it is a terminal.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
+
+from typing import Any
 
 import polars as pl
 
@@ -33,13 +38,101 @@ def _rows(text: str) -> int:
     return value
 
 
+def _progress_bar() -> Any:
+    """A progress callback drawing one line on stderr, or None when stderr is not a terminal."""
+    if not sys.stderr.isatty():
+        return None
+    start = time.perf_counter()
+
+    def show(phase: str, rows: int) -> None:
+        elapsed = max(time.perf_counter() - start, 1e-9)
+        sys.stderr.write(f"\r\x1b[2K{phase}: {rows:,} rows ({rows / elapsed / 1e6:.1f} M rows/s)")
+        sys.stderr.flush()
+
+    return show
+
+
+def _end_progress(bar: Any) -> None:
+    if bar is not None:
+        sys.stderr.write("\r\x1b[2K")
+        sys.stderr.flush()
+
+
+def _read_table(path: str, what: str) -> pl.DataFrame:
+    """A small input read whole (spend, signups): parquet, CSV or Arrow IPC by extension."""
+    import os
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} file not found: {path}")
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".csv":
+        return pl.read_csv(path, try_parse_dates=True)
+    if suffix in (".arrow", ".ipc", ".feather"):
+        return pl.read_ipc(path)
+    return pl.read_parquet(path)
+
+
+def _write_out(frame: pl.DataFrame, path: str) -> None:
+    suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    if suffix == "parquet":
+        frame.write_parquet(path)
+    elif suffix == "csv":
+        frame.write_csv(path)
+    elif suffix == "json":
+        frame.write_json(path)
+    elif suffix in ("arrow", "ipc", "feather"):
+        frame.write_ipc(path)
+    else:
+        raise ValueError(f"--out must end in .parquet, .csv, .json or .arrow; got {path!r}")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (and exit 2), like every other error of the command."""
+
+    def error(self, message: str) -> Any:
+        print(f"ltrcore {self.prog.split()[-1]}: error: {message} (see --help)", file=sys.stderr)
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ltrcore",
         description="Exact, fast cohort lifetime revenue.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    report = sub.add_parser(
+        "report",
+        help="cohorts, unit economics and reconciliation of order files",
+        description="Compute the cohort table of ORDERS (parquet, CSV or Arrow IPC: a file, directory or "
+        "glob) and print the cohort grid, the metrics with verdicts, the reconciliation and a summary.",
+        epilog="examples:\n"
+        "  ltrcore report orders.parquet\n"
+        "  ltrcore report 'orders/*.parquet' --signups signups.parquet --by channel --spend spend.csv --margin 0.3\n"
+        "  ltrcore report orders.csv --tz Europe/Berlin --as-of 2025-01-01 --out cohorts.parquet --html report.html\n",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    report.add_argument("orders", help="order file, directory or glob (parquet, CSV or Arrow IPC)")
+    report.add_argument("--signups", help="signups file (user + signup time + segment columns): signup cohorts")
+    report.add_argument("--activity", help="activity file (user + timestamp): activity retention")
+    report.add_argument("--spend", help="acquisition spend file (period/month [, channel], spend or components)")
+    report.add_argument("--user", default="user_id", help="user id column")
+    report.add_argument("--ts", default="ts", help="order timestamp column")
+    report.add_argument("--amount", default="amount", help="order amount column")
+    report.add_argument("--signup-ts", default="signup_ts", help="signup timestamp column")
+    report.add_argument("--activity-ts", default=None, help="activity timestamp column (default: --ts)")
+    report.add_argument("--by", action="append", default=None, help="segment column (repeatable)")
+    report.add_argument("--tz", default="UTC", help="IANA time zone for period boundaries")
+    report.add_argument("--period", default="month", choices=["month", "week", "quarter", "day"])
+    report.add_argument("--horizon", type=int, default=12, help="ages per cohort")
+    report.add_argument("--as-of", default=None, help="cut-off date/time (default: start of the last order's period)")
+    report.add_argument("--since", default=None, help="tracking start date (earlier periods are not used)")
+    report.add_argument("--min-amount", type=float, default=0.0, help="a paying order has amount > this")
+    report.add_argument("--margin", type=float, default=1.0, help="gross margin turning LTR into LTV, in (0, 1]")
+    report.add_argument("--discount-rate", type=float, default=0.0, help="annual discount rate for CLV")
+    report.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
+    report.add_argument("--out", help="write the long cohort table to .parquet, .csv, .json or .arrow")
+    report.add_argument("--html", help="write a self-contained HTML report (needs ltrcore[report])")
     demo = sub.add_parser(
         "demo",
         help="run the cohort engine on the built-in synthetic retailer",
@@ -54,6 +147,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--horizon", type=int, default=12, help="ages per cohort (default: 12)")
     demo.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     demo.add_argument("--margin", type=float, default=0.3, help="gross margin turning LTR into LTV (default: 0.3)")
+    demo.add_argument("--discount-rate", type=float, default=0.0, help="annual discount rate for CLV (default: 0)")
+    demo.add_argument("--out", help="write the long cohort table (by channel) to .parquet, .csv, .json or .arrow")
+    demo.add_argument("--html", help="write a self-contained HTML report (needs ltrcore[report])")
     return parser
 
 
@@ -69,68 +165,118 @@ def _demo(args: argparse.Namespace) -> int:
         f"demo retailer: {data.orders.height:,} orders, {data.signups.height:,} signups, "
         f"{data.activity.height:,} logins (generated in {t1 - t0:.1f} s)"
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the demo has bad rows on purpose; the reconciliation shows them
-        table = cohorts(
-            data.orders,
-            signups=data.signups,
-            activity=data.activity,
-            tz=tz,
-            period=args.period,
-            horizon=args.horizon,
-            threads=args.threads,
-        )
-    t2 = time.perf_counter()
+    common = dict(signups=data.signups, tz=tz, period=args.period, horizon=args.horizon, threads=args.threads)
+    bar = _progress_bar()
+    try:
+        overall = cohorts(data.orders, activity=data.activity, progress=bar, **common)  # type: ignore[arg-type]
+        t2 = time.perf_counter()
+        by_channel = cohorts(data.orders, by="channel", progress=bar, **common)  # type: ignore[arg-type]
+    finally:
+        _end_progress(bar)
     total = data.orders.height + data.signups.height + data.activity.height
     print(f"cohorts computed in {t2 - t1:.2f} s ({total / (t2 - t1) / 1e6:.1f} M input rows/s)\n")
-    print(table)
-    long = table.to_polars().filter(pl.col("complete"))
-    retention = (
-        long.with_columns((pl.col("payers") / pl.col("cohort_size")).alias("paying_retention"))
-        .group_by("age")
-        .agg(pl.col("paying_retention").mean().round(3), pl.col("revenue").sum().round(2))
-        .sort("age")
-    )
-    print("\nmean paying retention and revenue by age (complete cells):")
-    print(retention)
-    with pl.Config(tbl_rows=20, fmt_str_lengths=40):
-        print("\nreconciliation (orders): every row lands in exactly one reason")
-        print(table.reconciliation)
+    print(overall)
+    print("\nreconciliation (orders): every input row lands in exactly one reason")
+    with pl.Config(tbl_rows=20):
+        print(overall.reconciliation)
         print("signups:")
-        print(table.signups_reconciliation)
+        print(overall.signups_reconciliation)
         print("activity:")
-        print(table.activity_reconciliation)
-    recon = table.reconciliation
+        print(overall.activity_reconciliation)
+    recon = overall.reconciliation
     print(
         f"\nrows: {int(recon['rows'].sum()):,} of {data.orders.height:,} input orders accounted for; "
         f"amount {recon['amount'].sum()} exactly"
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        by_channel = cohorts(
-            data.orders,
-            signups=data.signups,
-            by="channel",
-            tz=tz,
-            period=args.period,
-            horizon=args.horizon,
-            threads=args.threads,
-        )
     print(f"\nunit economics by acquisition channel (spend table, margin {args.margin}):")
-    print(by_channel.summary(spend=data.spend, margin=args.margin))
+    _print_metrics(by_channel, data.spend, args.margin, args.discount_rate)
+    _write_outputs(by_channel, args, data.spend)
     return 0
+
+
+def _print_report(table: Any, spend: Any, margin: float, discount_rate: float) -> None:
+    print(table)
+    with pl.Config(tbl_rows=20):
+        print("\nreconciliation (orders): every input row lands in exactly one reason")
+        print(table.reconciliation)
+        for name in ("signups", "activity"):
+            recon = getattr(table, f"{name}_reconciliation")
+            if recon is not None:
+                print(f"{name}:")
+                print(recon)
+    _print_metrics(table, spend, margin, discount_rate)
+
+
+def _print_metrics(table: Any, spend: Any, margin: float, discount_rate: float) -> None:
+    metrics = table.metrics(spend=spend, margin=margin, discount_rate=discount_rate)
+    columns = [*table.by, "cohort", "cohort_size", "customers", "ltr", "ltv", "clv"]
+    if spend is not None:
+        columns += ["cac", "ltv_cac", "payback_age", "payback_status", "verdict"]
+    with pl.Config(tbl_rows=40, tbl_cols=len(columns), fmt_str_lengths=20, float_precision=2, tbl_width_chars=200):
+        print("\nmetrics per cohort:")
+        print(metrics.select(columns))
+    print()
+    print(table.summary(spend=spend, margin=margin, discount_rate=discount_rate))
+
+
+def _report(args: argparse.Namespace) -> int:
+    from . import cohorts
+
+    signups = _read_table(args.signups, "signups") if args.signups else None
+    spend = _read_table(args.spend, "spend") if args.spend else None
+    bar = _progress_bar()
+    try:
+        table = cohorts(
+            args.orders,
+            user=args.user,
+            ts=args.ts,
+            amount=args.amount,
+            signups=signups,
+            signup_ts=args.signup_ts,
+            activity=args.activity,
+            activity_ts=args.activity_ts,
+            by=args.by,
+            horizon=args.horizon,
+            period=args.period,
+            tz=args.tz,
+            as_of=args.as_of,
+            since=args.since,
+            min_amount=args.min_amount,
+            threads=args.threads,
+            progress=bar,
+        )
+    finally:
+        _end_progress(bar)
+    _print_report(table, spend, args.margin, args.discount_rate)
+    _write_outputs(table, args, spend)
+    return 0
+
+
+def _write_outputs(table: Any, args: argparse.Namespace, spend: Any) -> None:
+    if getattr(args, "out", None):
+        _write_out(table.to_polars(), args.out)
+        print(f"\nwrote {args.out}")
+    if getattr(args, "html", None):
+        table.to_html(args.html, spend=spend, margin=args.margin, discount_rate=args.discount_rate)
+        print(f"wrote {args.html}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            return _demo(args)
-        raise AssertionError(args.command)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code = _demo(args) if args.command == "demo" else _report(args)
+        # One line each on stderr rather than Python's warning format with a source line. The demo
+        # has bad rows on purpose, and its reconciliation already shows them.
+        if args.command != "demo":
+            for w in caught:
+                print(f"ltrcore: warning: {w.message}", file=sys.stderr)
+        return code
     except KeyboardInterrupt:
         print("ltrcore: interrupted", file=sys.stderr)
         return 130
-    except (LtrcoreError, OSError, ValueError, TypeError) as err:
+    except (LtrcoreError, OSError, ValueError, TypeError, pl.exceptions.PolarsError) as err:
         print(f"ltrcore: error: {err}", file=sys.stderr)
         return 2
 
