@@ -17,7 +17,7 @@ def test_demo_prints_the_cohorts_the_reconciliation_and_the_verdicts():
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "demo retailer: 60,000 orders" in out
-    assert "CohortTable:" in out and "revenue by age:" in out
+    assert "CohortTable:" in out and "LTR (cumulative revenue per member) by age:" in out
     assert "reconciliation (orders)" in out and "null_user" in out
     assert "rows: 60,000 of 60,000 input orders accounted for" in out
     assert "By channel" in out and "LTV/CAC" in out

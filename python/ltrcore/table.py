@@ -197,17 +197,30 @@ class CohortTable:
         """A short plain-language report: best and worst cohorts and channels, verdicts, payback, next step."""
         return _metrics.summary(self, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac)
 
+    def to_html(self, path: Any = None, **kwargs: Any) -> str:
+        """A self-contained HTML report (charts inlined as SVG; needs matplotlib). ``kwargs`` go to
+        ``ltrcore.report.render_html`` (``spend``, ``margin``, ``discount_rate``, ``cac``, ``title``).
+        With ``path`` the report is also written there (UTF-8)."""
+        from .report import render_html
+
+        out = render_html(self, **kwargs)
+        if path is not None:
+            with open(path, "w", encoding="utf-8", newline="\n") as f:
+                f.write(out)
+        return out
+
     # ----------------------------------------------------------------------------------------------
     def _grid(self) -> tuple[list[str], list[list[str]]]:
-        """Header and rows of a compact grid: cohort, size, then revenue per age."""
-        frame = self._long
+        """Header and rows of a compact grid: cohort, size, then LTR (cumulative revenue per member)
+        at each age; blank where not yet observed."""
+        curve = _metrics.ltr(self)
         keys = [*self.by, "cohort"]
         header = [*self.by, "cohort", "size", *[str(a) for a in range(self.horizon)]]
         rows: list[list[str]] = []
-        for key, group in frame.group_by(keys, maintain_order=True):
+        for key, group in curve.group_by(keys, maintain_order=True):
             vals = group.sort("age")
             size = vals.get_column("cohort_size")[0]
-            cells = ["" if v is None else f"{v:,.0f}" for v in vals.get_column("revenue").to_list()]
+            cells = ["" if v is None else f"{v:,.2f}" for v in vals.get_column("ltr").to_list()]
             rows.append([*("∅" if k is None else str(k) for k in key), str(size), *cells])
         return header, rows
 
@@ -218,7 +231,7 @@ class CohortTable:
         lines = [
             f"CohortTable: {len(rows)} cohort(s) × {self.horizon} {self.period}(s), tz={self.tz}, "
             f"by={self.by or None}, last complete {self.period}: {self.last_complete}",
-            "revenue by age:",
+            "LTR (cumulative revenue per member) by age:",
             "  ".join(h.rjust(w) for h, w in zip(header, widths)),
         ]
         lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in shown]
@@ -236,7 +249,7 @@ class CohortTable:
         out = [
             "<div class='ltrcore-cohorts'>",
             f"<p><b>CohortTable</b>: {len(rows)} cohort(s) × {self.horizon} {html.escape(self.period)}(s), "
-            f"tz {html.escape(self.tz)}; revenue by age (blank = not yet observed)</p>",
+            f"tz {html.escape(self.tz)}; LTR (cumulative revenue per member) by age, blank = not yet observed</p>",
             "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>",
         ]
         for r in rows:
