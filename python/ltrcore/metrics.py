@@ -537,9 +537,10 @@ def summary(
     ]
     rated = m.filter(pl.col("ltv_cac").is_not_null())
     if rated.height == 0:
+        mean_ltr = m.select(pl.col("ltr").mean()).item() or 0.0
         lines.append(
             "No acquisition cost given: pass spend= or cac= to get LTV/CAC, payback and verdicts. "
-            f"Mean LTR to date per signup: {m.get_column('ltr').mean() or 0:,.2f}."
+            f"Mean LTR to date per signup: {mean_ltr:,.2f}."
         )
         return "\n".join(lines)
 

@@ -99,7 +99,9 @@ class CohortTable:
     def reconciliation(self) -> pl.DataFrame:
         """``reason, rows, amount`` over the orders; rows sum to the input rows, amount exactly to
         the input's finite amounts (Decimal at ``scale``)."""
-        return self._recon("orders")
+        recon = self._recon("orders")
+        assert recon is not None  # the orders always have one
+        return recon
 
     @property
     def signups_reconciliation(self) -> pl.DataFrame | None:
