@@ -125,7 +125,7 @@ def test_report_with_signups_spend_and_channels_prints_verdicts(files):
         (["{parquet}", "--tz", "Mars/Base"], "unknown time zone"),
         (["{parquet}", "--as-of", "2024-13-45"], "cannot parse"),
         (["{parquet}", "--margin", "abc"], "invalid float value"),
-        (["{parquet}", "--spend", "/nonexistent/spend.csv"], "spend file not found"),
+        (["{parquet}", "--spend", "/nonexistent/spend.csv"], "spend: no such file"),
         (["{parquet}", "--out", "{root}/x.xlsx"], "--out must end in"),
     ],
 )
@@ -157,3 +157,44 @@ def test_ctrl_c_exits_130(files):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
+
+
+def test_signups_and_spend_may_be_directories(files, tmp_path):
+    import shutil
+
+    (tmp_path / "signups").mkdir()
+    shutil.copy(files["signups"], tmp_path / "signups" / "part-0.parquet")
+    done = run("report", files["glob"], "--signups", str(tmp_path / "signups"), "--spend", files["spend"],
+               "--by", "channel", "--tz", "Europe/Berlin")
+    assert done.returncode == 0, done.stderr
+    assert "By channel" in done.stdout
+
+
+def test_progress_bar_on_a_terminal_and_silence_otherwise(files):
+    import os
+    import pty
+
+    # stderr a pseudo-terminal: the bar is drawn (rows and rows/s).
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ltrcore.cli", "report", files["parquet"]],
+        stdout=subprocess.DEVNULL, stderr=follower, text=True,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data.decode(errors="replace"))
+    proc.wait(timeout=60)
+    os.close(leader)
+    shown = "".join(chunks)
+    assert proc.returncode == 0
+    assert "rows" in shown and "M rows/s" in shown
+    # stderr a pipe: no bar, only the one-line warning about the demo's bad rows.
+    done = run("report", files["parquet"])
+    assert "rows/s" not in done.stderr

@@ -59,17 +59,16 @@ def _end_progress(bar: Any) -> None:
 
 
 def _read_table(path: str, what: str) -> pl.DataFrame:
-    """A small input read whole (spend, signups): parquet, CSV or Arrow IPC by extension."""
-    import os
+    """A small input read whole (signups, spend): parquet, CSV or Arrow IPC file, directory or glob."""
+    from .adapters import _dataset
 
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix == ".csv":
-        return pl.read_csv(path, try_parse_dates=True)
-    if suffix in (".arrow", ".ipc", ".feather"):
-        return pl.read_ipc(path)
-    return pl.read_parquet(path)
+    try:
+        dataset = _dataset(path)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"{what}: {err}") from None
+    # pyarrow's CSV reader recognises ISO dates and times; "YYYY-MM" periods stay strings, which the
+    # metrics layer reads too.
+    return pl.DataFrame(dataset.to_table())
 
 
 def _write_out(frame: pl.DataFrame, path: str) -> None:
