@@ -1,8 +1,8 @@
 //! Reading the input columns of a record batch: dtype checks, user keys, periods and fixed-point money.
 //!
-//! Nothing here copies a column: readers borrow the Arrow buffers and decode one row at a time, so the
-//! kernel can decode straight into its partition buffers. The only per-batch work is interning string
-//! user ids, which must be sequential to give every id one key across batches and tables.
+//! Readers borrow the Arrow buffers and decode a chunk of rows column by column into small reusable
+//! arrays (keys, periods, fixed-point amounts, a status byte). The only per-batch work is interning
+//! string user ids, which must be sequential to give every id one key across batches and tables.
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;

@@ -221,7 +221,8 @@ struct Runner<'h> {
     hooks: &'h dyn Hooks,
     interner: Interner,
     family: Option<(UserFamily, String)>,
-    parts: Vec<Users>,
+    /// One user shard per worker thread (see `kernel`).
+    shards: Vec<Users>,
     threads: usize,
     /// How the cohort-defining timestamps map to periods (set by the first pass).
     ts_kind: Option<TsKind>,
@@ -313,7 +314,7 @@ impl<'h> Runner<'h> {
                 let mut lo = 0;
                 while lo < n {
                     let hi = n.min(lo + self.spec.chunk_rows);
-                    let (cal, pool, parts) = (&self.cal, &self.pool, &mut self.parts);
+                    let (cal, pool, shards) = (&self.cal, &self.pool, &mut self.shards);
                     let (view, classify, process) = (&view, &classify, &process);
                     let accs = &mut accs;
                     let workers = &mut workers;
@@ -338,7 +339,7 @@ impl<'h> Runner<'h> {
                             Ok(())
                         })?;
                         let decoded: &[Worker] = workers;
-                        parts.par_iter_mut().zip(accs.par_iter_mut()).enumerate().for_each(|(s, (users, acc))| {
+                        shards.par_iter_mut().zip(accs.par_iter_mut()).enumerate().for_each(|(s, (users, acc))| {
                             for Worker { chunk: d, .. } in decoded {
                                 let rows = &d.by_shard[s];
                                 for (i, &j) in rows.iter().enumerate() {
@@ -421,7 +422,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
         hooks,
         interner: Interner::default(),
         family: None,
-        parts: (0..threads).map(|_| Users::new()).collect(),
+        shards: (0..threads).map(|_| Users::new()).collect(),
         threads,
         ts_kind: None,
     };
@@ -549,13 +550,13 @@ fn count_bad(reason: Reason, amount: i64, strict: bool, acc: &mut Acc, set: &Col
     Ok(false)
 }
 
-/// Groups: the distinct (segment, cohort) pairs, sorted; seals every partition's users.
+/// Groups: the distinct (segment, cohort) pairs, sorted; seals every shard's users.
 fn seal_groups(runner: &mut Runner<'_>) -> Vec<(u32, i32)> {
     let cal = &runner.cal;
     let kind = runner.ts_kind.unwrap_or(TsKind::Date32);
     let group_key = |f: &First| (f.segment, kind.period(f.ts, cal));
     let mut distinct: hashbrown::HashSet<(u32, i32), foldhash::fast::FixedState> = Default::default();
-    for users in &runner.parts {
+    for users in &runner.shards {
         for f in &users.first {
             distinct.insert(group_key(f));
         }
@@ -566,7 +567,7 @@ fn seal_groups(runner: &mut Runner<'_>) -> Vec<(u32, i32)> {
         groups.iter().enumerate().map(|(i, &g)| (g, i as u32)).collect();
     let horizon = runner.spec.horizon as usize;
     runner.pool.install(|| {
-        runner.parts.par_iter_mut().for_each(|users| {
+        runner.shards.par_iter_mut().for_each(|users| {
             users.seal(|f: &First| index[&group_key(f)], horizon);
         })
     });
@@ -701,7 +702,7 @@ fn finalize(
         groups.iter().flat_map(|&(_, c)| (0..h).map(move |a| is_complete(c, a))).collect();
     let (sizes, (repeaters, customers), payers, active) = runner.pool.install(|| {
         runner
-            .parts
+            .shards
             .par_iter()
             .fold(
                 || (vec![0u64; n_groups], (vec![0u64; n_groups], vec![0u64; n_groups]), vec![0u64; n_groups * h], vec![0u64; n_groups * h]),

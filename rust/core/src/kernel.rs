@@ -11,7 +11,8 @@
 
 use crate::reconcile::{Reason, Tally};
 
-/// murmur3's 64-bit finalizer: cheap and mixes every input bit into the top bits used for partitions.
+/// murmur3's 64-bit finalizer: cheap, and mixes every input bit into both the high bits (shards) and
+/// the low bits (buckets).
 #[inline]
 pub fn hash_key(key: u64) -> u64 {
     let mut h = key;

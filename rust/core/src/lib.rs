@@ -2,7 +2,7 @@
 //!
 //! * [`calendar`]: tz-aware period indices (month, ISO week, quarter, day).
 //! * [`columns`]: reading Arrow columns into user keys, periods and fixed-point money.
-//! * [`kernel`]: radix-partitioned per-user state and cell accumulation.
+//! * [`kernel`]: sharded per-user state (open addressing, prefetch) and cell accumulation.
 //! * [`reconcile`]: the reasons every input row lands under.
 //! * [`engine`]: one run over the inputs, and the final cohort arrays.
 
