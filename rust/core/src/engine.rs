@@ -555,12 +555,17 @@ fn seal_groups(runner: &mut Runner<'_>) -> Vec<(u32, i32)> {
     let cal = &runner.cal;
     let kind = runner.ts_kind.unwrap_or(TsKind::Date32);
     let group_key = |f: &First| (f.segment, kind.period(f.ts, cal));
-    let mut distinct: hashbrown::HashSet<(u32, i32), foldhash::fast::FixedState> = Default::default();
-    for users in &runner.shards {
-        for f in &users.first {
-            distinct.insert(group_key(f));
-        }
-    }
+    type GroupSet = hashbrown::HashSet<(u32, i32), foldhash::fast::FixedState>;
+    let shards = &runner.shards;
+    let distinct: GroupSet = runner.pool.install(|| {
+        shards
+            .par_iter()
+            .map(|users| users.first.iter().map(group_key).collect::<GroupSet>())
+            .reduce(GroupSet::default, |mut a, b| {
+                a.extend(b);
+                a
+            })
+    });
     let mut groups: Vec<(u32, i32)> = distinct.into_iter().collect();
     groups.sort_unstable();
     let index: HashMap<(u32, i32), u32, foldhash::fast::FixedState> =
