@@ -756,7 +756,7 @@ fn finalize(
         for a in 0..h {
             let i = g * h + a;
             let reason = classify(cohort, a);
-            orders_tally.add_many(reason, cells.rows[i], cells.amount[i]);
+            orders_tally.add_many(reason, cells.rows[i], cells.net(i));
             if let (Some(t), Some(act)) = (activity_tally.as_mut(), activity.as_ref()) {
                 t.add_many(reason, act.cells.activity_rows[i], 0);
             }
@@ -782,7 +782,7 @@ fn finalize(
             out.complete.push(done);
             let z = |v: u64| if done { v } else { 0 };
             let zi = |v: i128| if done { v } else { 0 };
-            out.revenue.push(zi(cells.amount[i]));
+            out.revenue.push(zi(cells.net(i)));
             out.gross.push(zi(cells.gross[i]));
             out.refunds.push(zi(cells.refunds[i]));
             out.orders.push(z(cells.orders[i]));

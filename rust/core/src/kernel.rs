@@ -248,7 +248,6 @@ impl Default for Users {
 #[derive(Clone, Default)]
 pub struct Cells {
     pub rows: Vec<u64>,
-    pub amount: Vec<i128>,
     pub gross: Vec<i128>,
     pub refunds: Vec<i128>,
     pub orders: Vec<u64>,
@@ -259,12 +258,16 @@ impl Cells {
     pub fn new(n: usize) -> Self {
         Cells {
             rows: vec![0; n],
-            amount: vec![0; n],
             gross: vec![0; n],
             refunds: vec![0; n],
             orders: vec![0; n],
             activity_rows: vec![0; n],
         }
+    }
+
+    /// Net amount of a cell: gross plus refunds (derived, so the hot path adds one number less).
+    pub fn net(&self, cell: usize) -> i128 {
+        self.gross[cell] + self.refunds[cell]
     }
 
     pub fn merge(&mut self, other: &Cells) {
@@ -274,7 +277,6 @@ impl Cells {
             }
         }
         add(&mut self.rows, &other.rows);
-        add(&mut self.amount, &other.amount);
         add(&mut self.gross, &other.gross);
         add(&mut self.refunds, &other.refunds);
         add(&mut self.orders, &other.orders);
@@ -308,7 +310,6 @@ impl Users {
         let Some(age) = self.age(e.group, rec.period, at, tally, rec.amount) else { return };
         let cell = e.group as usize * at.horizon as usize + age as usize;
         cells.rows[cell] += 1;
-        cells.amount[cell] += rec.amount as i128;
         if rec.amount > 0 {
             cells.gross[cell] += rec.amount as i128;
         } else {
@@ -440,7 +441,7 @@ mod tests {
             u.attribute_order(&rec, hash_key(rec.key), &at, &mut cells, &mut tally);
         }
         assert_eq!(cells.rows, vec![2, 1, 0]);
-        assert_eq!(cells.amount, vec![700, -100, 0]);
+        assert_eq!((0..3).map(|i| cells.net(i)).collect::<Vec<_>>(), vec![700, -100, 0]);
         assert_eq!(cells.gross, vec![700, 0, 0]);
         assert_eq!(cells.refunds, vec![0, -100, 0]);
         assert_eq!(cells.orders, vec![2, 0, 0]);
