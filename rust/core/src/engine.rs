@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use crate::calendar::{Calendar, PeriodKind};
 use crate::columns::{status, BatchView, ColumnNames, ColumnSet, Decoded, Interner, TsKind, UserFamily, Want};
 use crate::error::{CoreError, Result};
-use crate::kernel::{hash_key, shard_of, Attribution, CellRec, Cells, First, FirstRec, Users, ACTIVE, MULTI, PAID};
+use crate::kernel::{hash_key, shard_of, Attribution, CellRec, Cells, FirstRec, Users, ACTIVE, MULTI, PAID};
 use crate::reconcile::{Reason, Tally};
 
 /// A point in time given by the caller: an instant, or a wall-clock time in the run's zone.
@@ -302,6 +302,7 @@ impl<'h> Runner<'h> {
         let mut row0: u64 = 0;
         let mut last_tick = Instant::now();
         let started = Instant::now();
+        let mut decode_time = std::time::Duration::ZERO;
         self.hooks.tick(phase, 0, false)?;
         for batch in stream.reader {
             let batch = batch?;
@@ -318,7 +319,9 @@ impl<'h> Runner<'h> {
                     let (view, classify, process) = (&view, &classify, &process);
                     let accs = &mut accs;
                     let workers = &mut workers;
+                    let decode_time = &mut decode_time;
                     pool.install(|| -> Result<()> {
+                        let decoding = Instant::now();
                         workers.par_iter_mut().enumerate().try_for_each(|(k, Worker { chunk: d, acc })| -> Result<()> {
                             let len = hi - lo;
                             let (a, b) = (lo + len * k / t, lo + len * (k + 1) / t);
@@ -338,6 +341,7 @@ impl<'h> Runner<'h> {
                             d.by_shard = by_shard;
                             Ok(())
                         })?;
+                        *decode_time += decoding.elapsed();
                         let decoded: &[Worker] = workers;
                         shards.par_iter_mut().zip(accs.par_iter_mut()).enumerate().for_each(|(s, (users, acc))| {
                             for Worker { chunk: d, .. } in decoded {
@@ -367,7 +371,7 @@ impl<'h> Runner<'h> {
                 kept.push(batch);
             }
         }
-        trace(&format!("{phase}: {row0} rows"), started);
+        trace(&format!("{phase}: {row0} rows (decoding {decode_time:?})"), started);
         self.hooks.tick(phase, row0, true)?;
         for w in &workers {
             merge_acc(&mut accs[0], &w.acc);
@@ -415,6 +419,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
     let threads = spec.threads;
     let strict = spec.strict;
     let names = spec.clone();
+    let tracks_segments = spec.segment.is_some();
     let mut runner = Runner {
         spec,
         cal,
@@ -422,7 +427,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
         hooks,
         interner: Interner::default(),
         family: None,
-        shards: (0..threads).map(|_| Users::new()).collect(),
+        shards: (0..threads).map(|_| Users::new(tracks_segments)).collect(),
         threads,
         ts_kind: None,
     };
@@ -551,16 +556,21 @@ fn count_bad(reason: Reason, amount: i64, strict: bool, acc: &mut Acc, set: &Col
 }
 
 /// Groups: the distinct (segment, cohort) pairs, sorted; seals every shard's users.
-fn seal_groups(runner: &mut Runner<'_>) -> Vec<(u32, i32)> {
+fn seal_groups(runner: &mut Runner<'_>, kinds: usize) -> Vec<(u32, i32)> {
     let cal = &runner.cal;
     let kind = runner.ts_kind.unwrap_or(TsKind::Date32);
-    let group_key = |f: &First| (f.segment, kind.period(f.ts, cal));
     type GroupSet = hashbrown::HashSet<(u32, i32), foldhash::fast::FixedState>;
     let shards = &runner.shards;
     let distinct: GroupSet = runner.pool.install(|| {
         shards
             .par_iter()
-            .map(|users| users.first.iter().map(group_key).collect::<GroupSet>())
+            .map(|users| {
+                let mut set = GroupSet::default();
+                users.for_each_first(|ts, segment| {
+                    set.insert((segment, kind.period(ts, cal)));
+                });
+                set
+            })
             .reduce(GroupSet::default, |mut a, b| {
                 a.extend(b);
                 a
@@ -571,9 +581,10 @@ fn seal_groups(runner: &mut Runner<'_>) -> Vec<(u32, i32)> {
     let index: HashMap<(u32, i32), u32, foldhash::fast::FixedState> =
         groups.iter().enumerate().map(|(i, &g)| (g, i as u32)).collect();
     let horizon = runner.spec.horizon as usize;
+    let n_groups = groups.len();
     runner.pool.install(|| {
         runner.shards.par_iter_mut().for_each(|users| {
-            users.seal(|f: &First| index[&group_key(f)], horizon);
+            users.seal(|ts, segment| index[&(segment, kind.period(ts, cal))], n_groups, horizon, kinds);
         })
     });
     groups
@@ -590,7 +601,7 @@ fn finish(
     let horizon = runner.spec.horizon;
     let strict = runner.spec.strict;
     let sealing = Instant::now();
-    let groups = seal_groups(&mut runner);
+    let groups = seal_groups(&mut runner, if activity.is_some() { 3 } else { 2 });
     trace("seal", sealing);
     let group_cohort: Vec<i32> = groups.iter().map(|g| g.1).collect();
     let n_cells = groups.len() * horizon as usize;

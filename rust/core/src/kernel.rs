@@ -6,7 +6,9 @@
 //! paying order, bitsets of ages with a payment or an activity) needs no locks, and no row is copied
 //! into partition buffers (the scatter that dominated an earlier radix-partitioned design). Lookups
 //! use open addressing with software prefetch a few rows ahead, which hides most of the memory
-//! latency of a table larger than cache. Distinct counts are exact popcounts and every sum is an
+//! latency of a table larger than cache, and each bucket holds its user's state next to the key
+//! (earliest timestamp, then group and age bitsets), so a row usually costs one cache miss, not
+//! two. Distinct counts are exact popcounts and every sum is an
 //! integer, so the result is the same whatever the thread count or batch sizes.
 
 use crate::reconcile::{Reason, Tally};
@@ -58,41 +60,21 @@ pub struct CellRec {
     pub paying: bool,
 }
 
+/// A bucket: a user key and its state, inline so that a row costs one cache miss.
+///
+/// While cohorts are found, `val` is the earliest timestamp seen. Once sealed, it holds the user's
+/// group in its low `group_bits` bits and, above them, the age bitsets when they fit ("inline"),
+/// else the user's row in `bits`.
 #[derive(Clone, Copy)]
+#[repr(C)]
 struct Entry {
     key: u64,
-    /// `EMPTY` for a vacant bucket.
-    slot: u32,
-    group: u32,
+    val: u64,
 }
 
-const EMPTY: u32 = u32::MAX;
-const VACANT: Entry = Entry { key: 0, slot: EMPTY, group: NO_GROUP };
-
-/// The earliest candidate row seen for a user.
-#[derive(Clone, Copy)]
-pub struct First {
-    pub ts: i64,
-    pub row: u64,
-    pub segment: u32,
-}
-
-pub const NO_GROUP: u32 = u32::MAX;
-
-/// One shard's users: an open-addressing index (linear probing, at most half full) over per-user
-/// state stored by slot. Aligned so shards owned by different threads never share a cache line.
-#[repr(align(128))]
-pub struct Users {
-    entries: Vec<Entry>,
-    mask: usize,
-    len: usize,
-    pub first: Vec<First>,
-    /// Per user `stride` words holding three bitsets of `horizon` ages each, back to back: ages
-    /// with a paying order, with two or more, and with activity (one word when horizon ≤ 21).
-    bits: Vec<u64>,
-    stride: usize,
-    horizon: usize,
-}
+/// Key marking a vacant bucket. A user with this key lives in the extra bucket at index `capacity`.
+const VACANT_KEY: u64 = 0x9e37_79b9_7f4a_7c15;
+const VACANT: Entry = Entry { key: VACANT_KEY, val: 0 };
 
 pub const PAID: usize = 0;
 pub const MULTI: usize = 1;
@@ -109,8 +91,12 @@ impl UserBits<'_> {
     #[inline]
     pub fn for_each_age(&self, kind: usize, mut f: impl FnMut(usize)) {
         if let [word] = self.words {
-            // One word holds all three bitsets (horizon ≤ 21): shift this one down and walk it.
-            let mut x = (word >> (kind * self.horizon)) & ((1u64 << self.horizon) - 1);
+            // One word holds every bitset: shift this one down and walk it.
+            let (start, end) = (kind * self.horizon, ((kind + 1) * self.horizon).min(64));
+            if start >= end {
+                return;
+            }
+            let mut x = (word >> start) & (u64::MAX >> (64 - (end - start)));
             while x != 0 {
                 f(x.trailing_zeros() as usize);
                 x &= x - 1;
@@ -131,9 +117,59 @@ impl UserBits<'_> {
     }
 }
 
+/// One shard's users: an open-addressing table (linear probing, at most half full) whose buckets
+/// hold the per-user state inline. Aligned so shards owned by different threads never share a
+/// cache line.
+#[repr(align(128))]
+pub struct Users {
+    /// `capacity + 1` buckets: the last one is for the user whose key is `VACANT_KEY`.
+    entries: Vec<Entry>,
+    mask: usize,
+    len: usize,
+    vacant_key_used: bool,
+    /// With segments: the row and segment of each bucket's earliest row (ties on the timestamp
+    /// go to the earlier row), parallel to `entries`. Empty otherwise.
+    first_row: Vec<u64>,
+    first_segment: Vec<u32>,
+    tracks_segments: bool,
+    /// After sealing: the low bits of `val` holding the group, and how the age bitsets are kept.
+    group_bits: u32,
+    inline_bits: bool,
+    /// Age bitsets when they do not fit inline: `stride` words per user, bitset `kind` at bits
+    /// `kind × horizon ..`.
+    bits: Vec<u64>,
+    stride: usize,
+    horizon: usize,
+}
+
 impl Users {
-    pub fn new() -> Self {
-        Users { entries: vec![VACANT; 16], mask: 15, len: 0, first: Vec::new(), bits: Vec::new(), stride: 0, horizon: 0 }
+    /// An empty shard; `tracks_segments` keeps each user's segment (and the row that breaks ties).
+    pub fn new(tracks_segments: bool) -> Self {
+        let mut users = Users {
+            entries: Vec::new(),
+            mask: 0,
+            len: 0,
+            vacant_key_used: false,
+            first_row: Vec::new(),
+            first_segment: Vec::new(),
+            tracks_segments,
+            group_bits: 0,
+            inline_bits: true,
+            bits: Vec::new(),
+            stride: 0,
+            horizon: 0,
+        };
+        users.allocate(1 << 12);
+        users
+    }
+
+    fn allocate(&mut self, capacity: usize) {
+        self.entries = vec![VACANT; capacity + 1];
+        self.mask = capacity - 1;
+        if self.tracks_segments {
+            self.first_row = vec![0; capacity + 1];
+            self.first_segment = vec![0; capacity + 1];
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -150,38 +186,69 @@ impl Users {
         prefetch_read(self.entries.as_ptr().wrapping_add(hash as usize & self.mask));
     }
 
-    /// Second prefetch stage: once the bucket is in cache, start loading the user's state.
+    /// Second prefetch stage, for bitsets kept outside the table: once the bucket is in cache,
+    /// start loading the user's bitsets.
     #[inline(always)]
     pub fn prefetch_state(&self, key: u64, hash: u64) {
+        if self.inline_bits {
+            return;
+        }
         let e = &self.entries[self.probe(key, hash)];
-        if e.slot != EMPTY {
-            if self.first.is_empty() {
-                prefetch_read(self.bits.as_ptr().wrapping_add(e.slot as usize * self.stride));
-            } else {
-                prefetch_read(self.first.as_ptr().wrapping_add(e.slot as usize));
-            }
+        if e.key == key {
+            prefetch_read(self.bits.as_ptr().wrapping_add((e.val >> 32) as usize * self.stride));
         }
     }
 
     /// Bucket holding `key`, or the vacant bucket where it would go.
     #[inline(always)]
     fn probe(&self, key: u64, hash: u64) -> usize {
+        if key == VACANT_KEY {
+            return self.mask + 1;
+        }
         let mut i = hash as usize & self.mask;
         loop {
-            let e = &self.entries[i];
-            if e.slot == EMPTY || e.key == key {
+            let k = self.entries[i].key;
+            if k == key || k == VACANT_KEY {
                 return i;
             }
             i = (i + 1) & self.mask;
         }
     }
 
+    #[inline(always)]
+    fn occupied(&self, i: usize) -> bool {
+        if i > self.mask {
+            self.vacant_key_used
+        } else {
+            self.entries[i].key != VACANT_KEY
+        }
+    }
+
+    /// Indices of the occupied buckets.
+    fn occupied_buckets(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.entries.len()).filter(|&i| self.occupied(i))
+    }
+
     fn grow(&mut self) {
-        let old = std::mem::replace(&mut self.entries, vec![VACANT; (self.mask + 1) * 2]);
-        self.mask = self.mask * 2 + 1;
-        for e in old.into_iter().filter(|e| e.slot != EMPTY) {
+        let old = std::mem::take(&mut self.entries);
+        let old_row = std::mem::take(&mut self.first_row);
+        let old_segment = std::mem::take(&mut self.first_segment);
+        let old_cap = self.mask + 1;
+        self.allocate(old_cap * 2);
+        // The extra bucket keeps its place at the end.
+        let last = self.mask + 1;
+        self.entries[last] = old[old_cap];
+        if self.tracks_segments {
+            self.first_row[last] = old_row[old_cap];
+            self.first_segment[last] = old_segment[old_cap];
+        }
+        for (j, e) in old[..old_cap].iter().enumerate().filter(|(_, e)| e.key != VACANT_KEY) {
             let i = self.probe(e.key, hash_key(e.key));
-            self.entries[i] = e;
+            self.entries[i] = *e;
+            if self.tracks_segments {
+                self.first_row[i] = old_row[j];
+                self.first_segment[i] = old_segment[j];
+            }
         }
     }
 
@@ -189,17 +256,30 @@ impl Users {
     #[inline]
     pub fn assign(&mut self, rec: &FirstRec, hash: u64) -> bool {
         let i = self.probe(rec.key, hash);
-        let e = self.entries[i];
-        if e.slot != EMPTY {
-            let f = &mut self.first[e.slot as usize];
-            if (rec.ts, rec.row) < (f.ts, f.row) {
-                *f = First { ts: rec.ts, row: rec.row, segment: rec.segment };
+        if self.occupied(i) {
+            let earliest = self.entries[i].val as i64;
+            let earlier = if self.tracks_segments {
+                rec.ts < earliest || (rec.ts == earliest && rec.row < self.first_row[i])
+            } else {
+                rec.ts < earliest
+            };
+            if earlier {
+                self.entries[i].val = rec.ts as u64;
+                if self.tracks_segments {
+                    self.first_row[i] = rec.row;
+                    self.first_segment[i] = rec.segment;
+                }
             }
             return false;
         }
-        let slot = self.first.len() as u32;
-        self.first.push(First { ts: rec.ts, row: rec.row, segment: rec.segment });
-        self.entries[i] = Entry { key: rec.key, slot, group: NO_GROUP };
+        self.entries[i] = Entry { key: rec.key, val: rec.ts as u64 };
+        if self.tracks_segments {
+            self.first_row[i] = rec.row;
+            self.first_segment[i] = rec.segment;
+        }
+        if i > self.mask {
+            self.vacant_key_used = true;
+        }
         self.len += 1;
         if self.len * 2 > self.mask + 1 {
             self.grow();
@@ -207,40 +287,92 @@ impl Users {
         true
     }
 
-    /// Sets each user's group (its (segment, cohort) index) and makes room for the age bitsets.
-    pub fn seal(&mut self, group_of: impl Fn(&First) -> u32, horizon: usize) {
-        for e in self.entries.iter_mut().filter(|e| e.slot != EMPTY) {
-            e.group = group_of(&self.first[e.slot as usize]);
+    /// Calls `f(earliest ts, segment)` for every user (before sealing).
+    pub fn for_each_first(&self, mut f: impl FnMut(i64, u32)) {
+        for i in self.occupied_buckets() {
+            f(self.entries[i].val as i64, if self.tracks_segments { self.first_segment[i] } else { 0 });
         }
+    }
+
+    /// Replaces each user's earliest timestamp by its group (its (segment, cohort) index, below
+    /// `groups`) and makes room for the age bitsets: `kinds` bitsets (2 without activity, 3 with)
+    /// of `horizon` ages each.
+    pub fn seal(&mut self, group_of: impl Fn(i64, u32) -> u32, groups: usize, horizon: usize, kinds: usize) {
+        self.group_bits = usize::BITS - groups.saturating_sub(1).leading_zeros();
         self.horizon = horizon;
-        self.stride = (3 * horizon).div_ceil(64);
+        self.inline_bits = self.group_bits as usize + kinds * horizon <= 64;
+        let mut slot = 0u64;
+        for i in 0..self.entries.len() {
+            if !self.occupied(i) {
+                continue;
+            }
+            let segment = if self.tracks_segments { self.first_segment[i] } else { 0 };
+            let group = group_of(self.entries[i].val as i64, segment) as u64;
+            self.entries[i].val = if self.inline_bits { group } else { group | (slot << 32) };
+            slot += 1;
+        }
         // The earliest rows are no longer needed once groups are known: free them before the bitsets
         // are allocated, so the two never take memory at the same time.
-        let users = self.first.len();
-        self.first = Vec::new();
-        self.bits = vec![0; users * self.stride];
-    }
-
-    /// Calls `f(group, bits)` for every user.
-    pub fn for_each_user(&self, mut f: impl FnMut(u32, UserBits<'_>)) {
-        let w = self.stride;
-        for e in self.entries.iter().filter(|e| e.slot != EMPTY) {
-            let words = &self.bits[e.slot as usize * w..(e.slot as usize + 1) * w];
-            f(e.group, UserBits { words, horizon: self.horizon });
+        self.first_row = Vec::new();
+        self.first_segment = Vec::new();
+        if !self.inline_bits {
+            self.group_bits = 32;
+            self.stride = (kinds * horizon).div_ceil(64);
+            self.bits = vec![0; self.len * self.stride];
         }
     }
 
-    /// Word index and mask of bit `kind` at `age` for the user in `slot`.
-    #[inline]
-    fn bit(&self, slot: u32, kind: usize, age: u32) -> (usize, u64) {
-        let b = kind * self.horizon + age as usize;
-        (slot as usize * self.stride + (b >> 6), 1u64 << (b & 63))
+    /// Calls `f(group, bits)` for every user (after sealing).
+    pub fn for_each_user(&self, mut f: impl FnMut(u32, UserBits<'_>)) {
+        let group_mask = self.group_mask();
+        for i in self.occupied_buckets() {
+            let val = self.entries[i].val;
+            let group = (val & group_mask) as u32;
+            if self.inline_bits {
+                let word = [val >> self.group_bits];
+                f(group, UserBits { words: &word, horizon: self.horizon });
+            } else {
+                let slot = (val >> 32) as usize;
+                let words = &self.bits[slot * self.stride..(slot + 1) * self.stride];
+                f(group, UserBits { words, horizon: self.horizon });
+            }
+        }
     }
-}
 
-impl Default for Users {
-    fn default() -> Self {
-        Self::new()
+    #[inline(always)]
+    fn group_mask(&self) -> u64 {
+        // At most 32 bits: groups are numbered by u32.
+        (1u64 << self.group_bits) - 1
+    }
+
+    /// Sets bit `kind` at `age` for the user in bucket `i`; with `also_if_set`, also sets that
+    /// bitset at the same age when the first bit was already set.
+    #[inline(always)]
+    fn set_bit(&mut self, i: usize, kind: usize, age: u32, also_if_set: Option<usize>) {
+        let b = kind * self.horizon + age as usize;
+        if self.inline_bits {
+            let g = self.group_bits as usize;
+            let val = self.entries[i].val;
+            let mask = 1u64 << (g + b);
+            let mut new = val | mask;
+            if let Some(also) = also_if_set {
+                let extra = 1u64 << (g + also * self.horizon + age as usize);
+                new |= if val & mask != 0 { extra } else { 0 };
+            }
+            // Only dirty the cache line when something changes.
+            if new != val {
+                self.entries[i].val = new;
+            }
+        } else {
+            let slot = (self.entries[i].val >> 32) as usize * self.stride;
+            let (w, mask) = (slot + (b >> 6), 1u64 << (b & 63));
+            let was_set = self.bits[w] & mask != 0;
+            self.bits[w] |= mask;
+            if let (Some(also), true) = (also_if_set, was_set) {
+                let b2 = also * self.horizon + age as usize;
+                self.bits[slot + (b2 >> 6)] |= 1u64 << (b2 & 63);
+            }
+        }
     }
 }
 
@@ -294,21 +426,23 @@ pub struct Attribution<'a> {
 }
 
 impl Users {
+    /// Bucket of a known user.
     #[inline(always)]
-    fn find(&self, key: u64, hash: u64) -> Option<Entry> {
-        let e = self.entries[self.probe(key, hash)];
-        (e.slot != EMPTY).then_some(e)
+    fn find(&self, key: u64, hash: u64) -> Option<usize> {
+        let i = self.probe(key, hash);
+        self.occupied(i).then_some(i)
     }
 
     /// Attributes one order to its cell; returns the reason it was not used, if any.
     #[inline]
     pub fn attribute_order(&mut self, rec: &CellRec, hash: u64, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
-        let Some(e) = self.find(rec.key, hash) else {
+        let Some(i) = self.find(rec.key, hash) else {
             tally.add(at.missing, rec.amount);
             return;
         };
-        let Some(age) = self.age(e.group, rec.period, at, tally, rec.amount) else { return };
-        let cell = e.group as usize * at.horizon as usize + age as usize;
+        let group = (self.entries[i].val & self.group_mask()) as u32;
+        let Some(age) = self.age(group, rec.period, at, tally, rec.amount) else { return };
+        let cell = group as usize * at.horizon as usize + age as usize;
         cells.rows[cell] += 1;
         if rec.amount > 0 {
             cells.gross[cell] += rec.amount as i128;
@@ -317,27 +451,22 @@ impl Users {
         }
         if rec.paying {
             cells.orders[cell] += 1;
-            let (paid, paid_mask) = self.bit(e.slot, PAID, age);
-            if self.bits[paid] & paid_mask != 0 {
-                let (multi, multi_mask) = self.bit(e.slot, MULTI, age);
-                self.bits[multi] |= multi_mask;
-            }
-            self.bits[paid] |= paid_mask;
+            self.set_bit(i, PAID, age, Some(MULTI));
         }
     }
 
     /// Marks a user active at an age.
     #[inline]
     pub fn attribute_activity(&mut self, rec: &CellRec, hash: u64, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
-        let Some(e) = self.find(rec.key, hash) else {
+        let Some(i) = self.find(rec.key, hash) else {
             tally.add(at.missing, 0);
             return;
         };
-        let Some(age) = self.age(e.group, rec.period, at, tally, 0) else { return };
-        let cell = e.group as usize * at.horizon as usize + age as usize;
+        let group = (self.entries[i].val & self.group_mask()) as u32;
+        let Some(age) = self.age(group, rec.period, at, tally, 0) else { return };
+        let cell = group as usize * at.horizon as usize + age as usize;
         cells.activity_rows[cell] += 1;
-        let (word, mask) = self.bit(e.slot, ACTIVE, age);
-        self.bits[word] |= mask;
+        self.set_bit(i, ACTIVE, age, None);
     }
 
     #[inline]
@@ -370,35 +499,55 @@ mod tests {
         assert!(counts.iter().all(|&c| c > expected * 9 / 10 && c < expected * 11 / 10));
     }
 
-    #[test]
-    fn bitsets_spanning_several_words() {
-        for horizon in [1u32, 21, 22, 64, 100, 1000] {
-            let mut u = Users::new();
-            u.assign(&FirstRec { key: 9, ts: 0, row: 0, segment: 0 }, hash_key(9));
-            u.seal(|_| 0, horizon as usize);
-            let ages: Vec<u32> = [0, horizon / 2, horizon - 1].into_iter().collect();
-            for &a in &ages {
-                let (w, m) = u.bit(0, PAID, a);
-                u.bits[w] |= m;
-                let (w, m) = u.bit(0, ACTIVE, a);
-                u.bits[w] |= m;
+    fn ages_of(u: &Users) -> Vec<(u32, [Vec<usize>; 3])> {
+        let mut out = vec![];
+        u.for_each_user(|g, bits| {
+            let mut ages = [vec![], vec![], vec![]];
+            for kind in [PAID, MULTI, ACTIVE] {
+                bits.for_each_age(kind, |a| ages[kind].push(a));
             }
-            u.for_each_user(|_, bits| {
-                for kind in [PAID, MULTI, ACTIVE] {
-                    let mut seen = vec![];
-                    bits.for_each_age(kind, |a| seen.push(a as u32));
-                    let mut want = if kind == MULTI { vec![] } else { ages.clone() };
-                    want.dedup();
-                    assert_eq!(seen, want, "horizon {horizon} kind {kind}");
+            out.push((g, ages));
+        });
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn bitsets_inline_and_outside_the_table() {
+        // (groups, horizon, kinds): inline while group bits + kinds × horizon ≤ 64.
+        for (groups, horizon, kinds) in [(1, 1, 3), (2, 21, 3), (1, 32, 2), (16, 15, 3), (1 << 20, 22, 2), (3, 22, 3), (5, 64, 3), (2, 1000, 3)] {
+            let mut u = Users::new(false);
+            u.assign(&FirstRec { key: 9, ts: 0, row: 0, segment: 0 }, hash_key(9));
+            u.assign(&FirstRec { key: VACANT_KEY, ts: 0, row: 1, segment: 0 }, hash_key(VACANT_KEY));
+            u.seal(|_, _| groups as u32 - 1, groups, horizon, kinds);
+            assert_eq!(u.inline_bits, (usize::BITS - (groups - 1).leading_zeros()) as usize + kinds * horizon <= 64);
+            let ages: Vec<u32> = vec![0, horizon as u32 / 2, horizon as u32 - 1];
+            let i = u.find(9, hash_key(9)).unwrap();
+            for &a in &ages {
+                u.set_bit(i, PAID, a, Some(MULTI));
+                if kinds == 3 {
+                    u.set_bit(i, ACTIVE, a, None);
                 }
-            });
+            }
+            u.set_bit(i, PAID, ages[1], Some(MULTI));
+            let mut want_ages = ages.iter().map(|&a| a as usize).collect::<Vec<_>>();
+            want_ages.dedup();
+            let active = if kinds == 3 { want_ages.clone() } else { vec![] };
+            let g = groups as u32 - 1;
+            assert_eq!(
+                ages_of(&u),
+                vec![(g, [vec![], vec![], vec![]]), (g, [want_ages.clone(), vec![ages[1] as usize], active])],
+                "groups {groups} horizon {horizon} kinds {kinds}"
+            );
         }
     }
 
     #[test]
     fn index_grows_and_finds_every_user() {
-        let mut u = Users::new();
+        let mut u = Users::new(true);
         let key = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        // key(1) is the vacant-bucket key: that user must be found like any other.
+        assert_eq!(key(1), VACANT_KEY);
         for k in 0..100_000u64 {
             assert!(u.assign(&FirstRec { key: key(k), ts: k as i64, row: k, segment: 0 }, hash_key(key(k))));
         }
@@ -408,7 +557,9 @@ mod tests {
             assert!(u.find(key(k), hash_key(key(k))).is_some());
         }
         assert!(u.find(key(100_001), hash_key(key(100_001))).is_none());
-        assert!(u.first.iter().all(|f| f.ts == -1 && f.segment == 1));
+        let mut firsts = vec![];
+        u.for_each_first(|ts, segment| firsts.push((ts, segment)));
+        assert_eq!(firsts, vec![(-1, 1); 100_000]);
     }
 
     #[test]
@@ -419,20 +570,21 @@ mod tests {
             FirstRec { key: 7, ts: 40, row: 2, segment: 3 },
         ];
         for perm in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]] {
-            let mut u = Users::new();
+            let mut u = Users::new(true);
             let new: Vec<bool> = perm.iter().map(|&i| u.assign(&recs[i], hash_key(recs[i].key))).collect();
             assert_eq!(new.iter().filter(|&&n| n).count(), 1);
             assert_eq!(u.len(), 1);
-            assert_eq!(u.first[0].segment, 3);
-            assert_eq!(u.first[0].row, 2);
+            let mut firsts = vec![];
+            u.for_each_first(|ts, segment| firsts.push((ts, segment)));
+            assert_eq!(firsts, vec![(40, 3)]);
         }
     }
 
     #[test]
     fn attribution_counts_cells_bits_and_reasons() {
-        let mut u = Users::new();
+        let mut u = Users::new(false);
         u.assign(&FirstRec { key: 1, ts: 0, row: 0, segment: 0 }, hash_key(1));
-        u.seal(|_| 0, 3);
+        u.seal(|_, _| 0, 1, 3, 2);
         let at = Attribution { horizon: 3, group_cohort: &[10], missing: Reason::NeverPaid };
         let mut cells = Cells::new(3);
         let mut tally = Tally::default();
@@ -449,15 +601,6 @@ mod tests {
         assert_eq!(tally.rows(Reason::BeyondHorizon), 1);
         assert_eq!(tally.rows(Reason::NeverPaid), 1);
         assert_eq!(tally.amount(Reason::NeverPaid), 9);
-        let mut seen = 0;
-        u.for_each_user(|g, bits| {
-            let mut ages = [vec![], vec![], vec![]];
-            for kind in [PAID, MULTI, ACTIVE] {
-                bits.for_each_age(kind, |a| ages[kind].push(a));
-            }
-            assert_eq!((g, &ages), (0, &[vec![0], vec![0], vec![]]));
-            seen += 1;
-        });
-        assert_eq!(seen, 1);
+        assert_eq!(ages_of(&u), vec![(0, [vec![0], vec![0], vec![]])]);
     }
 }
