@@ -263,40 +263,47 @@ pub enum Amount {
 
 #[inline]
 fn round_float(x: f64, factor: f64) -> Amount {
-    if !x.is_finite() {
-        return Amount::NotFinite;
+    match round_scaled(x, factor) {
+        (v, true) => Amount::Value(v),
+        _ if !x.is_finite() => Amount::NotFinite,
+        _ => Amount::OutOfRange,
     }
-    // Rounded half away from zero, once per row: sums are then exact integers. Done by hand
-    // because `f64::round` is a libm call on baseline x86-64; truncation is one instruction.
+}
+
+/// `x × factor` rounded half away from zero, and whether it was a finite value in range (else the
+/// value is 0). Branch-free, so a column of floats decodes in a tight loop.
+#[inline(always)]
+fn round_scaled(x: f64, factor: f64) -> (i64, bool) {
+    // Rounded once per row: sums are then exact integers. Done by hand because `f64::round` is a
+    // libm call on baseline x86-64, and truncation is one instruction.
     let y = x * factor;
     let a = y.abs();
-    if a >= 9.2e18 {
-        return Amount::OutOfRange;
-    }
-    let whole = a as i64; // truncates; exact below 2^63
+    let ok = a < 9.2e18; // false for NaN and ±inf too
+    let a = if ok { a } else { 0.0 };
+    // SAFETY: 0 ≤ a < 9.2e18 < 2^63, so the truncated value is representable.
+    let whole: i64 = unsafe { a.to_int_unchecked() };
     let frac = a - whole as f64; // exact: `whole` has at most as many significant bits as `a`
     let rounded = whole + (frac >= 0.5) as i64;
-    Amount::Value(if y < 0.0 { -rounded } else { rounded })
+    (if y < 0.0 { -rounded } else { rounded }, ok)
 }
 
 impl AmountReader<'_> {
     /// Appends rows `lo..hi` as fixed point; marks non-finite values NOT_FINITE and values out of
     /// range OUT_OF_RANGE in `status`. Returns whether any value was not a finite in-range number.
     fn decode(&self, lo: usize, hi: usize, out: &mut Vec<i64>, status: &mut [u8]) -> bool {
-        fn floats(vals: impl Iterator<Item = f64>, factor: f64, out: &mut Vec<i64>, status: &mut [u8]) -> bool {
+        fn floats<F: Copy + Into<f64>>(vals: &[F], factor: f64, out: &mut Vec<i64>, status: &mut [u8]) -> bool {
             let mut bad = false;
-            for (k, x) in vals.enumerate() {
-                match round_float(x, factor) {
-                    Amount::Value(v) => out.push(v),
-                    Amount::NotFinite => {
-                        bad = true;
-                        status[k] = status::NOT_FINITE;
-                        out.push(0);
-                    }
-                    Amount::OutOfRange => {
-                        bad = true;
-                        status[k] = OUT_OF_RANGE;
-                        out.push(0);
+            out.extend(vals.iter().map(|&x| {
+                let (v, ok) = round_scaled(x.into(), factor);
+                bad |= !ok;
+                v
+            }));
+            if bad {
+                for (k, &x) in vals.iter().enumerate() {
+                    match round_float(x.into(), factor) {
+                        Amount::Value(_) => {}
+                        Amount::NotFinite => status[k] = status::NOT_FINITE,
+                        Amount::OutOfRange => status[k] = OUT_OF_RANGE,
                     }
                 }
             }
@@ -317,8 +324,8 @@ impl AmountReader<'_> {
             bad
         }
         match self {
-            Self::F64(v, f) => floats(v[lo..hi].iter().copied(), *f, out, status),
-            Self::F32(v, f) => floats(v[lo..hi].iter().map(|&x| x as f64), *f, out, status),
+            Self::F64(v, f) => floats(&v[lo..hi], *f, out, status),
+            Self::F32(v, f) => floats(&v[lo..hi], *f, out, status),
             Self::I8(v) => { out.extend(v[lo..hi].iter().map(|&x| x as i64)); false }
             Self::I16(v) => { out.extend(v[lo..hi].iter().map(|&x| x as i64)); false }
             Self::I32(v) => { out.extend(v[lo..hi].iter().map(|&x| x as i64)); false }
@@ -378,6 +385,16 @@ pub enum TsKind {
     Local(TimeUnit),
     Date32,
     Date64,
+}
+
+impl Decoded {
+    pub fn len(&self) -> usize {
+        self.key.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.key.is_empty()
+    }
 }
 
 impl TsKind {
@@ -551,9 +568,11 @@ impl<'a> BatchView<'a> {
             }
         }
         // Out-of-range amounts are errors unless the amount is null.
-        for (k, &st) in out.status.iter().enumerate() {
-            if st == OUT_OF_RANGE && amount_nulls.is_none_or(|b| b.is_valid(lo + k)) {
-                return Err(self.out_of_range(lo + k));
+        if not_finite {
+            for (k, &st) in out.status.iter().enumerate() {
+                if st == OUT_OF_RANGE && amount_nulls.is_none_or(|b| b.is_valid(lo + k)) {
+                    return Err(self.out_of_range(lo + k));
+                }
             }
         }
         out.all_valid = !not_finite && amount_nulls.is_none() && user_nulls.is_none() && ts_nulls.is_none();

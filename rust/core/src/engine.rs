@@ -214,6 +214,161 @@ pub fn paying_threshold(min_amount: (i128, i32), scale: u8) -> i64 {
     v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
 }
 
+/// What one pass over a table does with its rows.
+trait Pass: Sync {
+    /// Which columns the pass needs decoded.
+    fn want(&self) -> Want;
+    /// Counts a decoded chunk as a whole (input rows and amounts).
+    fn summarize(&self, _d: &Decoded, _acc: &mut Acc) {}
+    /// Whether a valid row is processed.
+    fn wanted(&self, _d: &Decoded, _k: usize) -> bool {
+        true
+    }
+    /// Accounts for a row whose status is not valid (or fails under `strict`).
+    fn bad(&self, d: &Decoded, k: usize, row: u64, acc: &mut Acc) -> Result<()>;
+    /// Processes a wanted row in its user's shard.
+    fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, k: usize, row: u64);
+}
+
+/// Sorts a decoded chunk's rows out: bad rows go to `pass.bad`, wanted rows to the list of their
+/// user's shard (so a shard's loop has no data-dependent branch).
+fn route<P: Pass>(pass: &P, d: &mut Decoded, shards: usize, acc: &mut Acc) -> Result<()> {
+    pass.summarize(d, acc);
+    d.hash.clear();
+    d.hash.extend(d.key.iter().map(|&key| hash_key(key)));
+    let mut by_shard = std::mem::take(&mut d.by_shard);
+    by_shard.resize_with(shards, Vec::new);
+    for rows in &mut by_shard {
+        rows.clear();
+        rows.reserve(d.key.len());
+    }
+    let result = (|| {
+        if d.all_valid {
+            for (k, &hash) in d.hash.iter().enumerate() {
+                if pass.wanted(d, k) {
+                    by_shard[shard_of(hash, shards)].push(k as u32);
+                }
+            }
+        } else {
+            for (k, &hash) in d.hash.iter().enumerate() {
+                if d.status[k] != status::VALID {
+                    pass.bad(d, k, d.base + k as u64, acc)?;
+                } else if pass.wanted(d, k) {
+                    by_shard[shard_of(hash, shards)].push(k as u32);
+                }
+            }
+        }
+        Ok(())
+    })();
+    d.by_shard = by_shard;
+    result
+}
+
+/// Signups: each user's earliest signup fixes the cohort; later ones are duplicates.
+struct SignupPass<'a> {
+    set: &'a ColumnSet,
+    strict: bool,
+}
+
+impl Pass for SignupPass<'_> {
+    fn want(&self) -> Want {
+        Want { ts: true, period: false }
+    }
+    fn summarize(&self, d: &Decoded, acc: &mut Acc) {
+        acc.input_rows += d.len() as u64;
+    }
+    fn bad(&self, d: &Decoded, k: usize, row: u64, acc: &mut Acc) -> Result<()> {
+        count_bad(status_reason(d.status[k]), 0, self.strict, acc, self.set, row)
+    }
+    fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, k: usize, row: u64) {
+        let rec = FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) };
+        if !users.assign(&rec, d.hash[k]) {
+            acc.tally.add(Reason::DuplicateUser, 0);
+        }
+    }
+}
+
+/// First-purchase cohorts: each user's earliest paying order. Bad rows are counted by the orders
+/// pass; `strict` fails here, as early as it can.
+struct FirstPurchasePass<'a> {
+    set: &'a ColumnSet,
+    strict: bool,
+    threshold: i64,
+}
+
+impl Pass for FirstPurchasePass<'_> {
+    fn want(&self) -> Want {
+        Want { ts: true, period: false }
+    }
+    fn wanted(&self, d: &Decoded, k: usize) -> bool {
+        d.amount[k] > self.threshold
+    }
+    fn bad(&self, d: &Decoded, k: usize, row: u64, _acc: &mut Acc) -> Result<()> {
+        if self.strict {
+            return Err(bad_row_error(self.set, status_reason(d.status[k]), row));
+        }
+        Ok(())
+    }
+    fn process(&self, users: &mut Users, _acc: &mut Acc, d: &Decoded, k: usize, row: u64) {
+        users.assign(&FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) }, d.hash[k]);
+    }
+}
+
+/// Orders into cells.
+struct OrdersPass<'a> {
+    set: &'a ColumnSet,
+    strict: bool,
+    threshold: i64,
+    at: Attribution<'a>,
+}
+
+impl Pass for OrdersPass<'_> {
+    fn want(&self) -> Want {
+        Want { ts: false, period: true }
+    }
+    fn summarize(&self, d: &Decoded, acc: &mut Acc) {
+        acc.input_rows += d.len() as u64;
+        acc.input_amount += d.amount.iter().map(|&a| a as i128).sum::<i128>();
+        let max = if d.all_valid {
+            d.period.iter().copied().max()
+        } else {
+            d.period.iter().zip(&d.status).filter(|(_, &st)| st == status::VALID).map(|(&p, _)| p).max()
+        };
+        acc.max_period = acc.max_period.max(max);
+    }
+    fn bad(&self, d: &Decoded, k: usize, row: u64, acc: &mut Acc) -> Result<()> {
+        count_bad(status_reason(d.status[k]), d.amount[k], self.strict, acc, self.set, row)
+    }
+    fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, k: usize, _row: u64) {
+        let amount = d.amount[k];
+        let rec = CellRec { key: d.key[k], amount, period: d.period[k], paying: amount > self.threshold };
+        users.attribute_order(&rec, d.hash[k], &self.at, &mut acc.cells, &mut acc.tally)
+    }
+}
+
+/// Activity into cells.
+struct ActivityPass<'a> {
+    set: &'a ColumnSet,
+    strict: bool,
+    at: Attribution<'a>,
+}
+
+impl Pass for ActivityPass<'_> {
+    fn want(&self) -> Want {
+        Want { ts: false, period: true }
+    }
+    fn summarize(&self, d: &Decoded, acc: &mut Acc) {
+        acc.input_rows += d.len() as u64;
+    }
+    fn bad(&self, d: &Decoded, k: usize, row: u64, acc: &mut Acc) -> Result<()> {
+        count_bad(status_reason(d.status[k]), 0, self.strict, acc, self.set, row)
+    }
+    fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, k: usize, _row: u64) {
+        let rec = CellRec { key: d.key[k], amount: 0, period: d.period[k], paying: false };
+        users.attribute_activity(&rec, d.hash[k], &self.at, &mut acc.cells, &mut acc.tally)
+    }
+}
+
 struct Runner<'h> {
     spec: Spec,
     cal: Calendar,
@@ -275,29 +430,26 @@ impl<'h> Runner<'h> {
         Ok(set)
     }
 
-    /// Streams `stream` chunk by chunk. Each worker decodes its share of a chunk and `classify`
-    /// counts row `k` (global index `row`) or keeps it; then each shard takes the kept rows of its own
-    /// users and `process`es them. `keep` collects the batches for a later replay.
-    #[allow(clippy::too_many_arguments)]
-    fn scan<C, P>(
+    /// Streams `stream` chunk by chunk. Each worker decodes its share of a chunk, `pass` counts it
+    /// and sorts its rows out (bad rows counted, wanted rows kept by user shard); then each shard takes
+    /// the kept rows of its own users and `pass` processes them. `keep` collects the batches for a
+    /// later replay.
+    fn scan<P: Pass>(
         &mut self,
         stream: Stream,
         set: &ColumnSet,
         phase: &'static str,
-        want: Want,
-        mut keep: Option<&mut Vec<RecordBatch>>,
+        keep: Option<&mut Vec<RecordBatch>>,
         mut accs: Vec<Acc>,
-        classify: C,
-        process: P,
-    ) -> Result<Vec<Acc>>
-    where
-        C: Fn(&Decoded, usize, u64, &mut Acc) -> Result<bool> + Sync,
-        P: Fn(&mut Users, &mut Acc, &Decoded, usize, u64) + Sync,
-    {
-        // How many rows ahead a shard prefetches the bucket it will probe, and then the user's state.
+        pass: &P,
+    ) -> Result<Vec<Acc>> {
+        // How many rows ahead a shard prefetches the bucket it will probe, and then the user's state
+        // when it lives outside the table.
         const PREFETCH_BUCKET: usize = 32;
         const PREFETCH_STATE: usize = 12;
         let t = self.threads;
+        let want = pass.want();
+        let mut keep = keep;
         let mut workers: Vec<Worker> = (0..t).map(|_| Worker::default()).collect();
         let mut row0: u64 = 0;
         let mut last_tick = Instant::now();
@@ -316,7 +468,7 @@ impl<'h> Runner<'h> {
                 while lo < n {
                     let hi = n.min(lo + self.spec.chunk_rows);
                     let (cal, pool, shards) = (&self.cal, &self.pool, &mut self.shards);
-                    let (view, classify, process) = (&view, &classify, &process);
+                    let view = &view;
                     let accs = &mut accs;
                     let workers = &mut workers;
                     let decode_time = &mut decode_time;
@@ -327,33 +479,24 @@ impl<'h> Runner<'h> {
                             let (a, b) = (lo + len * k / t, lo + len * (k + 1) / t);
                             view.decode(a, b, cal, want, d)?;
                             d.base = row0 + a as u64;
-                            d.hash.clear();
-                            d.hash.extend(d.key.iter().map(|&key| hash_key(key)));
-                            // Kept rows grouped by shard, so a shard's loop has no data-dependent branch.
-                            let mut by_shard = std::mem::take(&mut d.by_shard);
-                            by_shard.resize_with(t, Vec::new);
-                            by_shard.iter_mut().for_each(Vec::clear);
-                            for j in 0..b - a {
-                                if classify(d, j, d.base + j as u64, acc)? {
-                                    by_shard[shard_of(d.hash[j], t)].push(j as u32);
-                                }
-                            }
-                            d.by_shard = by_shard;
-                            Ok(())
+                            route(pass, d, t, acc)
                         })?;
                         *decode_time += decoding.elapsed();
                         let decoded: &[Worker] = workers;
                         shards.par_iter_mut().zip(accs.par_iter_mut()).enumerate().for_each(|(s, (users, acc))| {
+                            let state_outside = users.state_outside();
                             for Worker { chunk: d, .. } in decoded {
                                 let rows = &d.by_shard[s];
                                 for (i, &j) in rows.iter().enumerate() {
                                     if let Some(&ahead) = rows.get(i + PREFETCH_BUCKET) {
                                         users.prefetch(d.hash[ahead as usize]);
                                     }
-                                    if let Some(&ahead) = rows.get(i + PREFETCH_STATE) {
-                                        users.prefetch_state(d.key[ahead as usize], d.hash[ahead as usize]);
+                                    if state_outside {
+                                        if let Some(&ahead) = rows.get(i + PREFETCH_STATE) {
+                                            users.prefetch_state(d.key[ahead as usize], d.hash[ahead as usize]);
+                                        }
                                     }
-                                    process(users, acc, d, j as usize, d.base + j as u64);
+                                    pass.process(users, acc, d, j as usize, d.base + j as u64);
                                 }
                             }
                         });
@@ -454,28 +597,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
             },
         )?;
         let accs = runner.fresh_accs(0);
-        let accs = runner.scan(
-            stream,
-            &set,
-            "signups",
-            Want { ts: true, period: false },
-            None,
-            accs,
-            |d, k, row, acc| {
-                acc.input_rows += 1;
-                match d.status[k] {
-                    status::VALID => Ok(true),
-                    status::NULL_USER => count_bad(Reason::NullUser, 0, strict, acc, &set, row),
-                    _ => count_bad(Reason::NullTs, 0, strict, acc, &set, row),
-                }
-            },
-            |users, acc, d, k, row| {
-                let rec = FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) };
-                if !users.assign(&rec, d.hash[k]) {
-                    acc.tally.add(Reason::DuplicateUser, 0);
-                }
-            },
-        )?;
+        let accs = runner.scan(stream, &set, "signups", None, accs, &SignupPass { set: &set, strict })?;
         let signup_acc = sum_accs(accs);
         let stream = Stream::open("orders", orders)?;
         let orders_set = runner.columns(&stream, orders_names(None))?;
@@ -490,23 +612,8 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
     let mut kept = Vec::new();
     let keep = if orders.reopenable() { None } else { Some(&mut kept) };
     let accs = runner.fresh_accs(0);
-    runner.scan(
-        stream,
-        &orders_set,
-        "orders: first purchases",
-        Want { ts: true, period: false },
-        keep,
-        accs,
-        |d, k, row, _acc| match d.status[k] {
-            status::VALID => Ok(d.amount[k] > threshold),
-            // Bad rows are counted by the second pass; `strict` fails as early as it can.
-            st if strict => Err(bad_row_error(&orders_set, status_reason(st), row)),
-            _ => Ok(false),
-        },
-        |users, _acc, d, k, row| {
-            users.assign(&FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) }, d.hash[k]);
-        },
-    )?;
+    let pass = FirstPurchasePass { set: &orders_set, strict, threshold };
+    runner.scan(stream, &orders_set, "orders: first purchases", keep, accs, &pass)?;
     let second = if orders.reopenable() {
         Stream::open("orders", orders)?
     } else {
@@ -547,12 +654,12 @@ fn seg(d: &Decoded, k: usize) -> u32 {
 }
 
 /// Counts a bad-data row under its reason, or fails under `strict`.
-fn count_bad(reason: Reason, amount: i64, strict: bool, acc: &mut Acc, set: &ColumnSet, row: u64) -> Result<bool> {
+fn count_bad(reason: Reason, amount: i64, strict: bool, acc: &mut Acc, set: &ColumnSet, row: u64) -> Result<()> {
     if strict {
         return Err(bad_row_error(set, reason, row));
     }
     acc.tally.add(reason, amount);
-    Ok(false)
+    Ok(())
 }
 
 /// Groups: the distinct (segment, cohort) pairs, sorted; seals every shard's users.
@@ -611,32 +718,8 @@ fn finish(
     // Pass 2: orders into cells.
     let at = Attribution { horizon, group_cohort: &group_cohort, missing };
     let accs = runner.fresh_accs(n_cells);
-    let accs = runner.scan(
-        stream,
-        &orders_set,
-        "orders",
-        Want { ts: false, period: true },
-        None,
-        accs,
-        |d, k, row, acc| {
-            acc.input_rows += 1;
-            let amount = d.amount[k];
-            acc.input_amount += amount as i128;
-            match d.status[k] {
-                status::VALID => {
-                    let period = d.period[k];
-                    acc.max_period = Some(acc.max_period.map_or(period, |m| m.max(period)));
-                    Ok(true)
-                }
-                st => count_bad(status_reason(st), amount, strict, acc, &orders_set, row),
-            }
-        },
-        |users, acc, d, k, _row| {
-            let amount = d.amount[k];
-            let rec = CellRec { key: d.key[k], amount, period: d.period[k], paying: amount > threshold };
-            users.attribute_order(&rec, d.hash[k], &at, &mut acc.cells, &mut acc.tally)
-        },
-    )?;
+    let pass = OrdersPass { set: &orders_set, strict, threshold, at };
+    let accs = runner.scan(stream, &orders_set, "orders", None, accs, &pass)?;
     let orders_acc = sum_accs(accs);
 
     // Pass 3: activity.
@@ -648,25 +731,7 @@ fn finish(
             let set = runner.columns(&stream, names)?;
             let at = Attribution { horizon, group_cohort: &group_cohort, missing: Reason::UnknownUser };
             let accs = runner.fresh_accs(n_cells);
-            let accs = runner.scan(
-                stream,
-                &set,
-                "activity",
-                Want { ts: false, period: true },
-                None,
-                accs,
-                |d, k, row, acc| {
-                    acc.input_rows += 1;
-                    match d.status[k] {
-                        status::VALID => Ok(true),
-                        st => count_bad(status_reason(st), 0, strict, acc, &set, row),
-                    }
-                },
-                |users, acc, d, k, _row| {
-                    let rec = CellRec { key: d.key[k], amount: 0, period: d.period[k], paying: false };
-                    users.attribute_activity(&rec, d.hash[k], &at, &mut acc.cells, &mut acc.tally)
-                },
-            )?;
+            let accs = runner.scan(stream, &set, "activity", None, accs, &ActivityPass { set: &set, strict, at })?;
             Some(sum_accs(accs))
         }
         None => None,

@@ -186,6 +186,11 @@ impl Users {
         prefetch_read(self.entries.as_ptr().wrapping_add(hash as usize & self.mask));
     }
 
+    /// Whether some per-user state lives outside the table (then `prefetch_state` is worth calling).
+    pub fn state_outside(&self) -> bool {
+        !self.inline_bits
+    }
+
     /// Second prefetch stage, for bitsets kept outside the table: once the bucket is in cache,
     /// start loading the user's bitsets.
     #[inline(always)]
@@ -229,6 +234,8 @@ impl Users {
         (0..self.entries.len()).filter(|&i| self.occupied(i))
     }
 
+    #[cold]
+    #[inline(never)]
     fn grow(&mut self) {
         let old = std::mem::take(&mut self.entries);
         let old_row = std::mem::take(&mut self.first_row);
@@ -253,7 +260,7 @@ impl Users {
     }
 
     /// Keeps the earliest (ts, row) per user. Returns true when the user is new.
-    #[inline]
+    #[inline(always)]
     pub fn assign(&mut self, rec: &FirstRec, hash: u64) -> bool {
         let i = self.probe(rec.key, hash);
         if self.occupied(i) {
