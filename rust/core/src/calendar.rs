@@ -173,6 +173,11 @@ impl Calendar {
         }
     }
 
+    /// Whether local time is UTC (a zero offset at every instant).
+    pub fn is_utc(&self) -> bool {
+        self.fixed_offset == Some(0)
+    }
+
     /// UTC offset in seconds at an instant (seconds since the epoch).
     #[inline(always)]
     pub fn offset_at(&self, second: i64) -> i32 {

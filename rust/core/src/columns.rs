@@ -12,7 +12,7 @@ use arrow_schema::{DataType, Schema, TimeUnit};
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 
-use crate::calendar::Calendar;
+use crate::calendar::{Calendar, SECONDS_PER_DAY};
 use crate::error::{CoreError, Result};
 
 pub const USER_ACCEPTED: &str =
@@ -229,6 +229,15 @@ enum TsReader<'a> {
 }
 
 #[inline]
+fn units_per_second(unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => 1,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
+    }
+}
+
 fn to_seconds(v: i64, unit: TimeUnit) -> i64 {
     match unit {
         TimeUnit::Second => v,
@@ -538,6 +547,11 @@ impl<'a> BatchView<'a> {
                 let kind = self.ts_kind();
                 // One loop per kind, so the per-row work has no branch on the dtype.
                 match kind {
+                    // In UTC the local day is one division away.
+                    TsKind::Instant(unit) if cal.is_utc() => {
+                        let per_day = SECONDS_PER_DAY * units_per_second(unit);
+                        out.period.extend(raw.iter().map(|&t| cal.period_of_day(t.div_euclid(per_day))))
+                    }
                     TsKind::Instant(unit) => out.period.extend(raw.iter().map(|&t| cal.period_of_instant(to_seconds(t, unit)))),
                     _ => out.period.extend(raw.iter().map(|&t| kind.period(t, cal))),
                 }

@@ -662,6 +662,31 @@ fn count_bad(reason: Reason, amount: i64, strict: bool, acc: &mut Acc, set: &Col
     Ok(())
 }
 
+/// A few recent lookups of a (segment, cohort) pair, direct-mapped: users come in hash order but
+/// share few distinct groups, so nearly every lookup is a repeat and skips the hash map.
+struct GroupMemo {
+    slots: [Option<((u32, i32), u32)>; 64],
+}
+
+impl GroupMemo {
+    fn new() -> Self {
+        GroupMemo { slots: [None; 64] }
+    }
+
+    #[inline]
+    fn get_or(&mut self, key: (u32, i32), miss: impl FnOnce() -> u32) -> u32 {
+        let slot = &mut self.slots[(key.0 as usize).wrapping_mul(31).wrapping_add(key.1 as usize) & 63];
+        match *slot {
+            Some((k, v)) if k == key => v,
+            _ => {
+                let v = miss();
+                *slot = Some((key, v));
+                v
+            }
+        }
+    }
+}
+
 /// Groups: the distinct (segment, cohort) pairs, sorted; seals every shard's users.
 fn seal_groups(runner: &mut Runner<'_>, kinds: usize) -> Vec<(u32, i32)> {
     let cal = &runner.cal;
@@ -673,8 +698,13 @@ fn seal_groups(runner: &mut Runner<'_>, kinds: usize) -> Vec<(u32, i32)> {
             .par_iter()
             .map(|users| {
                 let mut set = GroupSet::default();
+                let mut memo = GroupMemo::new();
                 users.for_each_first(|ts, segment| {
-                    set.insert((segment, kind.period(ts, cal)));
+                    let g = (segment, kind.period(ts, cal));
+                    memo.get_or(g, || {
+                        set.insert(g);
+                        0
+                    });
                 });
                 set
             })
@@ -691,7 +721,16 @@ fn seal_groups(runner: &mut Runner<'_>, kinds: usize) -> Vec<(u32, i32)> {
     let n_groups = groups.len();
     runner.pool.install(|| {
         runner.shards.par_iter_mut().for_each(|users| {
-            users.seal(|ts, segment| index[&(segment, kind.period(ts, cal))], n_groups, horizon, kinds);
+            let mut memo = GroupMemo::new();
+            users.seal(
+                |ts, segment| {
+                    let g = (segment, kind.period(ts, cal));
+                    memo.get_or(g, || index[&g])
+                },
+                n_groups,
+                horizon,
+                kinds,
+            );
         })
     });
     groups
@@ -720,7 +759,8 @@ fn finish(
     let accs = runner.fresh_accs(n_cells);
     let pass = OrdersPass { set: &orders_set, strict, threshold, at };
     let accs = runner.scan(stream, &orders_set, "orders", None, accs, &pass)?;
-    let orders_acc = sum_accs(accs);
+    let mut orders_acc = sum_accs(accs);
+    orders_acc.cells.settle_outside(&mut orders_acc.tally);
 
     // Pass 3: activity.
     let activity_acc = match activity {
@@ -732,7 +772,9 @@ fn finish(
             let at = Attribution { horizon, group_cohort: &group_cohort, missing: Reason::UnknownUser };
             let accs = runner.fresh_accs(n_cells);
             let accs = runner.scan(stream, &set, "activity", None, accs, &ActivityPass { set: &set, strict, at })?;
-            Some(sum_accs(accs))
+            let mut acc = sum_accs(accs);
+            acc.cells.settle_outside(&mut acc.tally);
+            Some(acc)
         }
         None => None,
     };
@@ -779,8 +821,8 @@ fn finalize(
 
     // Per-user counts: cohort sizes, payers and actives per cell, repeaters.
     let n_groups = groups.len();
-    let complete_age: Vec<bool> =
-        groups.iter().flat_map(|&(_, c)| (0..h).map(move |a| is_complete(c, a))).collect();
+    // Complete ages form a prefix: how many there are in each group.
+    let complete_ages: Vec<usize> = groups.iter().map(|&(_, c)| (0..h).take_while(|&a| is_complete(c, a)).count()).collect();
     let (sizes, (repeaters, customers), payers, active) = runner.pool.install(|| {
         runner
             .shards
@@ -791,12 +833,9 @@ fn finalize(
                     users.for_each_user(|g, bits| {
                         let g = g as usize;
                         acc.0[g] += 1;
-                        let (mut paid_complete, mut multi_complete) = (0, false);
-                        bits.for_each_age(PAID, |a| {
-                            acc.2[g * h + a] += 1;
-                            paid_complete += complete_age[g * h + a] as u32;
-                        });
-                        bits.for_each_age(MULTI, |a| multi_complete |= complete_age[g * h + a]);
+                        bits.for_each_age(PAID, |a| acc.2[g * h + a] += 1);
+                        let paid_complete = bits.count_below(PAID, complete_ages[g]);
+                        let multi_complete = bits.count_below(MULTI, complete_ages[g]) > 0;
                         if paid_complete >= 2 || multi_complete {
                             acc.1 .0[g] += 1;
                         }

@@ -104,12 +104,33 @@ impl UserBits<'_> {
             return;
         }
         let (start, end) = (kind * self.horizon, (kind + 1) * self.horizon);
+        self.for_each_bit(start, end, |b| f(b - start));
+    }
+
+    /// How many ages below `upto` are set in bitset `kind`.
+    #[inline]
+    pub fn count_below(&self, kind: usize, upto: usize) -> u32 {
+        let (start, end) = (kind * self.horizon, kind * self.horizon + upto.min(self.horizon));
+        if let [word] = self.words {
+            if start >= end || start >= 64 {
+                return 0;
+            }
+            let width = end.min(64) - start;
+            return ((word >> start) & (u64::MAX >> (64 - width))).count_ones();
+        }
+        let mut n = 0;
+        self.for_each_bit(start, end, |_| n += 1);
+        n
+    }
+
+    /// Calls `f(bit)` for every set bit in `start..end` of the words.
+    fn for_each_bit(&self, start: usize, end: usize, mut f: impl FnMut(usize)) {
         for (wi, &word) in self.words.iter().enumerate() {
             let mut x = word;
             while x != 0 {
                 let b = wi * 64 + x.trailing_zeros() as usize;
                 if b >= start && b < end {
-                    f(b - start);
+                    f(b);
                 }
                 x &= x - 1;
             }
@@ -304,7 +325,7 @@ impl Users {
     /// Replaces each user's earliest timestamp by its group (its (segment, cohort) index, below
     /// `groups`) and makes room for the age bitsets: `kinds` bitsets (2 without activity, 3 with)
     /// of `horizon` ages each.
-    pub fn seal(&mut self, group_of: impl Fn(i64, u32) -> u32, groups: usize, horizon: usize, kinds: usize) {
+    pub fn seal(&mut self, mut group_of: impl FnMut(i64, u32) -> u32, groups: usize, horizon: usize, kinds: usize) {
         self.group_bits = usize::BITS - groups.saturating_sub(1).leading_zeros();
         self.horizon = horizon;
         self.inline_bits = self.group_bits as usize + kinds * horizon <= 64;
@@ -383,7 +404,9 @@ impl Users {
     }
 }
 
-/// Dense cell accumulators, `groups × horizon`, indexed `group * horizon + age`.
+/// Dense cell accumulators, `groups × horizon`, indexed `group * horizon + age`, followed by two
+/// cells for rows outside every cell (before the cohort, beyond the horizon): counting those there
+/// instead of branching per row keeps the attribution loop free of unpredictable branches.
 #[derive(Clone, Default)]
 pub struct Cells {
     pub rows: Vec<u64>,
@@ -394,13 +417,27 @@ pub struct Cells {
 }
 
 impl Cells {
+    /// `n` cells, plus the two outside ones.
     pub fn new(n: usize) -> Self {
+        let n = n + 2;
         Cells {
             rows: vec![0; n],
             gross: vec![0; n],
             refunds: vec![0; n],
             orders: vec![0; n],
             activity_rows: vec![0; n],
+        }
+    }
+
+    /// Moves the rows of the outside cells to `tally` (orders' amounts, activity's rows).
+    pub fn settle_outside(&mut self, tally: &mut Tally) {
+        let n = self.rows.len() - 2;
+        for (cell, reason) in [(n, Reason::BeforeCohort), (n + 1, Reason::BeyondHorizon)] {
+            tally.add_many(reason, self.rows[cell] + self.activity_rows[cell], self.net(cell));
+            self.rows[cell] = 0;
+            self.activity_rows[cell] = 0;
+            self.gross[cell] = 0;
+            self.refunds[cell] = 0;
         }
     }
 
@@ -432,6 +469,20 @@ pub struct Attribution<'a> {
     pub missing: Reason,
 }
 
+impl Attribution<'_> {
+    /// The cell of a row of `group` in `period`, and its age when inside the horizon; rows before
+    /// the cohort or beyond the horizon go to the two outside cells. Branch-free.
+    #[inline(always)]
+    fn cell(&self, group: u32, period: i32) -> (usize, Option<u32>) {
+        let h = self.horizon as usize;
+        let outside = self.group_cohort.len() * h;
+        let age = period as i64 - self.group_cohort[group as usize] as i64;
+        let inside = (age as u64) < h as u64;
+        let cell = if inside { group as usize * h + age as usize } else { outside + (age >= 0) as usize };
+        (cell, inside.then_some(age as u32))
+    }
+}
+
 impl Users {
     /// Bucket of a known user.
     #[inline(always)]
@@ -440,16 +491,15 @@ impl Users {
         self.occupied(i).then_some(i)
     }
 
-    /// Attributes one order to its cell; returns the reason it was not used, if any.
-    #[inline]
+    /// Attributes one order to its cell (or an outside cell, see `Cells`), or to `at.missing`.
+    #[inline(always)]
     pub fn attribute_order(&mut self, rec: &CellRec, hash: u64, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
         let Some(i) = self.find(rec.key, hash) else {
             tally.add(at.missing, rec.amount);
             return;
         };
         let group = (self.entries[i].val & self.group_mask()) as u32;
-        let Some(age) = self.age(group, rec.period, at, tally, rec.amount) else { return };
-        let cell = group as usize * at.horizon as usize + age as usize;
+        let (cell, age) = at.cell(group, rec.period);
         cells.rows[cell] += 1;
         if rec.amount > 0 {
             cells.gross[cell] += rec.amount as i128;
@@ -458,35 +508,43 @@ impl Users {
         }
         if rec.paying {
             cells.orders[cell] += 1;
+            self.mark_paid(i, age);
+        }
+    }
+
+    /// Sets the user's PAID bit at `age` (and MULTI when PAID was already set); nothing for `None`.
+    #[inline(always)]
+    fn mark_paid(&mut self, i: usize, age: Option<u32>) {
+        if self.inline_bits {
+            // Branch-free: whether the age is inside the horizon is hard to predict.
+            let on = (age.is_some() as u64).wrapping_neg();
+            let a = age.unwrap_or(0) as usize;
+            let base = self.group_bits as usize + a;
+            let paid = (1u64 << (base + PAID * self.horizon)) & on;
+            let multi = (1u64 << (base + MULTI * self.horizon)) & on;
+            let val = self.entries[i].val;
+            let new = val | paid | (multi & ((val & paid != 0) as u64).wrapping_neg());
+            // Only dirty the cache line when something changes.
+            if new != val {
+                self.entries[i].val = new;
+            }
+        } else if let Some(age) = age {
             self.set_bit(i, PAID, age, Some(MULTI));
         }
     }
 
     /// Marks a user active at an age.
-    #[inline]
+    #[inline(always)]
     pub fn attribute_activity(&mut self, rec: &CellRec, hash: u64, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
         let Some(i) = self.find(rec.key, hash) else {
             tally.add(at.missing, 0);
             return;
         };
         let group = (self.entries[i].val & self.group_mask()) as u32;
-        let Some(age) = self.age(group, rec.period, at, tally, 0) else { return };
-        let cell = group as usize * at.horizon as usize + age as usize;
+        let (cell, age) = at.cell(group, rec.period);
         cells.activity_rows[cell] += 1;
-        self.set_bit(i, ACTIVE, age, None);
-    }
-
-    #[inline]
-    fn age(&self, group: u32, period: i32, at: &Attribution<'_>, tally: &mut Tally, amount: i64) -> Option<u32> {
-        let age = period as i64 - at.group_cohort[group as usize] as i64;
-        if age < 0 {
-            tally.add(Reason::BeforeCohort, amount);
-            None
-        } else if age >= at.horizon as i64 {
-            tally.add(Reason::BeyondHorizon, amount);
-            None
-        } else {
-            Some(age as u32)
+        if let Some(age) = age {
+            self.set_bit(i, ACTIVE, age, None);
         }
     }
 }
@@ -541,6 +599,15 @@ mod tests {
             want_ages.dedup();
             let active = if kinds == 3 { want_ages.clone() } else { vec![] };
             let g = groups as u32 - 1;
+            u.for_each_user(|_, bits| {
+                for kind in [PAID, MULTI, ACTIVE] {
+                    for upto in [0, 1, horizon / 2, horizon / 2 + 1, horizon, horizon + 5] {
+                        let mut below = 0;
+                        bits.for_each_age(kind, |a| below += (a < upto) as u32);
+                        assert_eq!(bits.count_below(kind, upto), below, "horizon {horizon} kind {kind} upto {upto}");
+                    }
+                }
+            });
             assert_eq!(
                 ages_of(&u),
                 vec![(g, [vec![], vec![], vec![]]), (g, [want_ages.clone(), vec![ages[1] as usize], active])],
@@ -599,13 +666,15 @@ mod tests {
         for rec in [order(1, 10, 500), order(1, 10, 200), order(1, 11, -100), order(1, 9, 5), order(1, 13, 7), order(2, 10, 9)] {
             u.attribute_order(&rec, hash_key(rec.key), &at, &mut cells, &mut tally);
         }
-        assert_eq!(cells.rows, vec![2, 1, 0]);
+        cells.settle_outside(&mut tally);
+        assert_eq!(cells.rows, vec![2, 1, 0, 0, 0]);
         assert_eq!((0..3).map(|i| cells.net(i)).collect::<Vec<_>>(), vec![700, -100, 0]);
-        assert_eq!(cells.gross, vec![700, 0, 0]);
-        assert_eq!(cells.refunds, vec![0, -100, 0]);
-        assert_eq!(cells.orders, vec![2, 0, 0]);
+        assert_eq!(cells.gross[..3], [700, 0, 0]);
+        assert_eq!(cells.refunds[..3], [0, -100, 0]);
+        assert_eq!(cells.orders[..3], [2, 0, 0]);
         assert_eq!(tally.rows(Reason::BeforeCohort), 1);
         assert_eq!(tally.rows(Reason::BeyondHorizon), 1);
+        assert_eq!((tally.amount(Reason::BeforeCohort), tally.amount(Reason::BeyondHorizon)), (5, 7));
         assert_eq!(tally.rows(Reason::NeverPaid), 1);
         assert_eq!(tally.amount(Reason::NeverPaid), 9);
         assert_eq!(ages_of(&u), vec![(0, [vec![0], vec![0], vec![]])]);
