@@ -759,8 +759,7 @@ fn finish(
     let accs = runner.fresh_accs(n_cells);
     let pass = OrdersPass { set: &orders_set, strict, threshold, at };
     let accs = runner.scan(stream, &orders_set, "orders", None, accs, &pass)?;
-    let mut orders_acc = sum_accs(accs);
-    orders_acc.cells.settle_outside(&mut orders_acc.tally);
+    let orders_acc = sum_accs(accs);
 
     // Pass 3: activity.
     let activity_acc = match activity {
@@ -772,9 +771,7 @@ fn finish(
             let at = Attribution { horizon, group_cohort: &group_cohort, missing: Reason::UnknownUser };
             let accs = runner.fresh_accs(n_cells);
             let accs = runner.scan(stream, &set, "activity", None, accs, &ActivityPass { set: &set, strict, at })?;
-            let mut acc = sum_accs(accs);
-            acc.cells.settle_outside(&mut acc.tally);
-            Some(acc)
+            Some(sum_accs(accs))
         }
         None => None,
     };

@@ -404,9 +404,7 @@ impl Users {
     }
 }
 
-/// Dense cell accumulators, `groups × horizon`, indexed `group * horizon + age`, followed by two
-/// cells for rows outside every cell (before the cohort, beyond the horizon): counting those there
-/// instead of branching per row keeps the attribution loop free of unpredictable branches.
+/// Dense cell accumulators, `groups × horizon`, indexed `group * horizon + age`.
 #[derive(Clone, Default)]
 pub struct Cells {
     pub rows: Vec<u64>,
@@ -417,27 +415,13 @@ pub struct Cells {
 }
 
 impl Cells {
-    /// `n` cells, plus the two outside ones.
     pub fn new(n: usize) -> Self {
-        let n = n + 2;
         Cells {
             rows: vec![0; n],
             gross: vec![0; n],
             refunds: vec![0; n],
             orders: vec![0; n],
             activity_rows: vec![0; n],
-        }
-    }
-
-    /// Moves the rows of the outside cells to `tally` (orders' amounts, activity's rows).
-    pub fn settle_outside(&mut self, tally: &mut Tally) {
-        let n = self.rows.len() - 2;
-        for (cell, reason) in [(n, Reason::BeforeCohort), (n + 1, Reason::BeyondHorizon)] {
-            tally.add_many(reason, self.rows[cell] + self.activity_rows[cell], self.net(cell));
-            self.rows[cell] = 0;
-            self.activity_rows[cell] = 0;
-            self.gross[cell] = 0;
-            self.refunds[cell] = 0;
         }
     }
 
@@ -469,20 +453,6 @@ pub struct Attribution<'a> {
     pub missing: Reason,
 }
 
-impl Attribution<'_> {
-    /// The cell of a row of `group` in `period`, and its age when inside the horizon; rows before
-    /// the cohort or beyond the horizon go to the two outside cells. Branch-free.
-    #[inline(always)]
-    fn cell(&self, group: u32, period: i32) -> (usize, Option<u32>) {
-        let h = self.horizon as usize;
-        let outside = self.group_cohort.len() * h;
-        let age = period as i64 - self.group_cohort[group as usize] as i64;
-        let inside = (age as u64) < h as u64;
-        let cell = if inside { group as usize * h + age as usize } else { outside + (age >= 0) as usize };
-        (cell, inside.then_some(age as u32))
-    }
-}
-
 impl Users {
     /// Bucket of a known user.
     #[inline(always)]
@@ -491,15 +461,16 @@ impl Users {
         self.occupied(i).then_some(i)
     }
 
-    /// Attributes one order to its cell (or an outside cell, see `Cells`), or to `at.missing`.
-    #[inline(always)]
+    /// Attributes one order to its cell; returns the reason it was not used, if any.
+    #[inline]
     pub fn attribute_order(&mut self, rec: &CellRec, hash: u64, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
         let Some(i) = self.find(rec.key, hash) else {
             tally.add(at.missing, rec.amount);
             return;
         };
         let group = (self.entries[i].val & self.group_mask()) as u32;
-        let (cell, age) = at.cell(group, rec.period);
+        let Some(age) = self.age(group, rec.period, at, tally, rec.amount) else { return };
+        let cell = group as usize * at.horizon as usize + age as usize;
         cells.rows[cell] += 1;
         if rec.amount > 0 {
             cells.gross[cell] += rec.amount as i128;
@@ -508,43 +479,35 @@ impl Users {
         }
         if rec.paying {
             cells.orders[cell] += 1;
-            self.mark_paid(i, age);
-        }
-    }
-
-    /// Sets the user's PAID bit at `age` (and MULTI when PAID was already set); nothing for `None`.
-    #[inline(always)]
-    fn mark_paid(&mut self, i: usize, age: Option<u32>) {
-        if self.inline_bits {
-            // Branch-free: whether the age is inside the horizon is hard to predict.
-            let on = (age.is_some() as u64).wrapping_neg();
-            let a = age.unwrap_or(0) as usize;
-            let base = self.group_bits as usize + a;
-            let paid = (1u64 << (base + PAID * self.horizon)) & on;
-            let multi = (1u64 << (base + MULTI * self.horizon)) & on;
-            let val = self.entries[i].val;
-            let new = val | paid | (multi & ((val & paid != 0) as u64).wrapping_neg());
-            // Only dirty the cache line when something changes.
-            if new != val {
-                self.entries[i].val = new;
-            }
-        } else if let Some(age) = age {
             self.set_bit(i, PAID, age, Some(MULTI));
         }
     }
 
     /// Marks a user active at an age.
-    #[inline(always)]
+    #[inline]
     pub fn attribute_activity(&mut self, rec: &CellRec, hash: u64, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
         let Some(i) = self.find(rec.key, hash) else {
             tally.add(at.missing, 0);
             return;
         };
         let group = (self.entries[i].val & self.group_mask()) as u32;
-        let (cell, age) = at.cell(group, rec.period);
+        let Some(age) = self.age(group, rec.period, at, tally, 0) else { return };
+        let cell = group as usize * at.horizon as usize + age as usize;
         cells.activity_rows[cell] += 1;
-        if let Some(age) = age {
-            self.set_bit(i, ACTIVE, age, None);
+        self.set_bit(i, ACTIVE, age, None);
+    }
+
+    #[inline]
+    fn age(&self, group: u32, period: i32, at: &Attribution<'_>, tally: &mut Tally, amount: i64) -> Option<u32> {
+        let age = period as i64 - at.group_cohort[group as usize] as i64;
+        if age < 0 {
+            tally.add(Reason::BeforeCohort, amount);
+            None
+        } else if age >= at.horizon as i64 {
+            tally.add(Reason::BeyondHorizon, amount);
+            None
+        } else {
+            Some(age as u32)
         }
     }
 }
@@ -666,12 +629,11 @@ mod tests {
         for rec in [order(1, 10, 500), order(1, 10, 200), order(1, 11, -100), order(1, 9, 5), order(1, 13, 7), order(2, 10, 9)] {
             u.attribute_order(&rec, hash_key(rec.key), &at, &mut cells, &mut tally);
         }
-        cells.settle_outside(&mut tally);
-        assert_eq!(cells.rows, vec![2, 1, 0, 0, 0]);
+        assert_eq!(cells.rows, vec![2, 1, 0]);
         assert_eq!((0..3).map(|i| cells.net(i)).collect::<Vec<_>>(), vec![700, -100, 0]);
-        assert_eq!(cells.gross[..3], [700, 0, 0]);
-        assert_eq!(cells.refunds[..3], [0, -100, 0]);
-        assert_eq!(cells.orders[..3], [2, 0, 0]);
+        assert_eq!(cells.gross, vec![700, 0, 0]);
+        assert_eq!(cells.refunds, vec![0, -100, 0]);
+        assert_eq!(cells.orders, vec![2, 0, 0]);
         assert_eq!(tally.rows(Reason::BeforeCohort), 1);
         assert_eq!(tally.rows(Reason::BeyondHorizon), 1);
         assert_eq!((tally.amount(Reason::BeforeCohort), tally.amount(Reason::BeyondHorizon)), (5, 7));
