@@ -13,6 +13,7 @@ use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 
 use crate::calendar::{Calendar, SECONDS_PER_DAY};
+use crate::kernel::prefetch_read;
 use crate::error::{CoreError, Result};
 
 pub const USER_ACCEPTED: &str =
@@ -214,6 +215,28 @@ impl<'a> IntUsers<'a> {
     }
 }
 
+/// A column's values as raw bytes: where row 0 starts, bytes per row, and rows.
+type RawColumn = (*const u8, usize, usize);
+
+fn raw<T>(v: &[T]) -> RawColumn {
+    (v.as_ptr() as *const u8, size_of::<T>(), v.len())
+}
+
+impl IntUsers<'_> {
+    fn raw(&self) -> RawColumn {
+        match self {
+            Self::I8(v) => raw(v),
+            Self::I16(v) => raw(v),
+            Self::I32(v) => raw(v),
+            Self::I64(v) => raw(v),
+            Self::U8(v) => raw(v),
+            Self::U16(v) => raw(v),
+            Self::U32(v) => raw(v),
+            Self::U64(v) => raw(v),
+        }
+    }
+}
+
 enum UserReader<'a> {
     Ints(IntUsers<'a>),
     /// Keys computed for the batch up front (strings, dictionaries).
@@ -297,6 +320,22 @@ fn round_scaled(x: f64, factor: f64) -> (i64, bool) {
 }
 
 impl AmountReader<'_> {
+    fn raw(&self) -> RawColumn {
+        match self {
+            Self::F64(v, _) => raw(v),
+            Self::F32(v, _) => raw(v),
+            Self::I8(v) => raw(v),
+            Self::I16(v) => raw(v),
+            Self::I32(v) => raw(v),
+            Self::I64(v) => raw(v),
+            Self::U8(v) => raw(v),
+            Self::U16(v) => raw(v),
+            Self::U32(v) => raw(v),
+            Self::U64(v) => raw(v),
+            Self::Dec(v, _) => raw(v),
+        }
+    }
+
     /// Appends rows `lo..hi` as fixed point; marks non-finite values NOT_FINITE and values out of
     /// range OUT_OF_RANGE in `status`. Returns whether any value was not a finite in-range number.
     fn decode(&self, lo: usize, hi: usize, out: &mut Vec<i64>, status: &mut [u8]) -> bool {
@@ -612,6 +651,27 @@ impl<'a> BatchView<'a> {
             out.status[k] = st;
         }
         Ok(())
+    }
+
+    /// Starts loading rows `lo..hi` of the columns a pass reads into cache, ahead of `decode`: a
+    /// step's rows come from memory several times faster when asked for early than when the
+    /// decoding loops meet them one cache line at a time.
+    pub fn prefetch(&self, lo: usize, hi: usize) {
+        let user = match &self.user {
+            UserReader::Ints(ints) => ints.raw(),
+            UserReader::Keys(keys) => raw(keys),
+        };
+        let ts = match self.ts {
+            TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => raw(v),
+            TsReader::Date32(v) => raw(v),
+        };
+        let amount = self.amount.as_ref().map(|(a, _)| a.raw());
+        for (ptr, width, len) in [Some(user), Some(ts), amount].into_iter().flatten() {
+            let (lo, hi) = (lo.min(len) * width, hi.min(len) * width);
+            for offset in (lo..hi).step_by(64) {
+                prefetch_read(ptr.wrapping_add(offset));
+            }
+        }
     }
 
     pub fn ts_kind(&self) -> TsKind {

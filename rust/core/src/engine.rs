@@ -5,6 +5,9 @@
 //! parallel, then each user shard takes its rows (see `kernel`). Completeness is decided only at the
 //! end, so one pass suffices even when `as_of` defaults to the last order's period.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 use arrow_array::{RecordBatch, RecordBatchReader};
@@ -191,14 +194,6 @@ struct Acc {
     input_amount: i128,
 }
 
-/// One worker's decoded chunk and counters (cache-line aligned through `Acc`).
-#[derive(Default)]
-#[repr(align(128))]
-struct Worker {
-    chunk: Decoded,
-    acc: Acc,
-}
-
 /// Floor of `mantissa × 10^(exponent + scale)`, clamped to i64: amounts above it are paying.
 pub fn paying_threshold(min_amount: (i128, i32), scale: u8) -> i64 {
     let (m, e) = min_amount;
@@ -369,6 +364,158 @@ impl Pass for ActivityPass<'_> {
     }
 }
 
+/// Steps per round: a round is one wake-up of the worker threads, and the calling thread reports
+/// progress and polls for Ctrl-C between rounds.
+const STEPS_PER_ROUND: usize = 32;
+
+/// How many rows ahead a shard prefetches the bucket it will probe, and then the user's state when
+/// it lives outside the table.
+const PREFETCH_BUCKET: usize = 32;
+const PREFETCH_STATE: usize = 12;
+
+/// One round of a scan: rows `rows` of a batch, in steps of `step` rows.
+struct Round<'a, P> {
+    view: &'a BatchView<'a>,
+    cal: &'a Calendar,
+    want: Want,
+    pass: &'a P,
+    shares: &'a [[RwLock<Decoded>; 2]],
+    rows: std::ops::Range<usize>,
+    step: usize,
+    /// Global index of the batch's first row.
+    row0: u64,
+}
+
+/// Runs one round on every thread of the pool at once (a broadcast, so the threads really run side
+/// by side and the barrier cannot deadlock). Worker `w` owns user shard `w` and accumulator `w`.
+///
+/// Errors and panics are recorded with the step they stop the round after, and every worker decides
+/// whether to stop only from failures that all of them are sure to see at that barrier: a failure
+/// while decoding step k stops the round after barrier k, one while processing step k (after the
+/// barrier, when another worker may already have looked) stops it after barrier k + 1. So all
+/// workers stop at the same step and nobody is left waiting. The error reported is the one from
+/// the earliest rows.
+fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut [Acc], round: &Round<'_, P>) -> Result<()> {
+    let t = shards.len();
+    let lanes: Vec<Mutex<(&mut Users, &mut Acc)>> = shards.iter_mut().zip(accs.iter_mut()).map(Mutex::new).collect();
+    let barrier = SpinBarrier::new(t);
+    // Failures are ranked by `step × (t + 1) + worker` (processing failures rank after every decoding
+    // failure of their step), and the round stops after step `stop_at / (t + 1)`.
+    let stop_at = AtomicUsize::new(usize::MAX);
+    let failure: Mutex<Option<(usize, CoreError)>> = Mutex::new(None);
+    let fail = |rank: usize, e: CoreError| {
+        stop_at.fetch_min(rank, Ordering::AcqRel);
+        let mut slot = failure.lock().unwrap_or_else(PoisonError::into_inner);
+        if slot.as_ref().is_none_or(|(r, _)| rank < *r) {
+            *slot = Some((rank, e));
+        }
+    };
+    let stops_after = |step: usize| stop_at.load(Ordering::Acquire) / (t + 1) <= step;
+    pool.broadcast(|ctx| {
+        let w = ctx.index();
+        let mut lane = lanes[w].lock().unwrap_or_else(PoisonError::into_inner);
+        let (users, acc) = &mut *lane;
+        let mut lo = round.rows.start;
+        let mut step = 0;
+        while lo < round.rows.end {
+            let hi = round.rows.end.min(lo + round.step);
+            let parity = step % 2;
+            if !stops_after(step) {
+                let decoded = catch_unwind(AssertUnwindSafe(|| {
+                    let mut d = round.shares[w][parity].write().unwrap_or_else(PoisonError::into_inner);
+                    let share = |lo: usize, hi: usize| (lo + (hi - lo) * w / t, lo + (hi - lo) * (w + 1) / t);
+                    let (a, b) = share(lo, hi);
+                    // This worker's share of the next step, to be in cache when its turn comes.
+                    let next = share(hi, round.rows.end.min(hi + round.step));
+                    round.view.prefetch(next.0, next.1);
+                    round.view.decode(a, b, round.cal, round.want, &mut d)?;
+                    d.base = round.row0 + a as u64;
+                    route(round.pass, &mut d, t, acc)
+                }));
+                let rank = step * (t + 1) + w;
+                match decoded {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => fail(rank, e),
+                    Err(panic) => fail(rank, CoreError::Internal(format!("worker panicked: {}", panic_message(&panic)))),
+                }
+            }
+            // Every share of this step is decoded past this point.
+            barrier.wait();
+            if stops_after(step) {
+                break;
+            }
+            let processed = catch_unwind(AssertUnwindSafe(|| {
+                let state_outside = users.state_outside();
+                for share in round.shares {
+                    let d = share[parity].read().unwrap_or_else(PoisonError::into_inner);
+                    let rows = &d.by_shard[w];
+                    for (i, &j) in rows.iter().enumerate() {
+                        if let Some(&ahead) = rows.get(i + PREFETCH_BUCKET) {
+                            users.prefetch(d.hash[ahead as usize]);
+                        }
+                        if state_outside {
+                            if let Some(&ahead) = rows.get(i + PREFETCH_STATE) {
+                                users.prefetch_state(d.key[ahead as usize], d.hash[ahead as usize]);
+                            }
+                        }
+                        round.pass.process(users, acc, &d, j as usize, d.base + j as u64);
+                    }
+                }
+            }));
+            if let Err(panic) = processed {
+                let message = format!("worker panicked: {}", panic_message(&panic));
+                fail((step + 1) * (t + 1) + t, CoreError::Internal(message));
+            }
+            lo = hi;
+            step += 1;
+        }
+    });
+    match failure.into_inner().unwrap_or_else(PoisonError::into_inner) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// A barrier for threads that each run on their own core: waiting spins briefly (a step takes tens
+/// of microseconds, less than a sleeping thread takes to wake), then yields.
+struct SpinBarrier {
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    parties: usize,
+}
+
+impl SpinBarrier {
+    fn new(parties: usize) -> Self {
+        SpinBarrier { arrived: AtomicUsize::new(0), generation: AtomicUsize::new(0), parties }
+    }
+
+    fn wait(&self) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            if spins < 1 << 14 {
+                std::hint::spin_loop();
+                spins += 1;
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
 struct Runner<'h> {
     spec: Spec,
     cal: Calendar,
@@ -430,10 +577,13 @@ impl<'h> Runner<'h> {
         Ok(set)
     }
 
-    /// Streams `stream` chunk by chunk. Each worker decodes its share of a chunk, `pass` counts it
-    /// and sorts its rows out (bad rows counted, wanted rows kept by user shard); then each shard takes
-    /// the kept rows of its own users and `pass` processes them. `keep` collects the batches for a
-    /// later replay.
+    /// Streams `stream` in rounds of steps. Every worker thread runs one round in lockstep: for each
+    /// step it decodes its share of the step's rows and `pass` sorts them out (bad rows counted,
+    /// wanted rows listed by user shard); after a barrier, it processes the listed rows of its own
+    /// shard from every worker's share. Steps are small, so the decoded rows are still in cache when
+    /// the shards read them, and a round is one wake-up of the pool rather than one per step. The
+    /// calling thread reports progress and polls for Ctrl-C between rounds. `keep` collects the
+    /// batches for a later replay.
     fn scan<P: Pass>(
         &mut self,
         stream: Stream,
@@ -443,18 +593,16 @@ impl<'h> Runner<'h> {
         mut accs: Vec<Acc>,
         pass: &P,
     ) -> Result<Vec<Acc>> {
-        // How many rows ahead a shard prefetches the bucket it will probe, and then the user's state
-        // when it lives outside the table.
-        const PREFETCH_BUCKET: usize = 32;
-        const PREFETCH_STATE: usize = 12;
         let t = self.threads;
+        let step = self.spec.chunk_rows;
         let want = pass.want();
         let mut keep = keep;
-        let mut workers: Vec<Worker> = (0..t).map(|_| Worker::default()).collect();
+        // Each worker's decoded share of a step, double-buffered: a worker decodes step k + 1 while
+        // others may still read its share of step k (see `run_round`).
+        let shares: Vec<[RwLock<Decoded>; 2]> = (0..t).map(|_| Default::default()).collect();
         let mut row0: u64 = 0;
         let mut last_tick = Instant::now();
         let started = Instant::now();
-        let mut decode_time = std::time::Duration::ZERO;
         self.hooks.tick(phase, 0, false)?;
         for batch in stream.reader {
             let batch = batch?;
@@ -466,42 +614,9 @@ impl<'h> Runner<'h> {
                 let n = view.len;
                 let mut lo = 0;
                 while lo < n {
-                    let hi = n.min(lo + self.spec.chunk_rows);
-                    let (cal, pool, shards) = (&self.cal, &self.pool, &mut self.shards);
-                    let view = &view;
-                    let accs = &mut accs;
-                    let workers = &mut workers;
-                    let decode_time = &mut decode_time;
-                    pool.install(|| -> Result<()> {
-                        let decoding = Instant::now();
-                        workers.par_iter_mut().enumerate().try_for_each(|(k, Worker { chunk: d, acc })| -> Result<()> {
-                            let len = hi - lo;
-                            let (a, b) = (lo + len * k / t, lo + len * (k + 1) / t);
-                            view.decode(a, b, cal, want, d)?;
-                            d.base = row0 + a as u64;
-                            route(pass, d, t, acc)
-                        })?;
-                        *decode_time += decoding.elapsed();
-                        let decoded: &[Worker] = workers;
-                        shards.par_iter_mut().zip(accs.par_iter_mut()).enumerate().for_each(|(s, (users, acc))| {
-                            let state_outside = users.state_outside();
-                            for Worker { chunk: d, .. } in decoded {
-                                let rows = &d.by_shard[s];
-                                for (i, &j) in rows.iter().enumerate() {
-                                    if let Some(&ahead) = rows.get(i + PREFETCH_BUCKET) {
-                                        users.prefetch(d.hash[ahead as usize]);
-                                    }
-                                    if state_outside {
-                                        if let Some(&ahead) = rows.get(i + PREFETCH_STATE) {
-                                            users.prefetch_state(d.key[ahead as usize], d.hash[ahead as usize]);
-                                        }
-                                    }
-                                    pass.process(users, acc, d, j as usize, d.base + j as u64);
-                                }
-                            }
-                        });
-                        Ok(())
-                    })?;
+                    let hi = n.min(lo.saturating_add(step.saturating_mul(STEPS_PER_ROUND)));
+                    let round = Round { view: &view, cal: &self.cal, want, pass, shares: &shares, rows: lo..hi, step, row0 };
+                    run_round(&self.pool, &mut self.shards, &mut accs, &round)?;
                     if last_tick.elapsed().as_millis() >= 100 {
                         self.hooks.tick(phase, row0 + hi as u64, false)?;
                         last_tick = Instant::now();
@@ -514,11 +629,8 @@ impl<'h> Runner<'h> {
                 kept.push(batch);
             }
         }
-        trace(&format!("{phase}: {row0} rows (decoding {decode_time:?})"), started);
+        trace(&format!("{phase}: {row0} rows"), started);
         self.hooks.tick(phase, row0, true)?;
-        for w in &workers {
-            merge_acc(&mut accs[0], &w.acc);
-        }
         Ok(accs)
     }
 
@@ -947,4 +1059,112 @@ fn finalize(
         input_amount: orders.input_amount,
         bad_rows,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow_array::{Float64Array, Int64Array, TimestampMicrosecondArray};
+    use arrow_schema::{DataType, Field, Schema, TimeUnit};
+
+    use super::*;
+
+    /// Counts rows; panics while processing one row, or fails on a bad (null-user) row the way
+    /// `strict` does, to check that a round stops cleanly.
+    struct Probe {
+        panic_at: Option<u64>,
+        null_user_at: Option<usize>,
+    }
+
+    impl Pass for Probe {
+        fn want(&self) -> Want {
+            Want { ts: true, period: false }
+        }
+        fn bad(&self, _d: &Decoded, _k: usize, row: u64, _acc: &mut Acc) -> Result<()> {
+            Err(CoreError::Internal(format!("bad row {row}")))
+        }
+        fn process(&self, _users: &mut Users, acc: &mut Acc, _d: &Decoded, _k: usize, row: u64) {
+            assert!(self.panic_at != Some(row), "deliberate panic at row {row}");
+            acc.tally.add(Reason::Used, 0);
+        }
+    }
+
+    fn round_over(rows: usize, threads: usize, step: usize, pass: &Probe) -> Result<u64> {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("user_id", DataType::Int64, true),
+            Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+            Field::new("amount", DataType::Float64, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from_iter((0..rows).map(|i| (Some(i) != pass.null_user_at).then_some(i as i64 % 97)))),
+                Arc::new(TimestampMicrosecondArray::from_iter_values(0..rows as i64)),
+                Arc::new(Float64Array::from_iter_values((0..rows).map(|i| i as f64))),
+            ],
+        )
+        .unwrap();
+        let names = ColumnNames { table: "orders", user: "user_id", ts: "ts", amount: Some("amount"), segment: None };
+        let set = ColumnSet::resolve(&schema, &names, 4).unwrap();
+        let view = BatchView::new(&batch, &set, &mut Interner::default()).unwrap();
+        let cal = Calendar::new(PeriodKind::Month, "UTC").unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut shards: Vec<Users> = (0..threads).map(|_| Users::new(false)).collect();
+        let mut accs: Vec<Acc> = (0..threads).map(|_| Acc::default()).collect();
+        let shares: Vec<[RwLock<Decoded>; 2]> = (0..threads).map(|_| Default::default()).collect();
+        let round = Round { view: &view, cal: &cal, want: pass.want(), pass, shares: &shares, rows: 0..rows, step, row0: 0 };
+        run_round(&pool, &mut shards, &mut accs, &round)?;
+        Ok(accs.iter().map(|a| a.tally.rows(Reason::Used)).sum())
+    }
+
+    #[test]
+    fn a_round_processes_every_row_once_in_any_step_size() {
+        for (threads, step) in [(1, 1), (2, 1), (2, 7), (3, 64), (2, 10_000)] {
+            let pass = Probe { panic_at: None, null_user_at: None };
+            assert_eq!(round_over(1_000, threads, step, &pass).unwrap(), 1_000, "threads {threads} step {step}");
+        }
+    }
+
+    #[test]
+    fn a_panicking_worker_stops_the_round_without_a_hang() {
+        for threads in [1, 2, 4] {
+            let pass = Probe { panic_at: Some(333), null_user_at: None };
+            match round_over(1_000, threads, 10, &pass) {
+                Err(CoreError::Internal(msg)) => assert!(msg.contains("deliberate panic at row 333"), "{msg}"),
+                other => panic!("expected an internal error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_failing_worker_stops_the_round_with_its_error() {
+        for threads in [1, 2, 4] {
+            let pass = Probe { panic_at: None, null_user_at: Some(777) };
+            match round_over(1_000, threads, 10, &pass) {
+                Err(CoreError::Internal(msg)) => assert_eq!(msg, "bad row 777"),
+                other => panic!("expected the bad row's error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn barrier_keeps_workers_in_step() {
+        let barrier = SpinBarrier::new(3);
+        let counter = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    for round in 0..200 {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        barrier.wait();
+                        // Everyone has counted this round before anyone counts the next one.
+                        assert!(counter.load(Ordering::SeqCst) >= 3 * (round + 1));
+                        barrier.wait();
+                    }
+                });
+            }
+        });
+        assert_eq!(counter.load(Ordering::SeqCst), 600);
+    }
 }

@@ -31,8 +31,9 @@ pub fn shard_of(hash: u64, shards: usize) -> usize {
     (((hash >> 32) * shards as u64) >> 32) as usize
 }
 
+/// Asks for the cache line holding `ptr` (a hint: it never faults, whatever the address).
 #[inline(always)]
-fn prefetch_read<T>(ptr: *const T) {
+pub fn prefetch_read<T>(ptr: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: prefetching is a hint; it never faults, whatever the address.
     unsafe {
