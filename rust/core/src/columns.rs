@@ -576,24 +576,26 @@ impl<'a> BatchView<'a> {
         }
         out.ts.clear();
         out.period.clear();
-        if want.ts || want.period {
-            let raw: &mut Vec<i64> = &mut out.ts;
+        if want.ts {
             match self.ts {
-                TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => raw.extend_from_slice(&v[lo..hi]),
-                TsReader::Date32(v) => raw.extend(v[lo..hi].iter().map(|&d| d as i64)),
+                TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => out.ts.extend_from_slice(&v[lo..hi]),
+                TsReader::Date32(v) => out.ts.extend(v[lo..hi].iter().map(|&d| d as i64)),
             }
-            if want.period {
-                let kind = self.ts_kind();
-                // One loop per kind, so the per-row work has no branch on the dtype.
-                match kind {
-                    // In UTC the local day is one division away.
-                    TsKind::Instant(unit) if cal.is_utc() => {
-                        let per_day = SECONDS_PER_DAY * units_per_second(unit);
-                        out.period.extend(raw.iter().map(|&t| cal.period_of_day(t.div_euclid(per_day))))
-                    }
-                    TsKind::Instant(unit) => out.period.extend(raw.iter().map(|&t| cal.period_of_instant(to_seconds(t, unit)))),
-                    _ => out.period.extend(raw.iter().map(|&t| kind.period(t, cal))),
+        }
+        if want.period {
+            // Straight from the column, one loop per kind: the per-row work has no branch on the dtype.
+            let kind = self.ts_kind();
+            match self.ts {
+                // In UTC the local day is one division away.
+                TsReader::Instant(v, unit) if cal.is_utc() => {
+                    let per_day = SECONDS_PER_DAY * units_per_second(unit);
+                    out.period.extend(v[lo..hi].iter().map(|&t| cal.period_of_day(t.div_euclid(per_day))))
                 }
+                TsReader::Instant(v, unit) => {
+                    out.period.extend(v[lo..hi].iter().map(|&t| cal.period_of_instant(to_seconds(t, unit))))
+                }
+                TsReader::Local(v, _) | TsReader::Date64(v) => out.period.extend(v[lo..hi].iter().map(|&t| kind.period(t, cal))),
+                TsReader::Date32(v) => out.period.extend(v[lo..hi].iter().map(|&d| cal.period_of_day(d as i64))),
             }
         }
         out.segment.clear();
