@@ -1,9 +1,10 @@
 //! One run: the passes over the inputs, then the cut-off by `as_of`/`since` and the final arrays.
 //!
 //! Passes: cohorts first (signups, or the paying orders of first-purchase cohorts), then orders are
-//! attributed to cells, then activity. Each pass streams batches in chunks: workers decode a chunk in
-//! parallel, then each user shard takes its rows (see `kernel`). Completeness is decided only at the
-//! end, so one pass suffices even when `as_of` defaults to the last order's period.
+//! attributed to cells, then activity. Each pass streams batches in steps of rows, grouped in rounds
+//! (see `Runner::scan`): workers decode a step in parallel, then each user shard takes its rows (see
+//! `kernel`). Completeness is decided only at the end, so one pass suffices even when `as_of`
+//! defaults to the last order's period.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -366,7 +367,7 @@ impl Pass for ActivityPass<'_> {
 
 /// Steps per round: a round is one wake-up of the worker threads, and the calling thread reports
 /// progress and polls for Ctrl-C between rounds.
-const STEPS_PER_ROUND: usize = 32;
+const STEPS_PER_ROUND: usize = 8;
 
 /// How many rows ahead a shard prefetches the bucket it will probe, and then the user's state when
 /// it lives outside the table.
