@@ -8,8 +8,8 @@
 //! use open addressing with software prefetch a few rows ahead, which hides most of the memory
 //! latency of a table larger than cache, and each bucket holds its user's state next to the key
 //! (earliest timestamp, then group and age bitsets), so a row usually costs one cache miss, not
-//! two. Distinct counts are exact popcounts and every sum is an
-//! integer, so the result is the same whatever the thread count or batch sizes.
+//! two. Distinct counts are exact popcounts and every sum is an integer, so the result is the same
+//! whatever the thread count or batch sizes.
 
 use crate::reconcile::{Reason, Tally};
 
