@@ -308,6 +308,18 @@ def reference_cohorts(
         last_complete = max(periods) - 1 if periods else None
     first_usable = first_usable_period(since, tz, period) if since is not None else None
 
+    def cell_reason(c: int, age: int) -> str:
+        """Where a row of a member of cohort ``c`` at ``age`` lands (signups: age 0)."""
+        if age < 0:
+            return "before_cohort"
+        if age >= horizon:
+            return "beyond_horizon"
+        if first_usable is not None and c < first_usable:
+            return "before_since"
+        if last_complete is None or c + age > last_complete:
+            return "not_yet_complete"
+        return "used"
+
     # ---- members: user -> (cohort period, segment tuple) -------------------------------------------
     members: dict[Any, tuple[int, tuple]] = {}
     signups_rec: dict[str, int] | None = None
@@ -335,13 +347,7 @@ def reference_cohorts(
             elif j not in kept:
                 r = "duplicate_user"
             else:
-                c = members[s_user[j]][0]
-                if first_usable is not None and c < first_usable:
-                    r = "before_since"
-                elif last_complete is None or c > last_complete:
-                    r = "not_yet_complete"
-                else:
-                    r = "used"
+                r = cell_reason(members[s_user[j]][0], 0)
             signups_rec[r] = signups_rec.get(r, 0) + 1
     else:
         o_seg = list(zip(*[user_values(_column(orders_t, c)) for c in by_cols])) if by_cols else None
@@ -371,17 +377,7 @@ def reference_cohorts(
             r = "unknown_user" if signups_t is not None else "never_paid"
         else:
             c = members[u][0]
-            age = o_period[i] - c
-            if age < 0:
-                r = "before_cohort"
-            elif age >= horizon:
-                r = "beyond_horizon"
-            elif first_usable is not None and c < first_usable:
-                r = "before_since"
-            elif last_complete is None or c + age > last_complete:
-                r = "not_yet_complete"
-            else:
-                r = "used"
+            r = cell_reason(c, o_period[i] - c)
         reason.append(r)
 
     recon: dict[str, tuple[int, Decimal]] = {}
@@ -408,16 +404,8 @@ def reference_cohorts(
             else:
                 c, seg = members[u]
                 age = period_of_date(a_date[k], period) - c
-                if age < 0:
-                    r = "before_cohort"
-                elif age >= horizon:
-                    r = "beyond_horizon"
-                elif first_usable is not None and c < first_usable:
-                    r = "before_since"
-                elif last_complete is None or c + age > last_complete:
-                    r = "not_yet_complete"
-                else:
-                    r = "used"
+                r = cell_reason(c, age)
+                if r == "used":
                     active_cells.setdefault((seg, c, age), set()).add(u)
             activity_rec[r] = activity_rec.get(r, 0) + 1
 

@@ -62,18 +62,14 @@ def check_case(case: dict, data: Any) -> Any:
 
     # side reconciliations: the README's "same rules" (null_user, null_ts, duplicate_user / unknown_user,
     # before_cohort, beyond_horizon, before_since, not_yet_complete, used), rows only
-    if "signups" in kw:
-        srec = recon_dict(table.signups_reconciliation, with_amount=False)
-        assert sum(srec.values()) == kw["signups"].num_rows
-        assert srec == ref.signups_reconciliation
-    else:
-        assert table.signups_reconciliation is None
-    if "activity" in kw:
-        arec = recon_dict(table.activity_reconciliation, with_amount=False)
-        assert sum(arec.values()) == kw["activity"].num_rows
-        assert arec == ref.activity_reconciliation
-    else:
-        assert table.activity_reconciliation is None
+    for side in ("signups", "activity"):
+        got = getattr(table, f"{side}_reconciliation")
+        if side in kw:
+            rec = recon_dict(got, with_amount=False)
+            assert sum(rec.values()) == kw[side].num_rows
+            assert rec == getattr(ref, f"{side}_reconciliation")
+        else:
+            assert got is None
 
     # the ExcludedRowsWarning: once when any order row was bad, never when no input had a bad row
     bad_orders = sum(ref.reconciliation.get(r, (0, 0))[0] for r in BAD_DATA_REASONS)

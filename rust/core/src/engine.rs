@@ -47,7 +47,7 @@ pub struct Spec {
     pub float_scale: u8,
     pub strict: bool,
     pub threads: usize,
-    /// Rows decoded per parallel step (and between progress ticks).
+    /// Rows per parallel step; progress ticks come between rounds of `STEPS_PER_ROUND` steps.
     pub chunk_rows: usize,
 }
 
@@ -590,17 +590,15 @@ impl<'h> Runner<'h> {
         stream: Stream,
         set: &ColumnSet,
         phase: &'static str,
-        keep: Option<&mut Vec<RecordBatch>>,
+        mut keep: Option<&mut Vec<RecordBatch>>,
         mut accs: Vec<Acc>,
         pass: &P,
     ) -> Result<Vec<Acc>> {
-        let t = self.threads;
         let step = self.spec.chunk_rows;
         let want = pass.want();
-        let mut keep = keep;
         // Each worker's decoded share of a step, double-buffered: a worker decodes step k + 1 while
         // others may still read its share of step k (see `run_round`).
-        let shares: Vec<[RwLock<Decoded>; 2]> = (0..t).map(|_| Default::default()).collect();
+        let shares: Vec<[RwLock<Decoded>; 2]> = (0..self.threads).map(|_| Default::default()).collect();
         let mut row0: u64 = 0;
         let mut last_tick = Instant::now();
         let started = Instant::now();
