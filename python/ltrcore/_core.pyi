@@ -37,6 +37,7 @@ def compute(
     *,
     orders: Callable[[], Any],
     orders_reopenable: bool,
+    orders_in_memory: bool,
     user: str,
     ts: str,
     amount: str,

@@ -157,7 +157,7 @@ def cohorts(
             frame = coder.encode(frame)
             segment_dictionary = coder.dictionary()
         table = frame.to_arrow()
-        signup_source = Source(lambda: table, False)
+        signup_source = Source(lambda: table, False, True)
     elif by_cols:
         orders_source = resolve(orders, [user, ts, amount, *by_cols], table="orders")
         coder = SegmentCoder(by_cols)
@@ -167,6 +167,7 @@ def cohorts(
     core = _core.compute(
         orders=orders_source.open,
         orders_reopenable=orders_source.reopenable,
+        orders_in_memory=orders_source.in_memory,
         user=user,
         ts=ts,
         amount=amount,

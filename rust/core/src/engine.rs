@@ -80,6 +80,9 @@ pub trait BatchSource: Send {
     fn open(&mut self) -> Result<Box<dyn RecordBatchReader + Send>>;
     /// Whether `open` may be called again for a second pass.
     fn reopenable(&self) -> bool;
+    /// Whether the rows are held in memory already (a table rather than a stream), so that half a
+    /// byte per row to speed up the second pass does not change the memory's order.
+    fn held_in_memory(&self) -> bool;
 }
 
 /// Called from the calling thread between steps: progress reports and cancellation. `done` marks
@@ -296,17 +299,20 @@ impl Pass for FirstPurchasePass<'_> {
     fn want(&self) -> Want {
         Want { ts: true, period: false }
     }
-    fn wanted(&self, d: &Decoded, k: usize) -> bool {
-        d.amount[k] > self.threshold
-    }
     fn bad(&self, d: &Decoded, k: usize, row: u64, _acc: &mut Acc) -> Result<()> {
         if self.strict {
             return Err(bad_row_error(self.set, status_reason(d.status[k]), row));
         }
         Ok(())
     }
+    /// Takes every valid row, as the orders pass does, so that a shard's trail lines up with the
+    /// rows of that pass; only paying rows can fix a cohort.
     fn process(&self, users: &mut Users, _acc: &mut Acc, d: &Decoded, k: usize, row: u64) {
-        users.assign(&FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) }, d.hash[k]);
+        if d.amount[k] > self.threshold {
+            users.assign(&FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) }, d.hash[k]);
+        } else {
+            users.pass_over();
+        }
     }
 }
 
@@ -447,12 +453,17 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
             }
             let processed = catch_unwind(AssertUnwindSafe(|| {
                 let state_outside = users.state_outside();
+                let replaying = users.replaying();
                 for share in round.shares {
                     let d = share[parity].read().unwrap_or_else(PoisonError::into_inner);
                     let rows = &d.by_shard[w];
                     for (i, &j) in rows.iter().enumerate() {
                         if let Some(&ahead) = rows.get(i + PREFETCH_BUCKET) {
-                            users.prefetch(d.hash[ahead as usize]);
+                            if replaying {
+                                users.prefetch_replayed(PREFETCH_BUCKET, d.hash[ahead as usize]);
+                            } else {
+                                users.prefetch(d.hash[ahead as usize]);
+                            }
                         }
                         if state_outside {
                             if let Some(&ahead) = rows.get(i + PREFETCH_STATE) {
@@ -722,6 +733,10 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
     let schema = stream.schema.clone();
     let mut kept = Vec::new();
     let keep = if orders.reopenable() { None } else { Some(&mut kept) };
+    // The trail costs half a byte per row: fine when the rows are in memory anyway.
+    if orders.held_in_memory() || !orders.reopenable() {
+        runner.shards.iter_mut().for_each(Users::record_trail);
+    }
     let accs = runner.fresh_accs(0);
     let pass = FirstPurchasePass { set: &orders_set, strict, threshold };
     runner.scan(stream, &orders_set, "orders: first purchases", keep, accs, &pass)?;
@@ -859,6 +874,7 @@ fn finish(
     let strict = runner.spec.strict;
     let sealing = Instant::now();
     let groups = seal_groups(&mut runner, if activity.is_some() { 3 } else { 2 });
+    runner.shards.iter_mut().for_each(Users::replay_trail);
     trace("seal", sealing);
     let group_cohort: Vec<i32> = groups.iter().map(|g| g.1).collect();
     let n_cells = groups.len() * horizon as usize;
@@ -870,6 +886,7 @@ fn finish(
     let accs = runner.fresh_accs(n_cells);
     let pass = OrdersPass { set: &orders_set, strict, threshold, at };
     let accs = runner.scan(stream, &orders_set, "orders", None, accs, &pass)?;
+    runner.shards.iter_mut().for_each(Users::end_trail);
     let orders_acc = sum_accs(accs);
 
     // Pass 3: activity.

@@ -8,7 +8,8 @@
 //! use open addressing with software prefetch a few rows ahead, which hides most of the memory
 //! latency of a table larger than cache, and each bucket holds its user's state next to the key
 //! (earliest timestamp, then group and age bitsets), so a row usually costs one cache miss, not
-//! two. Distinct counts are exact popcounts and every sum is an integer, so the result is the same
+//! two. The second pass over the orders does not even probe: the first one notes where it found
+//! each row's user (`Trail`). Distinct counts are exact popcounts and every sum is an integer, so the result is the same
 //! whatever the thread count or batch sizes.
 
 use crate::reconcile::{Reason, Tally};
@@ -76,6 +77,55 @@ struct Entry {
 /// Key marking a vacant bucket. A user with this key lives in the extra bucket at index `capacity`.
 const VACANT_KEY: u64 = 0x9e37_79b9_7f4a_7c15;
 const VACANT: Entry = Entry { key: VACANT_KEY, val: 0 };
+
+/// Where each row a shard took in the first pass over orders was found: its bucket's distance from
+/// the key's home bucket, 4 bits per row, in the order the shard took the rows. The second pass
+/// takes the same rows in the same order (routing depends only on the key, and each shard sees its
+/// rows in input order), so it goes straight to the bucket instead of probing: the probe's
+/// compare-and-step branch, mispredicted whenever a key is not in its home bucket, is what stalled
+/// that loop's prefetched loads. Rows recorded before the table last grew (their distances changed)
+/// and the rare far-displaced rows are marked to be probed.
+#[derive(Default)]
+struct Trail {
+    /// Two rows per byte, the earlier one in the low half.
+    nibbles: Vec<u8>,
+    len: usize,
+    /// Rows before this one were recorded before the table last grew.
+    valid_from: usize,
+    /// Next row to replay.
+    pos: usize,
+}
+
+/// A row to probe for: not paying in the first pass, recorded before a growth, or too far from home.
+const PROBE: u8 = 15;
+
+impl Trail {
+    #[inline(always)]
+    fn push(&mut self, distance: u8) {
+        if self.len & 1 == 0 {
+            self.nibbles.push(distance);
+        } else if let Some(last) = self.nibbles.last_mut() {
+            *last |= distance << 4;
+        }
+        self.len += 1;
+    }
+
+    #[inline(always)]
+    fn get(&self, i: usize) -> u8 {
+        if i < self.valid_from {
+            return PROBE;
+        }
+        self.nibbles.get(i >> 1).map_or(PROBE, |b| (b >> ((i & 1) * 4)) & 15)
+    }
+}
+
+/// What a shard does with its trail.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum TrailMode {
+    Off,
+    Record,
+    Replay,
+}
 
 pub const PAID: usize = 0;
 pub const MULTI: usize = 1;
@@ -162,6 +212,8 @@ pub struct Users {
     bits: Vec<u64>,
     stride: usize,
     horizon: usize,
+    trail: Trail,
+    trail_mode: TrailMode,
 }
 
 impl Users {
@@ -180,6 +232,8 @@ impl Users {
             bits: Vec::new(),
             stride: 0,
             horizon: 0,
+            trail: Trail::default(),
+            trail_mode: TrailMode::Off,
         };
         users.allocate(1 << 12);
         users
@@ -279,12 +333,19 @@ impl Users {
                 self.first_segment[i] = old_segment[j];
             }
         }
+        // Every bucket moved: the distances recorded so far no longer hold.
+        self.trail.valid_from = self.trail.len;
     }
 
     /// Keeps the earliest (ts, row) per user. Returns true when the user is new.
     #[inline(always)]
     pub fn assign(&mut self, rec: &FirstRec, hash: u64) -> bool {
         let i = self.probe(rec.key, hash);
+        if self.trail_mode == TrailMode::Record {
+            // Before any growth below, which invalidates the trail so far.
+            let distance = i.wrapping_sub(hash as usize) & self.mask;
+            self.trail.push(if i <= self.mask && distance < PROBE as usize { distance as u8 } else { PROBE });
+        }
         if self.occupied(i) {
             let earliest = self.entries[i].val as i64;
             let earlier = if self.tracks_segments {
@@ -314,6 +375,50 @@ impl Users {
             self.grow();
         }
         true
+    }
+
+    /// Starts recording each assigned row's bucket (see `Trail`), for a second pass over the same
+    /// rows in the same order. Costs half a byte per row.
+    pub fn record_trail(&mut self) {
+        self.trail = Trail::default();
+        self.trail_mode = TrailMode::Record;
+    }
+
+    /// A row the first pass takes but does not assign (while recording): the second pass will
+    /// probe for it.
+    #[inline(always)]
+    pub fn pass_over(&mut self) {
+        if self.trail_mode == TrailMode::Record {
+            self.trail.push(PROBE);
+        }
+    }
+
+    /// Switches a recorded trail to replay: `attribute_order` then takes each row's bucket from it.
+    pub fn replay_trail(&mut self) {
+        if self.trail_mode == TrailMode::Record {
+            self.trail_mode = TrailMode::Replay;
+            self.trail.pos = 0;
+        }
+    }
+
+    /// Drops the trail (after the second pass).
+    pub fn end_trail(&mut self) {
+        self.trail_mode = TrailMode::Off;
+        self.trail = Trail::default();
+    }
+
+    /// Whether rows are being replayed from the trail.
+    pub fn replaying(&self) -> bool {
+        self.trail_mode == TrailMode::Replay
+    }
+
+    /// While replaying: starts loading the bucket of the row `ahead` rows after the next one, whose
+    /// key hashes to `hash`.
+    #[inline(always)]
+    pub fn prefetch_replayed(&self, ahead: usize, hash: u64) {
+        let distance = self.trail.get(self.trail.pos + ahead) as usize;
+        let distance = if distance == PROBE as usize { 0 } else { distance };
+        prefetch_read(self.entries.as_ptr().wrapping_add(hash.wrapping_add(distance as u64) as usize & self.mask));
     }
 
     /// Calls `f(earliest ts, segment)` for every user (before sealing).
@@ -462,10 +567,26 @@ impl Users {
         self.occupied(i).then_some(i)
     }
 
+    /// The next row's bucket from the trail. It is checked against the key (the same cache line),
+    /// so a trail out of step with the rows costs a probe, never a wrong answer.
+    #[inline(always)]
+    fn replay(&mut self, key: u64, hash: u64) -> Option<usize> {
+        let distance = self.trail.get(self.trail.pos);
+        self.trail.pos += 1;
+        if distance != PROBE {
+            let i = hash.wrapping_add(distance as u64) as usize & self.mask;
+            if self.entries[i].key == key && key != VACANT_KEY {
+                return Some(i);
+            }
+        }
+        self.find(key, hash)
+    }
+
     /// Attributes one order to its cell; returns the reason it was not used, if any.
     #[inline]
     pub fn attribute_order(&mut self, rec: &CellRec, hash: u64, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
-        let Some(i) = self.find(rec.key, hash) else {
+        let found = if self.trail_mode == TrailMode::Replay { self.replay(rec.key, hash) } else { self.find(rec.key, hash) };
+        let Some(i) = found else {
             tally.add(at.missing, rec.amount);
             return;
         };
@@ -598,6 +719,41 @@ mod tests {
         let mut firsts = vec![];
         u.for_each_first(|ts, segment| firsts.push((ts, segment)));
         assert_eq!(firsts, vec![(-1, 1); 100_000]);
+    }
+
+    #[test]
+    fn trail_replays_every_row_to_its_bucket() {
+        // Rows of 50k users (one with the vacant-bucket key), some not paying; the table grows
+        // several times while recording.
+        let key = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let rows: Vec<(u64, bool)> = (0..200_000u64).map(|r| (key(hash_key(r) % 50_000), r % 7 != 0)).collect();
+        let mut u = Users::new(false);
+        u.record_trail();
+        for (r, &(k, paying)) in rows.iter().enumerate() {
+            if paying {
+                u.assign(&FirstRec { key: k, ts: r as i64, row: r as u64, segment: 0 }, hash_key(k));
+            } else {
+                u.pass_over();
+            }
+        }
+        u.seal(|_, _| 0, 1, 3, 2);
+        u.replay_trail();
+        assert!(u.replaying());
+        // The trail is what answers: past the last growth, paying rows are not probed.
+        let from_trail = (0..rows.len()).filter(|&i| u.trail.get(i) != PROBE).count();
+        assert!(from_trail > rows.len() / 2, "{from_trail} rows from the trail");
+        for &(k, _) in &rows {
+            assert_eq!(u.replay(k, hash_key(k)), u.find(k, hash_key(k)));
+        }
+        // Out of step (rows in another order, or more rows than recorded): still right, by probing.
+        u.replay_trail();
+        u.trail.pos = 0;
+        for &(k, _) in rows.iter().rev().chain(&rows) {
+            assert_eq!(u.replay(k, hash_key(k)), u.find(k, hash_key(k)));
+        }
+        assert_eq!(u.replay(key(60_000), hash_key(key(60_000))), None);
+        u.end_trail();
+        assert!(!u.replaying());
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn import_stream(obj: &Bound<'_, PyAny>) -> PyResult<ArrowArrayStreamReader>
 pub struct PySource {
     pub opener: Py<PyAny>,
     pub reopenable: bool,
+    pub in_memory: bool,
 }
 
 impl BatchSource for PySource {
@@ -42,6 +43,10 @@ impl BatchSource for PySource {
 
     fn reopenable(&self) -> bool {
         self.reopenable
+    }
+
+    fn held_in_memory(&self) -> bool {
+        self.in_memory
     }
 }
 

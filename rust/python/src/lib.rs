@@ -62,7 +62,7 @@ fn time_point(value: Option<(String, i64)>) -> PyResult<Option<TimePoint>> {
 /// Runs the engine. Called by `ltrcore.cohorts`, which resolves inputs and validates arguments.
 #[pyfunction]
 #[pyo3(signature = (
-    *, orders, orders_reopenable, user, ts, amount, segment, signups, signup_ts, activity, activity_ts,
+    *, orders, orders_reopenable, orders_in_memory, user, ts, amount, segment, signups, signup_ts, activity, activity_ts,
     horizon, period, tz, as_of, since, min_amount, scale, strict, threads, chunk_rows, progress
 ))]
 #[allow(clippy::too_many_arguments)]
@@ -70,6 +70,7 @@ fn compute(
     py: Python<'_>,
     orders: Py<PyAny>,
     orders_reopenable: bool,
+    orders_in_memory: bool,
     user: String,
     ts: String,
     amount: String,
@@ -108,9 +109,9 @@ fn compute(
         threads,
         chunk_rows,
     };
-    let mut orders = PySource { opener: orders, reopenable: orders_reopenable };
-    let mut signups = signups.map(|opener| PySource { opener, reopenable: false });
-    let mut activity = activity.map(|opener| PySource { opener, reopenable: false });
+    let mut orders = PySource { opener: orders, reopenable: orders_reopenable, in_memory: orders_in_memory };
+    let mut signups = signups.map(|opener| PySource { opener, reopenable: false, in_memory: false });
+    let mut activity = activity.map(|opener| PySource { opener, reopenable: false, in_memory: false });
     let hooks = PyHooks { progress, last_progress: Mutex::new(None) };
     let outcome = py.detach(|| {
         catch_unwind(AssertUnwindSafe(|| {
