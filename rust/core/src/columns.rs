@@ -252,15 +252,6 @@ enum TsReader<'a> {
 }
 
 #[inline]
-fn units_per_second(unit: TimeUnit) -> i64 {
-    match unit {
-        TimeUnit::Second => 1,
-        TimeUnit::Millisecond => 1_000,
-        TimeUnit::Microsecond => 1_000_000,
-        TimeUnit::Nanosecond => 1_000_000_000,
-    }
-}
-
 fn to_seconds(v: i64, unit: TimeUnit) -> i64 {
     match unit {
         TimeUnit::Second => v,
@@ -586,10 +577,20 @@ impl<'a> BatchView<'a> {
             // Straight from the column, one loop per kind: the per-row work has no branch on the dtype.
             let kind = self.ts_kind();
             match self.ts {
-                // In UTC the local day is one division away.
+                // In UTC the local day is one division away; by a constant, so it compiles to a multiply.
                 TsReader::Instant(v, unit) if cal.is_utc() => {
-                    let per_day = SECONDS_PER_DAY * units_per_second(unit);
-                    out.period.extend(v[lo..hi].iter().map(|&t| cal.period_of_day(t.div_euclid(per_day))))
+                    let v = &v[lo..hi];
+                    macro_rules! days {
+                        ($per_day:expr) => {
+                            out.period.extend(v.iter().map(|&t| cal.period_of_day(t.div_euclid($per_day))))
+                        };
+                    }
+                    match unit {
+                        TimeUnit::Second => days!(SECONDS_PER_DAY),
+                        TimeUnit::Millisecond => days!(SECONDS_PER_DAY * 1_000),
+                        TimeUnit::Microsecond => days!(SECONDS_PER_DAY * 1_000_000),
+                        TimeUnit::Nanosecond => days!(SECONDS_PER_DAY * 1_000_000_000),
+                    }
                 }
                 TsReader::Instant(v, unit) => {
                     out.period.extend(v[lo..hi].iter().map(|&t| cal.period_of_instant(to_seconds(t, unit))))

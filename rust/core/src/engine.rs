@@ -818,19 +818,21 @@ fn seal_groups(runner: &mut Runner<'_>, kinds: usize) -> Vec<(u32, i32)> {
     let cal = &runner.cal;
     let kind = runner.ts_kind.unwrap_or(TsKind::Date32);
     type GroupSet = hashbrown::HashSet<(u32, i32), foldhash::fast::FixedState>;
-    let shards = &runner.shards;
+    let shards = &mut runner.shards;
     let distinct: GroupSet = runner.pool.install(|| {
         shards
-            .par_iter()
+            .par_iter_mut()
             .map(|users| {
                 let mut set = GroupSet::default();
                 let mut memo = GroupMemo::new();
-                users.for_each_first(|ts, segment| {
-                    let g = (segment, kind.period(ts, cal));
+                users.map_firsts(|ts, segment| {
+                    let period = kind.period(ts, cal);
+                    let g = (segment, period);
                     memo.get_or(g, || {
                         set.insert(g);
                         0
                     });
+                    period as i64
                 });
                 set
             })
@@ -849,8 +851,8 @@ fn seal_groups(runner: &mut Runner<'_>, kinds: usize) -> Vec<(u32, i32)> {
         runner.shards.par_iter_mut().for_each(|users| {
             let mut memo = GroupMemo::new();
             users.seal(
-                |ts, segment| {
-                    let g = (segment, kind.period(ts, cal));
+                |period, segment| {
+                    let g = (segment, period as i32);
                     memo.get_or(g, || index[&g])
                 },
                 n_groups,

@@ -346,6 +346,22 @@ impl Users {
             let distance = i.wrapping_sub(hash as usize) & self.mask;
             self.trail.push(if i <= self.mask && distance < PROBE as usize { distance as u8 } else { PROBE });
         }
+        if !self.tracks_segments {
+            // Without segments, branch-free: whether the user is new and whether this row is its
+            // earliest so far are both coin flips to the branch predictor, and a mispredicted
+            // branch here throws away the loads in flight for the rows behind it.
+            let occupied = self.occupied(i);
+            let earliest = if occupied { (self.entries[i].val as i64).min(rec.ts) } else { rec.ts };
+            self.entries[i] = Entry { key: rec.key, val: earliest as u64 };
+            self.len += usize::from(!occupied);
+            if i > self.mask {
+                self.vacant_key_used = true;
+            }
+            if self.len * 2 > self.mask + 1 {
+                self.grow();
+            }
+            return !occupied;
+        }
         if self.occupied(i) {
             let earliest = self.entries[i].val as i64;
             let earlier = if self.tracks_segments {
@@ -421,16 +437,20 @@ impl Users {
         prefetch_read(self.entries.as_ptr().wrapping_add(hash.wrapping_add(distance as u64) as usize & self.mask));
     }
 
-    /// Calls `f(earliest ts, segment)` for every user (before sealing).
-    pub fn for_each_first(&self, mut f: impl FnMut(i64, u32)) {
-        for i in self.occupied_buckets() {
-            f(self.entries[i].val as i64, if self.tracks_segments { self.first_segment[i] } else { 0 });
+    /// Replaces every user's earliest timestamp `ts` by `f(ts, segment)` (before sealing): the
+    /// engine turns each into the cohort period once, for both the list of groups and the seal.
+    pub fn map_firsts(&mut self, mut f: impl FnMut(i64, u32) -> i64) {
+        for i in 0..self.entries.len() {
+            if self.occupied(i) {
+                let segment = if self.tracks_segments { self.first_segment[i] } else { 0 };
+                self.entries[i].val = f(self.entries[i].val as i64, segment) as u64;
+            }
         }
     }
 
-    /// Replaces each user's earliest timestamp by its group (its (segment, cohort) index, below
-    /// `groups`) and makes room for the age bitsets: `kinds` bitsets (2 without activity, 3 with)
-    /// of `horizon` ages each.
+    /// Replaces each user's earliest value (timestamp or period) by its group (its (segment,
+    /// cohort) index, below `groups`) and makes room for the age bitsets: `kinds` bitsets (2
+    /// without activity, 3 with) of `horizon` ages each.
     pub fn seal(&mut self, mut group_of: impl FnMut(i64, u32) -> u32, groups: usize, horizon: usize, kinds: usize) {
         self.group_bits = usize::BITS - groups.saturating_sub(1).leading_zeros();
         self.horizon = horizon;
@@ -717,7 +737,10 @@ mod tests {
         }
         assert!(u.find(key(100_001), hash_key(key(100_001))).is_none());
         let mut firsts = vec![];
-        u.for_each_first(|ts, segment| firsts.push((ts, segment)));
+        u.map_firsts(|ts, segment| {
+            firsts.push((ts, segment));
+            ts
+        });
         assert_eq!(firsts, vec![(-1, 1); 100_000]);
     }
 
@@ -769,7 +792,10 @@ mod tests {
             assert_eq!(new.iter().filter(|&&n| n).count(), 1);
             assert_eq!(u.len(), 1);
             let mut firsts = vec![];
-            u.for_each_first(|ts, segment| firsts.push((ts, segment)));
+            u.map_firsts(|ts, segment| {
+            firsts.push((ts, segment));
+            ts
+        });
             assert_eq!(firsts, vec![(40, 3)]);
         }
     }
