@@ -410,11 +410,24 @@ pub struct Decoded {
     pub status: Vec<u8>,
     /// No row in the chunk has a non-VALID status.
     pub all_valid: bool,
-    /// Filled by the kernel: hash of each key, the kept rows of each user shard, and the global
-    /// index of the chunk's first row.
-    pub hash: Vec<u64>,
-    pub by_shard: Vec<Vec<u32>>,
+    /// Filled by the kernel: the valid rows of each user shard, and the global index of the
+    /// chunk's first row.
+    pub by_shard: Vec<Vec<Routed>>,
     pub base: u64,
+}
+
+/// A valid row routed to its user's shard, with what the shard's loop reads packed together: the
+/// loop then streams one array (half of it written by another core) instead of picking from five.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Routed {
+    pub key: u64,
+    pub hash: u64,
+    /// The timestamp (passes that fix cohorts) or the fixed-point amount (attribution).
+    pub value: i64,
+    /// The period (attribution), or for the first-purchase pass 1 when the order pays, else 0.
+    pub period: i32,
+    /// The row's index in its chunk.
+    pub index: u32,
 }
 
 /// How raw timestamp values map to periods (kept so cohorts can be placed after a pass).

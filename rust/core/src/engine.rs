@@ -16,7 +16,7 @@ use hashbrown::HashMap;
 use rayon::prelude::*;
 
 use crate::calendar::{Calendar, PeriodKind};
-use crate::columns::{status, BatchView, ColumnNames, ColumnSet, Decoded, Interner, TsKind, UserFamily, Want};
+use crate::columns::{status, BatchView, ColumnNames, ColumnSet, Decoded, Interner, Routed, TsKind, UserFamily, Want};
 use crate::error::{CoreError, Result};
 use crate::kernel::{hash_key, shard_of, Attribution, CellRec, Cells, FirstRec, Users, ACTIVE, MULTI, PAID};
 use crate::reconcile::{Reason, Tally};
@@ -219,22 +219,18 @@ trait Pass: Sync {
     fn want(&self) -> Want;
     /// Counts a decoded chunk as a whole (input rows and amounts).
     fn summarize(&self, _d: &Decoded, _acc: &mut Acc) {}
-    /// Whether a valid row is processed.
-    fn wanted(&self, _d: &Decoded, _k: usize) -> bool {
-        true
-    }
     /// Accounts for a row whose status is not valid (or fails under `strict`).
     fn bad(&self, d: &Decoded, k: usize, row: u64, acc: &mut Acc) -> Result<()>;
-    /// Processes a wanted row in its user's shard.
-    fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, k: usize, row: u64);
+    /// Packs what `process` needs of valid row `k`.
+    fn routed(&self, d: &Decoded, k: usize, hash: u64) -> Routed;
+    /// Processes a valid row in its user's shard (`d` is the chunk it came from).
+    fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, r: &Routed);
 }
 
-/// Sorts a decoded chunk's rows out: bad rows go to `pass.bad`, wanted rows to the list of their
+/// Sorts a decoded chunk's rows out: bad rows go to `pass.bad`, valid rows to the list of their
 /// user's shard (so a shard's loop has no data-dependent branch).
 fn route<P: Pass>(pass: &P, d: &mut Decoded, shards: usize, acc: &mut Acc) -> Result<()> {
     pass.summarize(d, acc);
-    d.hash.clear();
-    d.hash.extend(d.key.iter().map(|&key| hash_key(key)));
     let mut by_shard = std::mem::take(&mut d.by_shard);
     by_shard.resize_with(shards, Vec::new);
     for rows in &mut by_shard {
@@ -242,20 +238,13 @@ fn route<P: Pass>(pass: &P, d: &mut Decoded, shards: usize, acc: &mut Acc) -> Re
         rows.reserve(d.key.len());
     }
     let result = (|| {
-        if d.all_valid {
-            for (k, &hash) in d.hash.iter().enumerate() {
-                if pass.wanted(d, k) {
-                    by_shard[shard_of(hash, shards)].push(k as u32);
-                }
+        for (k, &key) in d.key.iter().enumerate() {
+            if !d.all_valid && d.status[k] != status::VALID {
+                pass.bad(d, k, d.base + k as u64, acc)?;
+                continue;
             }
-        } else {
-            for (k, &hash) in d.hash.iter().enumerate() {
-                if d.status[k] != status::VALID {
-                    pass.bad(d, k, d.base + k as u64, acc)?;
-                } else if pass.wanted(d, k) {
-                    by_shard[shard_of(hash, shards)].push(k as u32);
-                }
-            }
+            let hash = hash_key(key);
+            by_shard[shard_of(hash, shards)].push(pass.routed(d, k, hash));
         }
         Ok(())
     })();
@@ -279,9 +268,12 @@ impl Pass for SignupPass<'_> {
     fn bad(&self, d: &Decoded, k: usize, row: u64, acc: &mut Acc) -> Result<()> {
         count_bad(status_reason(d.status[k]), 0, self.strict, acc, self.set, row)
     }
-    fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, k: usize, row: u64) {
-        let rec = FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) };
-        if !users.assign(&rec, d.hash[k]) {
+    fn routed(&self, d: &Decoded, k: usize, hash: u64) -> Routed {
+        Routed { key: d.key[k], hash, value: d.ts[k], period: 0, index: k as u32 }
+    }
+    fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, r: &Routed) {
+        let rec = FirstRec { key: r.key, ts: r.value, row: d.base + r.index as u64, segment: seg(d, r.index) };
+        if !users.assign(&rec, r.hash) {
             acc.tally.add(Reason::DuplicateUser, 0);
         }
     }
@@ -307,9 +299,12 @@ impl Pass for FirstPurchasePass<'_> {
     }
     /// Takes every valid row, as the orders pass does, so that a shard's trail lines up with the
     /// rows of that pass; only paying rows can fix a cohort.
-    fn process(&self, users: &mut Users, _acc: &mut Acc, d: &Decoded, k: usize, row: u64) {
-        if d.amount[k] > self.threshold {
-            users.assign(&FirstRec { key: d.key[k], ts: d.ts[k], row, segment: seg(d, k) }, d.hash[k]);
+    fn routed(&self, d: &Decoded, k: usize, hash: u64) -> Routed {
+        Routed { key: d.key[k], hash, value: d.ts[k], period: i32::from(d.amount[k] > self.threshold), index: k as u32 }
+    }
+    fn process(&self, users: &mut Users, _acc: &mut Acc, d: &Decoded, r: &Routed) {
+        if r.period != 0 {
+            users.assign(&FirstRec { key: r.key, ts: r.value, row: d.base + r.index as u64, segment: seg(d, r.index) }, r.hash);
         } else {
             users.pass_over();
         }
@@ -341,10 +336,12 @@ impl Pass for OrdersPass<'_> {
     fn bad(&self, d: &Decoded, k: usize, row: u64, acc: &mut Acc) -> Result<()> {
         count_bad(status_reason(d.status[k]), d.amount[k], self.strict, acc, self.set, row)
     }
-    fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, k: usize, _row: u64) {
-        let amount = d.amount[k];
-        let rec = CellRec { key: d.key[k], amount, period: d.period[k], paying: amount > self.threshold };
-        users.attribute_order(&rec, d.hash[k], &self.at, &mut acc.cells, &mut acc.tally)
+    fn routed(&self, d: &Decoded, k: usize, hash: u64) -> Routed {
+        Routed { key: d.key[k], hash, value: d.amount[k], period: d.period[k], index: k as u32 }
+    }
+    fn process(&self, users: &mut Users, acc: &mut Acc, _d: &Decoded, r: &Routed) {
+        let rec = CellRec { key: r.key, amount: r.value, period: r.period, paying: r.value > self.threshold };
+        users.attribute_order(&rec, r.hash, &self.at, &mut acc.cells, &mut acc.tally)
     }
 }
 
@@ -365,9 +362,12 @@ impl Pass for ActivityPass<'_> {
     fn bad(&self, d: &Decoded, k: usize, row: u64, acc: &mut Acc) -> Result<()> {
         count_bad(status_reason(d.status[k]), 0, self.strict, acc, self.set, row)
     }
-    fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, k: usize, _row: u64) {
-        let rec = CellRec { key: d.key[k], amount: 0, period: d.period[k], paying: false };
-        users.attribute_activity(&rec, d.hash[k], &self.at, &mut acc.cells, &mut acc.tally)
+    fn routed(&self, d: &Decoded, k: usize, hash: u64) -> Routed {
+        Routed { key: d.key[k], hash, value: 0, period: d.period[k], index: k as u32 }
+    }
+    fn process(&self, users: &mut Users, acc: &mut Acc, _d: &Decoded, r: &Routed) {
+        let rec = CellRec { key: r.key, amount: 0, period: r.period, paying: false };
+        users.attribute_activity(&rec, r.hash, &self.at, &mut acc.cells, &mut acc.tally)
     }
 }
 
@@ -457,20 +457,20 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
                 for share in round.shares {
                     let d = share[parity].read().unwrap_or_else(PoisonError::into_inner);
                     let rows = &d.by_shard[w];
-                    for (i, &j) in rows.iter().enumerate() {
-                        if let Some(&ahead) = rows.get(i + PREFETCH_BUCKET) {
+                    for (i, r) in rows.iter().enumerate() {
+                        if let Some(ahead) = rows.get(i + PREFETCH_BUCKET) {
                             if replaying {
-                                users.prefetch_replayed(PREFETCH_BUCKET, d.hash[ahead as usize]);
+                                users.prefetch_replayed(PREFETCH_BUCKET, ahead.hash);
                             } else {
-                                users.prefetch(d.hash[ahead as usize]);
+                                users.prefetch(ahead.hash);
                             }
                         }
                         if state_outside {
-                            if let Some(&ahead) = rows.get(i + PREFETCH_STATE) {
-                                users.prefetch_state(d.key[ahead as usize], d.hash[ahead as usize]);
+                            if let Some(ahead) = rows.get(i + PREFETCH_STATE) {
+                                users.prefetch_state(ahead.key, ahead.hash);
                             }
                         }
-                        round.pass.process(users, acc, &d, j as usize, d.base + j as u64);
+                        round.pass.process(users, acc, &d, r);
                     }
                 }
             }));
@@ -775,8 +775,8 @@ fn status_reason(st: u8) -> Reason {
 }
 
 #[inline]
-fn seg(d: &Decoded, k: usize) -> u32 {
-    d.segment.get(k).copied().unwrap_or(0)
+fn seg(d: &Decoded, k: u32) -> u32 {
+    d.segment.get(k as usize).copied().unwrap_or(0)
 }
 
 /// Counts a bad-data row under its reason, or fails under `strict`.
@@ -1102,7 +1102,11 @@ mod tests {
         fn bad(&self, _d: &Decoded, _k: usize, row: u64, _acc: &mut Acc) -> Result<()> {
             Err(CoreError::Internal(format!("bad row {row}")))
         }
-        fn process(&self, _users: &mut Users, acc: &mut Acc, _d: &Decoded, _k: usize, row: u64) {
+        fn routed(&self, _d: &Decoded, k: usize, hash: u64) -> Routed {
+            Routed { hash, index: k as u32, ..Routed::default() }
+        }
+        fn process(&self, _users: &mut Users, acc: &mut Acc, d: &Decoded, r: &Routed) {
+            let row = d.base + r.index as u64;
             assert!(self.panic_at != Some(row), "deliberate panic at row {row}");
             acc.tally.add(Reason::Used, 0);
         }
