@@ -420,8 +420,8 @@ pub struct Decoded {
 /// loop then streams one array (half of it written by another core) instead of picking from five.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Routed {
-    pub key: u64,
-    pub hash: u64,
+    /// The user's id (`kernel::hash_key` of the key).
+    pub user: u64,
     /// The timestamp (passes that fix cohorts) or the fixed-point amount (attribution).
     pub value: i64,
     /// The period (attribution), or for the first-purchase pass 1 when the order pays, else 0.

@@ -221,8 +221,8 @@ trait Pass: Sync {
     fn summarize(&self, _d: &Decoded, _acc: &mut Acc) {}
     /// Accounts for a row whose status is not valid (or fails under `strict`).
     fn bad(&self, d: &Decoded, k: usize, row: u64, acc: &mut Acc) -> Result<()>;
-    /// Packs what `process` needs of valid row `k`.
-    fn routed(&self, d: &Decoded, k: usize, hash: u64) -> Routed;
+    /// Packs what `process` needs of valid row `k`, whose user id is `user`.
+    fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed;
     /// Processes a valid row in its user's shard (`d` is the chunk it came from).
     fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, r: &Routed);
 }
@@ -243,8 +243,8 @@ fn route<P: Pass>(pass: &P, d: &mut Decoded, shards: usize, acc: &mut Acc) -> Re
                 pass.bad(d, k, d.base + k as u64, acc)?;
                 continue;
             }
-            let hash = hash_key(key);
-            by_shard[shard_of(hash, shards)].push(pass.routed(d, k, hash));
+            let user = hash_key(key);
+            by_shard[shard_of(user, shards)].push(pass.routed(d, k, user));
         }
         Ok(())
     })();
@@ -268,12 +268,12 @@ impl Pass for SignupPass<'_> {
     fn bad(&self, d: &Decoded, k: usize, row: u64, acc: &mut Acc) -> Result<()> {
         count_bad(status_reason(d.status[k]), 0, self.strict, acc, self.set, row)
     }
-    fn routed(&self, d: &Decoded, k: usize, hash: u64) -> Routed {
-        Routed { key: d.key[k], hash, value: d.ts[k], period: 0, index: k as u32 }
+    fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
+        Routed { user, value: d.ts[k], period: 0, index: k as u32 }
     }
     fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, r: &Routed) {
-        let rec = FirstRec { key: r.key, ts: r.value, row: d.base + r.index as u64, segment: seg(d, r.index) };
-        if !users.assign(&rec, r.hash) {
+        let rec = FirstRec { user: r.user, ts: r.value, row: d.base + r.index as u64, segment: seg(d, r.index) };
+        if !users.assign(&rec) {
             acc.tally.add(Reason::DuplicateUser, 0);
         }
     }
@@ -299,12 +299,12 @@ impl Pass for FirstPurchasePass<'_> {
     }
     /// Takes every valid row, as the orders pass does, so that a shard's trail lines up with the
     /// rows of that pass; only paying rows can fix a cohort.
-    fn routed(&self, d: &Decoded, k: usize, hash: u64) -> Routed {
-        Routed { key: d.key[k], hash, value: d.ts[k], period: i32::from(d.amount[k] > self.threshold), index: k as u32 }
+    fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
+        Routed { user, value: d.ts[k], period: i32::from(d.amount[k] > self.threshold), index: k as u32 }
     }
     fn process(&self, users: &mut Users, _acc: &mut Acc, d: &Decoded, r: &Routed) {
         if r.period != 0 {
-            users.assign(&FirstRec { key: r.key, ts: r.value, row: d.base + r.index as u64, segment: seg(d, r.index) }, r.hash);
+            users.assign(&FirstRec { user: r.user, ts: r.value, row: d.base + r.index as u64, segment: seg(d, r.index) });
         } else {
             users.pass_over();
         }
@@ -336,12 +336,12 @@ impl Pass for OrdersPass<'_> {
     fn bad(&self, d: &Decoded, k: usize, row: u64, acc: &mut Acc) -> Result<()> {
         count_bad(status_reason(d.status[k]), d.amount[k], self.strict, acc, self.set, row)
     }
-    fn routed(&self, d: &Decoded, k: usize, hash: u64) -> Routed {
-        Routed { key: d.key[k], hash, value: d.amount[k], period: d.period[k], index: k as u32 }
+    fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
+        Routed { user, value: d.amount[k], period: d.period[k], index: k as u32 }
     }
     fn process(&self, users: &mut Users, acc: &mut Acc, _d: &Decoded, r: &Routed) {
-        let rec = CellRec { key: r.key, amount: r.value, period: r.period, paying: r.value > self.threshold };
-        users.attribute_order(&rec, r.hash, &self.at, &mut acc.cells, &mut acc.tally)
+        let rec = CellRec { user: r.user, amount: r.value, period: r.period, paying: r.value > self.threshold };
+        users.attribute_order(&rec, &self.at, &mut acc.cells, &mut acc.tally)
     }
 }
 
@@ -362,12 +362,12 @@ impl Pass for ActivityPass<'_> {
     fn bad(&self, d: &Decoded, k: usize, row: u64, acc: &mut Acc) -> Result<()> {
         count_bad(status_reason(d.status[k]), 0, self.strict, acc, self.set, row)
     }
-    fn routed(&self, d: &Decoded, k: usize, hash: u64) -> Routed {
-        Routed { key: d.key[k], hash, value: 0, period: d.period[k], index: k as u32 }
+    fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
+        Routed { user, value: 0, period: d.period[k], index: k as u32 }
     }
     fn process(&self, users: &mut Users, acc: &mut Acc, _d: &Decoded, r: &Routed) {
-        let rec = CellRec { key: r.key, amount: 0, period: r.period, paying: false };
-        users.attribute_activity(&rec, r.hash, &self.at, &mut acc.cells, &mut acc.tally)
+        let rec = CellRec { user: r.user, amount: 0, period: r.period, paying: false };
+        users.attribute_activity(&rec, &self.at, &mut acc.cells, &mut acc.tally)
     }
 }
 
@@ -460,14 +460,14 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
                     for (i, r) in rows.iter().enumerate() {
                         if let Some(ahead) = rows.get(i + PREFETCH_BUCKET) {
                             if replaying {
-                                users.prefetch_replayed(PREFETCH_BUCKET, ahead.hash);
+                                users.prefetch_replayed(PREFETCH_BUCKET, ahead.user);
                             } else {
-                                users.prefetch(ahead.hash);
+                                users.prefetch(ahead.user);
                             }
                         }
                         if state_outside {
                             if let Some(ahead) = rows.get(i + PREFETCH_STATE) {
-                                users.prefetch_state(ahead.key, ahead.hash);
+                                users.prefetch_state(ahead.user);
                             }
                         }
                         round.pass.process(users, acc, &d, r);
@@ -1102,8 +1102,8 @@ mod tests {
         fn bad(&self, _d: &Decoded, _k: usize, row: u64, _acc: &mut Acc) -> Result<()> {
             Err(CoreError::Internal(format!("bad row {row}")))
         }
-        fn routed(&self, _d: &Decoded, k: usize, hash: u64) -> Routed {
-            Routed { hash, index: k as u32, ..Routed::default() }
+        fn routed(&self, _d: &Decoded, k: usize, user: u64) -> Routed {
+            Routed { user, index: k as u32, ..Routed::default() }
         }
         fn process(&self, _users: &mut Users, acc: &mut Acc, d: &Decoded, r: &Routed) {
             let row = d.base + r.index as u64;

@@ -14,8 +14,10 @@
 
 use crate::reconcile::{Reason, Tally};
 
-/// murmur3's 64-bit finalizer: cheap, and mixes every input bit into both the high bits (shards) and
-/// the low bits (buckets).
+/// A user's id: its key through murmur3's 64-bit finalizer. Cheap, and it mixes every input bit into
+/// both the high bits (shards) and the low bits (buckets). Every step of it can be undone (xor-shifts
+/// by half the width or more, multiplications by odd numbers), so two keys share an id only if they
+/// are equal: the tables keep ids, not keys, and a row carries one word for its user, not two.
 #[inline]
 pub fn hash_key(key: u64) -> u64 {
     let mut h = key;
@@ -26,10 +28,10 @@ pub fn hash_key(key: u64) -> u64 {
     h ^ (h >> 33)
 }
 
-/// Which of `shards` shards holds a hash (from its high bits; buckets use the low bits).
+/// Which of `shards` shards holds a user id (from its high bits; buckets use the low bits).
 #[inline]
-pub fn shard_of(hash: u64, shards: usize) -> usize {
-    (((hash >> 32) * shards as u64) >> 32) as usize
+pub fn shard_of(id: u64, shards: usize) -> usize {
+    (((id >> 32) * shards as u64) >> 32) as usize
 }
 
 /// Asks for the cache line holding `ptr` (a hint: it never faults, whatever the address).
@@ -47,7 +49,8 @@ pub fn prefetch_read<T>(ptr: *const T) {
 /// A row that may fix a user's cohort: a signup, or a paying order (first-purchase cohorts).
 #[derive(Clone, Copy, Debug)]
 pub struct FirstRec {
-    pub key: u64,
+    /// The user's id (`hash_key`).
+    pub user: u64,
     pub ts: i64,
     pub row: u64,
     pub segment: u32,
@@ -56,13 +59,14 @@ pub struct FirstRec {
 /// A row attributed to a cell: an order, or an activity (then `amount` is 0 and `paying` false).
 #[derive(Clone, Copy, Debug)]
 pub struct CellRec {
-    pub key: u64,
+    /// The user's id (`hash_key`).
+    pub user: u64,
     pub amount: i64,
     pub period: i32,
     pub paying: bool,
 }
 
-/// A bucket: a user key and its state, inline so that a row costs one cache miss.
+/// A bucket: a user id and its state, inline so that a row costs one cache miss.
 ///
 /// While cohorts are found, `val` is the earliest timestamp seen. Once sealed, it holds the user's
 /// group in its low `group_bits` bits and, above them, the age bitsets when they fit ("inline"),
@@ -74,7 +78,7 @@ struct Entry {
     val: u64,
 }
 
-/// Key marking a vacant bucket. A user with this key lives in the extra bucket at index `capacity`.
+/// Id marking a vacant bucket. A user with this id lives in the extra bucket at index `capacity`.
 const VACANT_KEY: u64 = 0x9e37_79b9_7f4a_7c15;
 const VACANT: Entry = Entry { key: VACANT_KEY, val: 0 };
 
@@ -256,10 +260,10 @@ impl Users {
         self.len == 0
     }
 
-    /// Starts loading the bucket of `hash`, to be probed a few rows later.
+    /// Starts loading the home bucket of a user id, to be probed a few rows later.
     #[inline(always)]
-    pub fn prefetch(&self, hash: u64) {
-        prefetch_read(self.entries.as_ptr().wrapping_add(hash as usize & self.mask));
+    pub fn prefetch(&self, user: u64) {
+        prefetch_read(self.entries.as_ptr().wrapping_add(user as usize & self.mask));
     }
 
     /// Whether some per-user state lives outside the table (then `prefetch_state` is worth calling).
@@ -270,26 +274,26 @@ impl Users {
     /// Second prefetch stage, for bitsets kept outside the table: once the bucket is in cache,
     /// start loading the user's bitsets.
     #[inline(always)]
-    pub fn prefetch_state(&self, key: u64, hash: u64) {
+    pub fn prefetch_state(&self, user: u64) {
         if self.inline_bits {
             return;
         }
-        let e = &self.entries[self.probe(key, hash)];
-        if e.key == key {
+        let e = &self.entries[self.probe(user)];
+        if e.key == user {
             prefetch_read(self.bits.as_ptr().wrapping_add((e.val >> 32) as usize * self.stride));
         }
     }
 
-    /// Bucket holding `key`, or the vacant bucket where it would go.
+    /// Bucket holding a user id, or the vacant bucket where it would go.
     #[inline(always)]
-    fn probe(&self, key: u64, hash: u64) -> usize {
-        if key == VACANT_KEY {
+    fn probe(&self, user: u64) -> usize {
+        if user == VACANT_KEY {
             return self.mask + 1;
         }
-        let mut i = hash as usize & self.mask;
+        let mut i = user as usize & self.mask;
         loop {
             let k = self.entries[i].key;
-            if k == key || k == VACANT_KEY {
+            if k == user || k == VACANT_KEY {
                 return i;
             }
             i = (i + 1) & self.mask;
@@ -326,7 +330,7 @@ impl Users {
             self.first_segment[last] = old_segment[old_cap];
         }
         for (j, e) in old[..old_cap].iter().enumerate().filter(|(_, e)| e.key != VACANT_KEY) {
-            let i = self.probe(e.key, hash_key(e.key));
+            let i = self.probe(e.key);
             self.entries[i] = *e;
             if self.tracks_segments {
                 self.first_row[i] = old_row[j];
@@ -339,11 +343,11 @@ impl Users {
 
     /// Keeps the earliest (ts, row) per user. Returns true when the user is new.
     #[inline(always)]
-    pub fn assign(&mut self, rec: &FirstRec, hash: u64) -> bool {
-        let i = self.probe(rec.key, hash);
+    pub fn assign(&mut self, rec: &FirstRec) -> bool {
+        let i = self.probe(rec.user);
         if self.trail_mode == TrailMode::Record {
             // Before any growth below, which invalidates the trail so far.
-            let distance = i.wrapping_sub(hash as usize) & self.mask;
+            let distance = i.wrapping_sub(rec.user as usize) & self.mask;
             self.trail.push(if i <= self.mask && distance < PROBE as usize { distance as u8 } else { PROBE });
         }
         if !self.tracks_segments {
@@ -352,7 +356,7 @@ impl Users {
             // branch here throws away the loads in flight for the rows behind it.
             let occupied = self.occupied(i);
             let earliest = if occupied { (self.entries[i].val as i64).min(rec.ts) } else { rec.ts };
-            self.entries[i] = Entry { key: rec.key, val: earliest as u64 };
+            self.entries[i] = Entry { key: rec.user, val: earliest as u64 };
             self.len += usize::from(!occupied);
             if i > self.mask {
                 self.vacant_key_used = true;
@@ -378,7 +382,7 @@ impl Users {
             }
             return false;
         }
-        self.entries[i] = Entry { key: rec.key, val: rec.ts as u64 };
+        self.entries[i] = Entry { key: rec.user, val: rec.ts as u64 };
         if self.tracks_segments {
             self.first_row[i] = rec.row;
             self.first_segment[i] = rec.segment;
@@ -429,12 +433,12 @@ impl Users {
     }
 
     /// While replaying: starts loading the bucket of the row `ahead` rows after the next one, whose
-    /// key hashes to `hash`.
+    /// user id is `user`.
     #[inline(always)]
-    pub fn prefetch_replayed(&self, ahead: usize, hash: u64) {
+    pub fn prefetch_replayed(&self, ahead: usize, user: u64) {
         let distance = self.trail.get(self.trail.pos + ahead) as usize;
         let distance = if distance == PROBE as usize { 0 } else { distance };
-        prefetch_read(self.entries.as_ptr().wrapping_add(hash.wrapping_add(distance as u64) as usize & self.mask));
+        prefetch_read(self.entries.as_ptr().wrapping_add(user.wrapping_add(distance as u64) as usize & self.mask));
     }
 
     /// Replaces every user's earliest timestamp `ts` by `f(ts, segment)` (before sealing): the
@@ -582,30 +586,30 @@ pub struct Attribution<'a> {
 impl Users {
     /// Bucket of a known user.
     #[inline(always)]
-    fn find(&self, key: u64, hash: u64) -> Option<usize> {
-        let i = self.probe(key, hash);
+    fn find(&self, user: u64) -> Option<usize> {
+        let i = self.probe(user);
         self.occupied(i).then_some(i)
     }
 
-    /// The next row's bucket from the trail. It is checked against the key (the same cache line),
-    /// so a trail out of step with the rows costs a probe, never a wrong answer.
+    /// The next row's bucket from the trail. It is checked against the user id (the same cache
+    /// line), so a trail out of step with the rows costs a probe, never a wrong answer.
     #[inline(always)]
-    fn replay(&mut self, key: u64, hash: u64) -> Option<usize> {
+    fn replay(&mut self, user: u64) -> Option<usize> {
         let distance = self.trail.get(self.trail.pos);
         self.trail.pos += 1;
         if distance != PROBE {
-            let i = hash.wrapping_add(distance as u64) as usize & self.mask;
-            if self.entries[i].key == key && key != VACANT_KEY {
+            let i = user.wrapping_add(distance as u64) as usize & self.mask;
+            if self.entries[i].key == user && user != VACANT_KEY {
                 return Some(i);
             }
         }
-        self.find(key, hash)
+        self.find(user)
     }
 
     /// Attributes one order to its cell; returns the reason it was not used, if any.
     #[inline]
-    pub fn attribute_order(&mut self, rec: &CellRec, hash: u64, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
-        let found = if self.trail_mode == TrailMode::Replay { self.replay(rec.key, hash) } else { self.find(rec.key, hash) };
+    pub fn attribute_order(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
+        let found = if self.trail_mode == TrailMode::Replay { self.replay(rec.user) } else { self.find(rec.user) };
         let Some(i) = found else {
             tally.add(at.missing, rec.amount);
             return;
@@ -627,8 +631,8 @@ impl Users {
 
     /// Marks a user active at an age.
     #[inline]
-    pub fn attribute_activity(&mut self, rec: &CellRec, hash: u64, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
-        let Some(i) = self.find(rec.key, hash) else {
+    pub fn attribute_activity(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
+        let Some(i) = self.find(rec.user) else {
             tally.add(at.missing, 0);
             return;
         };
@@ -659,6 +663,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn user_ids_are_as_distinct_as_keys() {
+        // Undo each step of `hash_key`: xor-shifts by 33 undo themselves, odd multipliers have
+        // inverses modulo 2^64 (Newton's iteration).
+        let inverse = |a: u64| (0..6).fold(a, |x: u64, _| x.wrapping_mul(2u64.wrapping_sub(a.wrapping_mul(x))));
+        let unhash = |mut h: u64| {
+            h ^= h >> 33;
+            h = h.wrapping_mul(inverse(0xc4ce_b9fe_1a85_ec53));
+            h ^= h >> 33;
+            h = h.wrapping_mul(inverse(0xff51_afd7_ed55_8ccd));
+            h ^ (h >> 33)
+        };
+        for k in (0..100_000u64).chain([u64::MAX, 1 << 63, VACANT_KEY]).chain((0..1000).map(|i| i * 0x9e37_79b9_7f4a_7c15)) {
+            assert_eq!(unhash(hash_key(k)), k);
+        }
+    }
+
+    #[test]
     fn shards_are_balanced_for_sequential_keys() {
         let shards = 7;
         let mut counts = vec![0usize; shards];
@@ -687,12 +708,12 @@ mod tests {
         // (groups, horizon, kinds): inline while group bits + kinds × horizon ≤ 64.
         for (groups, horizon, kinds) in [(1, 1, 3), (2, 21, 3), (1, 32, 2), (16, 15, 3), (1 << 20, 22, 2), (3, 22, 3), (5, 64, 3), (2, 1000, 3)] {
             let mut u = Users::new(false);
-            u.assign(&FirstRec { key: 9, ts: 0, row: 0, segment: 0 }, hash_key(9));
-            u.assign(&FirstRec { key: VACANT_KEY, ts: 0, row: 1, segment: 0 }, hash_key(VACANT_KEY));
+            u.assign(&FirstRec { user: 9, ts: 0, row: 0, segment: 0 });
+            u.assign(&FirstRec { user: VACANT_KEY, ts: 0, row: 1, segment: 0 });
             u.seal(|_, _| groups as u32 - 1, groups, horizon, kinds);
             assert_eq!(u.inline_bits, (usize::BITS - (groups - 1).leading_zeros()) as usize + kinds * horizon <= 64);
             let ages: Vec<u32> = vec![0, horizon as u32 / 2, horizon as u32 - 1];
-            let i = u.find(9, hash_key(9)).unwrap();
+            let i = u.find(9).unwrap();
             for &a in &ages {
                 u.set_bit(i, PAID, a, Some(MULTI));
                 if kinds == 3 {
@@ -728,14 +749,14 @@ mod tests {
         // key(1) is the vacant-bucket key: that user must be found like any other.
         assert_eq!(key(1), VACANT_KEY);
         for k in 0..100_000u64 {
-            assert!(u.assign(&FirstRec { key: key(k), ts: k as i64, row: k, segment: 0 }, hash_key(key(k))));
+            assert!(u.assign(&FirstRec { user: key(k), ts: k as i64, row: k, segment: 0 }));
         }
         assert_eq!(u.len(), 100_000);
         for k in 0..100_000u64 {
-            assert!(!u.assign(&FirstRec { key: key(k), ts: -1, row: 0, segment: 1 }, hash_key(key(k))));
-            assert!(u.find(key(k), hash_key(key(k))).is_some());
+            assert!(!u.assign(&FirstRec { user: key(k), ts: -1, row: 0, segment: 1 }));
+            assert!(u.find(key(k)).is_some());
         }
-        assert!(u.find(key(100_001), hash_key(key(100_001))).is_none());
+        assert!(u.find(key(100_001)).is_none());
         let mut firsts = vec![];
         u.map_firsts(|ts, segment| {
             firsts.push((ts, segment));
@@ -754,7 +775,7 @@ mod tests {
         u.record_trail();
         for (r, &(k, paying)) in rows.iter().enumerate() {
             if paying {
-                u.assign(&FirstRec { key: k, ts: r as i64, row: r as u64, segment: 0 }, hash_key(k));
+                u.assign(&FirstRec { user: k, ts: r as i64, row: r as u64, segment: 0 });
             } else {
                 u.pass_over();
             }
@@ -766,15 +787,15 @@ mod tests {
         let from_trail = (0..rows.len()).filter(|&i| u.trail.get(i) != PROBE).count();
         assert!(from_trail > rows.len() / 2, "{from_trail} rows from the trail");
         for &(k, _) in &rows {
-            assert_eq!(u.replay(k, hash_key(k)), u.find(k, hash_key(k)));
+            assert_eq!(u.replay(k), u.find(k));
         }
         // Out of step (rows in another order, or more rows than recorded): still right, by probing.
         u.replay_trail();
         u.trail.pos = 0;
         for &(k, _) in rows.iter().rev().chain(&rows) {
-            assert_eq!(u.replay(k, hash_key(k)), u.find(k, hash_key(k)));
+            assert_eq!(u.replay(k), u.find(k));
         }
-        assert_eq!(u.replay(key(60_000), hash_key(key(60_000))), None);
+        assert_eq!(u.replay(key(60_000)), None);
         u.end_trail();
         assert!(!u.replaying());
     }
@@ -782,13 +803,13 @@ mod tests {
     #[test]
     fn assign_keeps_the_earliest_row_whatever_the_order() {
         let recs = [
-            FirstRec { key: 7, ts: 50, row: 3, segment: 1 },
-            FirstRec { key: 7, ts: 40, row: 9, segment: 2 },
-            FirstRec { key: 7, ts: 40, row: 2, segment: 3 },
+            FirstRec { user: 7, ts: 50, row: 3, segment: 1 },
+            FirstRec { user: 7, ts: 40, row: 9, segment: 2 },
+            FirstRec { user: 7, ts: 40, row: 2, segment: 3 },
         ];
         for perm in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]] {
             let mut u = Users::new(true);
-            let new: Vec<bool> = perm.iter().map(|&i| u.assign(&recs[i], hash_key(recs[i].key))).collect();
+            let new: Vec<bool> = perm.iter().map(|&i| u.assign(&recs[i])).collect();
             assert_eq!(new.iter().filter(|&&n| n).count(), 1);
             assert_eq!(u.len(), 1);
             let mut firsts = vec![];
@@ -803,14 +824,14 @@ mod tests {
     #[test]
     fn attribution_counts_cells_bits_and_reasons() {
         let mut u = Users::new(false);
-        u.assign(&FirstRec { key: 1, ts: 0, row: 0, segment: 0 }, hash_key(1));
+        u.assign(&FirstRec { user: 1, ts: 0, row: 0, segment: 0 });
         u.seal(|_, _| 0, 1, 3, 2);
         let at = Attribution { horizon: 3, group_cohort: &[10], missing: Reason::NeverPaid };
         let mut cells = Cells::new(3);
         let mut tally = Tally::default();
-        let order = |key, period, amount| CellRec { key, amount, period, paying: amount > 0 };
+        let order = |key, period, amount| CellRec { user: key, amount, period, paying: amount > 0 };
         for rec in [order(1, 10, 500), order(1, 10, 200), order(1, 11, -100), order(1, 9, 5), order(1, 13, 7), order(2, 10, 9)] {
-            u.attribute_order(&rec, hash_key(rec.key), &at, &mut cells, &mut tally);
+            u.attribute_order(&rec, &at, &mut cells, &mut tally);
         }
         assert_eq!(cells.rows, vec![2, 1, 0]);
         assert_eq!((0..3).map(|i| cells.net(i)).collect::<Vec<_>>(), vec![700, -100, 0]);
