@@ -1,16 +1,16 @@
 //! The sharded kernel.
 //!
-//! Users are split into shards by a hash of their key, one shard per worker thread. Every worker
-//! decodes its share of a chunk of rows; then every shard walks the whole decoded chunk and takes
-//! the rows of its own users. A user lives in exactly one shard, so per-user state (cohort, first
-//! paying order, bitsets of ages with a payment or an activity) needs no locks, and no row is copied
-//! into partition buffers (the scatter that dominated an earlier radix-partitioned design). Lookups
-//! use open addressing with software prefetch a few rows ahead, which hides most of the memory
-//! latency of a table larger than cache, and each bucket holds its user's state next to the key
-//! (earliest timestamp, then group and age bitsets), so a row usually costs one cache miss, not
-//! two. The second pass over the orders does not even probe: the first one notes where it found
-//! each row's user (`Trail`). Distinct counts are exact popcounts and every sum is an integer, so the result is the same
-//! whatever the thread count or batch sizes.
+//! Users are split into shards by their id (a hash of their key), one shard per worker thread.
+//! Every worker decodes its share of a chunk of rows and routes each valid row, packed into one
+//! small record, to its user's shard; then every shard walks the records of its own users. A user
+//! lives in exactly one shard, so per-user state (cohort, first paying order, bitsets of ages with
+//! a payment or an activity) needs no locks. Lookups use open addressing with software prefetch a
+//! few rows ahead, which hides most of the memory latency of a table larger than cache, and each
+//! bucket holds its user's state next to the id (earliest timestamp, then group and age bitsets),
+//! so a row usually costs one cache miss, not two. The second pass over the orders does not even
+//! probe: the first one notes where it found each row's user (`Trail`). Distinct counts are exact
+//! popcounts and every sum is an integer, so the result is the same whatever the thread count or
+//! batch sizes.
 
 use crate::reconcile::{Reason, Tally};
 
@@ -83,10 +83,10 @@ const VACANT_KEY: u64 = 0x9e37_79b9_7f4a_7c15;
 const VACANT: Entry = Entry { key: VACANT_KEY, val: 0 };
 
 /// Where each row a shard took in the first pass over orders was found: its bucket's distance from
-/// the key's home bucket, 4 bits per row, in the order the shard took the rows. The second pass
-/// takes the same rows in the same order (routing depends only on the key, and each shard sees its
+/// the user's home bucket, 4 bits per row, in the order the shard took the rows. The second pass
+/// takes the same rows in the same order (routing depends only on the user, and each shard sees its
 /// rows in input order), so it goes straight to the bucket instead of probing: the probe's
-/// compare-and-step branch, mispredicted whenever a key is not in its home bucket, is what stalled
+/// compare-and-step branch, mispredicted whenever a user is not in its home bucket, is what stalled
 /// that loop's prefetched loads. Rows recorded before the table last grew (their distances changed)
 /// and the rare far-displaced rows are marked to be probed.
 #[derive(Default)]
@@ -198,7 +198,7 @@ impl UserBits<'_> {
 /// cache line.
 #[repr(align(128))]
 pub struct Users {
-    /// `capacity + 1` buckets: the last one is for the user whose key is `VACANT_KEY`.
+    /// `capacity + 1` buckets: the last one is for the user whose id is `VACANT_KEY`.
     entries: Vec<Entry>,
     mask: usize,
     len: usize,
