@@ -674,7 +674,7 @@ mod tests {
             h = h.wrapping_mul(inverse(0xff51_afd7_ed55_8ccd));
             h ^ (h >> 33)
         };
-        for k in (0..100_000u64).chain([u64::MAX, 1 << 63, VACANT_KEY]).chain((0..1000).map(|i| i * 0x9e37_79b9_7f4a_7c15)) {
+        for k in (0..100_000u64).chain([u64::MAX, 1 << 63, VACANT_KEY]).chain((0..1000u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))) {
             assert_eq!(unhash(hash_key(k)), k);
         }
     }
