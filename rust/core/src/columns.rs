@@ -398,7 +398,9 @@ pub struct Want {
     pub period: bool,
 }
 
-/// One chunk of rows decoded column by column (reused between chunks).
+/// Rows decoded column by column (reused between chunks). A worker decodes its share of a step in
+/// blocks of a few thousand rows and routes each block at once; the share itself keeps only what
+/// the shards' loops read: the routed records, the segments and the first row's number.
 #[derive(Default)]
 pub struct Decoded {
     pub key: Vec<u64>,

@@ -227,30 +227,26 @@ trait Pass: Sync {
     fn process(&self, users: &mut Users, acc: &mut Acc, d: &Decoded, r: &Routed);
 }
 
-/// Sorts a decoded chunk's rows out: bad rows go to `pass.bad`, valid rows to the list of their
-/// user's shard (so a shard's loop has no data-dependent branch).
-fn route<P: Pass>(pass: &P, d: &mut Decoded, shards: usize, acc: &mut Acc) -> Result<()> {
-    pass.summarize(d, acc);
-    let mut by_shard = std::mem::take(&mut d.by_shard);
-    by_shard.resize_with(shards, Vec::new);
-    for rows in &mut by_shard {
-        rows.clear();
-        rows.reserve(d.key.len());
-    }
-    let result = (|| {
-        for (k, &key) in d.key.iter().enumerate() {
-            if !d.all_valid && d.status[k] != status::VALID {
-                pass.bad(d, k, d.base + k as u64, acc)?;
-                continue;
-            }
-            let user = hash_key(key);
-            by_shard[shard_of(user, shards)].push(pass.routed(d, k, user));
+/// Sorts a decoded block's rows out: bad rows go to `pass.bad`, valid rows to `by_shard`, the list
+/// of their user's shard (so a shard's loop has no data-dependent branch), indexed from `offset`.
+fn route<P: Pass>(pass: &P, block: &Decoded, by_shard: &mut [Vec<Routed>], offset: u32, acc: &mut Acc) -> Result<()> {
+    pass.summarize(block, acc);
+    for (k, &key) in block.key.iter().enumerate() {
+        if !block.all_valid && block.status[k] != status::VALID {
+            pass.bad(block, k, block.base + k as u64, acc)?;
+            continue;
         }
-        Ok(())
-    })();
-    d.by_shard = by_shard;
-    result
+        let user = hash_key(key);
+        let mut routed = pass.routed(block, k, user);
+        routed.index += offset;
+        by_shard[shard_of(user, by_shard.len())].push(routed);
+    }
+    Ok(())
 }
+
+/// Rows decoded and routed at a time: small enough that the decoded columns are still in the
+/// nearest caches when `route` reads them back.
+const BLOCK_ROWS: usize = 4096;
 
 /// Signups: each user's earliest signup fixes the cohort; later ones are duplicates.
 struct SignupPass<'a> {
@@ -422,6 +418,7 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
         let w = ctx.index();
         let mut lane = lanes[w].lock().unwrap_or_else(PoisonError::into_inner);
         let (users, acc) = &mut *lane;
+        let mut block = Decoded::default();
         let mut lo = round.rows.start;
         let mut step = 0;
         while lo < round.rows.end {
@@ -435,9 +432,23 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
                     // This worker's share of the next step, to be in cache when its turn comes.
                     let next = share(hi, round.rows.end.min(hi + round.step));
                     round.view.prefetch(next.0, next.1);
-                    round.view.decode(a, b, round.cal, round.want, &mut d)?;
+                    let d = &mut *d;
                     d.base = round.row0 + a as u64;
-                    route(round.pass, &mut d, t, acc)
+                    d.segment.clear();
+                    d.by_shard.resize_with(t, Vec::new);
+                    for rows in &mut d.by_shard {
+                        rows.clear();
+                        rows.reserve(b - a);
+                    }
+                    for start in (a..b).step_by(BLOCK_ROWS) {
+                        let end = b.min(start + BLOCK_ROWS);
+                        round.view.decode(start, end, round.cal, round.want, &mut block)?;
+                        block.base = round.row0 + start as u64;
+                        route(round.pass, &block, &mut d.by_shard, (start - a) as u32, acc)?;
+                        // Segments are looked up by `process`, by index into the whole share.
+                        d.segment.extend_from_slice(&block.segment);
+                    }
+                    Ok(())
                 }));
                 let rank = step * (t + 1) + w;
                 match decoded {
@@ -1108,11 +1119,16 @@ mod tests {
         fn process(&self, _users: &mut Users, acc: &mut Acc, d: &Decoded, r: &Routed) {
             let row = d.base + r.index as u64;
             assert!(self.panic_at != Some(row), "deliberate panic at row {row}");
+            // Row i's user is i % 97 (see `round_over`): the record must point back at its own row.
+            assert_eq!(r.user, hash_key(row % 97), "row {row} carries another row's user");
             acc.tally.add(Reason::Used, 0);
+            acc.input_amount += row as i128;
         }
     }
 
-    fn round_over(rows: usize, threads: usize, step: usize, pass: &Probe) -> Result<u64> {
+    /// Runs one round of `pass` over `rows` rows; returns the rows processed and the sum of their
+    /// row numbers.
+    fn round_over(rows: usize, threads: usize, step: usize, pass: &Probe) -> Result<(u64, i128)> {
         let schema = Arc::new(Schema::new(vec![
             Field::new("user_id", DataType::Int64, true),
             Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, None), false),
@@ -1137,14 +1153,17 @@ mod tests {
         let shares: Vec<[RwLock<Decoded>; 2]> = (0..threads).map(|_| Default::default()).collect();
         let round = Round { view: &view, cal: &cal, want: pass.want(), pass, shares: &shares, rows: 0..rows, step, row0: 0 };
         run_round(&pool, &mut shards, &mut accs, &round)?;
-        Ok(accs.iter().map(|a| a.tally.rows(Reason::Used)).sum())
+        Ok((accs.iter().map(|a| a.tally.rows(Reason::Used)).sum(), accs.iter().map(|a| a.input_amount).sum()))
     }
 
     #[test]
     fn a_round_processes_every_row_once_in_any_step_size() {
-        for (threads, step) in [(1, 1), (2, 1), (2, 7), (3, 64), (2, 10_000)] {
+        // Steps of one row, of a few, and of several decoding blocks per worker.
+        for (rows, threads, step) in [(1_000, 1, 1), (1_000, 2, 1), (1_000, 2, 7), (1_000, 3, 64), (1_000, 2, 10_000), (50_000, 2, 30_000), (50_000, 3, 50_000)] {
             let pass = Probe { panic_at: None, null_user_at: None };
-            assert_eq!(round_over(1_000, threads, step, &pass).unwrap(), 1_000, "threads {threads} step {step}");
+            let (count, row_sum) = round_over(rows, threads, step, &pass).unwrap();
+            assert_eq!(count, rows as u64, "rows {rows} threads {threads} step {step}");
+            assert_eq!(row_sum, (rows * (rows - 1) / 2) as i128, "each row once: rows {rows} threads {threads} step {step}");
         }
     }
 
