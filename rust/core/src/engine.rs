@@ -961,6 +961,7 @@ fn finalize(
     let n_groups = groups.len();
     // Complete ages form a prefix: how many there are in each group.
     let complete_ages: Vec<usize> = groups.iter().map(|&(_, c)| (0..h).take_while(|&a| is_complete(c, a)).count()).collect();
+    let has_activity = activity.is_some();
     let (sizes, (repeaters, customers), payers, active) = runner.pool.install(|| {
         runner
             .shards
@@ -971,16 +972,14 @@ fn finalize(
                     users.for_each_user(|g, bits| {
                         let g = g as usize;
                         acc.0[g] += 1;
-                        bits.for_each_age(PAID, |a| acc.2[g * h + a] += 1);
+                        bits.count_ages(PAID, &mut acc.2[g * h..(g + 1) * h]);
                         let paid_complete = bits.count_below(PAID, complete_ages[g]);
                         let multi_complete = bits.count_below(MULTI, complete_ages[g]) > 0;
-                        if paid_complete >= 2 || multi_complete {
-                            acc.1 .0[g] += 1;
+                        acc.1 .0[g] += u64::from(paid_complete >= 2 || multi_complete);
+                        acc.1 .1[g] += u64::from(paid_complete >= 1);
+                        if has_activity {
+                            bits.count_ages(ACTIVE, &mut acc.3[g * h..(g + 1) * h]);
                         }
-                        if paid_complete >= 1 {
-                            acc.1 .1[g] += 1;
-                        }
-                        bits.for_each_age(ACTIVE, |a| acc.3[g * h + a] += 1);
                     });
                     acc
                 },

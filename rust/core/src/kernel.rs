@@ -162,6 +162,22 @@ impl UserBits<'_> {
         self.for_each_bit(start, end, |b| f(b - start));
     }
 
+    /// Adds 1 to `counts[age]` for every age set in bitset `kind` (`counts` has one slot per age).
+    /// In the one-word case it goes through every age without a branch: the number of ages set
+    /// differs from user to user, and a loop over them mispredicts its exit about once a user.
+    #[inline]
+    pub fn count_ages(&self, kind: usize, counts: &mut [u64]) {
+        if let [word] = self.words {
+            let start = kind * self.horizon;
+            let bits = if start < 64 { word >> start } else { 0 };
+            for (a, count) in counts.iter_mut().enumerate().take(self.horizon.min(64usize.saturating_sub(start))) {
+                *count += (bits >> a) & 1;
+            }
+            return;
+        }
+        self.for_each_age(kind, |a| counts[a] += 1);
+    }
+
     /// How many ages below `upto` are set in bitset `kind`.
     #[inline]
     pub fn count_below(&self, kind: usize, upto: usize) -> u32 {
