@@ -743,6 +743,10 @@ mod tests {
             let g = groups as u32 - 1;
             u.for_each_user(|_, bits| {
                 for kind in [PAID, MULTI, ACTIVE] {
+                    let (mut counted, mut walked) = (vec![0u64; horizon], vec![0u64; horizon]);
+                    bits.count_ages(kind, &mut counted);
+                    bits.for_each_age(kind, |a| walked[a] += 1);
+                    assert_eq!(counted, walked, "horizon {horizon} kind {kind}");
                     for upto in [0, 1, horizon / 2, horizon / 2 + 1, horizon, horizon + 5] {
                         let mut below = 0;
                         bits.for_each_age(kind, |a| below += (a < upto) as u32);
