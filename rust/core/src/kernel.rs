@@ -382,27 +382,19 @@ impl Users {
             }
             return !occupied;
         }
+        // With segments, ties on the timestamp go to the earlier row (it decides the segment).
         if self.occupied(i) {
             let earliest = self.entries[i].val as i64;
-            let earlier = if self.tracks_segments {
-                rec.ts < earliest || (rec.ts == earliest && rec.row < self.first_row[i])
-            } else {
-                rec.ts < earliest
-            };
-            if earlier {
+            if rec.ts < earliest || (rec.ts == earliest && rec.row < self.first_row[i]) {
                 self.entries[i].val = rec.ts as u64;
-                if self.tracks_segments {
-                    self.first_row[i] = rec.row;
-                    self.first_segment[i] = rec.segment;
-                }
+                self.first_row[i] = rec.row;
+                self.first_segment[i] = rec.segment;
             }
             return false;
         }
         self.entries[i] = Entry { key: rec.user, val: rec.ts as u64 };
-        if self.tracks_segments {
-            self.first_row[i] = rec.row;
-            self.first_segment[i] = rec.segment;
-        }
+        self.first_row[i] = rec.row;
+        self.first_segment[i] = rec.segment;
         if i > self.mask {
             self.vacant_key_used = true;
         }
