@@ -398,9 +398,7 @@ pub struct Want {
     pub period: bool,
 }
 
-/// Rows decoded column by column (reused between chunks). A worker decodes its share of a step in
-/// blocks of a few thousand rows and routes each block at once; the share itself keeps only what
-/// the shards' loops read: the routed records, the segments and the first row's number.
+/// A block of rows decoded column by column (reused from block to block).
 #[derive(Default)]
 pub struct Decoded {
     pub key: Vec<u64>,
@@ -410,26 +408,10 @@ pub struct Decoded {
     pub amount: Vec<i64>,
     pub segment: Vec<u32>,
     pub status: Vec<u8>,
-    /// No row in the chunk has a non-VALID status.
+    /// No row in the block has a non-VALID status.
     pub all_valid: bool,
-    /// Filled by the kernel: the valid rows of each user shard, and the global index of the
-    /// chunk's first row.
-    pub by_shard: Vec<Vec<Routed>>,
+    /// Global index of the block's first row (set by the caller).
     pub base: u64,
-}
-
-/// A valid row routed to its user's shard, with what the shard's loop reads packed together: the
-/// loop then streams one array (half of it written by another core) instead of picking from five.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Routed {
-    /// The user's id (`kernel::hash_key` of the key).
-    pub user: u64,
-    /// The timestamp (passes that fix cohorts) or the fixed-point amount (attribution).
-    pub value: i64,
-    /// The period (attribution), or for the first-purchase pass 1 when the order pays, else 0.
-    pub period: i32,
-    /// The row's index in its chunk.
-    pub index: u32,
 }
 
 /// How raw timestamp values map to periods (kept so cohorts can be placed after a pass).
