@@ -276,3 +276,53 @@ def test_since_at_a_dst_gap_boundary(since, period):
               since=since, as_of="2016-03-01")  # fmt: skip
     table, _ = cohorts(orders, **kw)
     assert_matches_reference(table, reference_cohorts(orders, **kw), orders, "amount", 4, [])
+
+
+def _user_with_vacant_id() -> int:
+    """The int64 user id that the engine's key mix sends to its tables' vacant-bucket marker.
+
+    The mix (murmur3's 64-bit finalizer) is undone step by step: each xor-shift by 33 undoes itself,
+    and each odd multiplier has an inverse modulo 2**64.
+    """
+    m = 1 << 64
+    h = 0x9E37_79B9_7F4A_7C15
+    h ^= h >> 33
+    h = h * pow(0xC4CE_B9FE_1A85_EC53, -1, m) % m
+    h ^= h >> 33
+    h = h * pow(0xFF51_AFD7_ED55_8CCD, -1, m) % m
+    h ^= h >> 33
+    return h - m if h >= 1 << 63 else h
+
+
+@pytest.mark.parametrize("kind", ["table", "reader", "parquet"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_user_whose_id_is_the_vacant_marker_counts_like_any_other(kind: str, threads: int, tmp_path: Any) -> None:
+    """That user lives in the table's extra bucket: found in both passes, with or without the trail
+    (in-memory table and one-shot stream: trail; parquet: none), with activity too."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    special = _user_with_vacant_id()
+    rng = np.random.default_rng(11)
+    n = 3_000
+    users = rng.integers(0, 300, n) * 1_000_003
+    users[rng.random(n) < 0.1] = special
+    secs = np.datetime64("2024-01-01T00:00:00", "s").astype(np.int64) + rng.integers(0, 300 * 86_400, n)
+    orders = pa.table(
+        {
+            "user_id": pa.array(users, pa.int64()),
+            "ts": pa.array(secs, pa.int64()).cast(pa.timestamp("s", "UTC")),
+            "amount": pa.array(np.round(rng.normal(20, 30, n), 2), pa.float64()),
+        }
+    )
+    activity = pa.table({"user_id": pa.array([special, special, 0], pa.int64()), "ts": orders["ts"].take([0, 1, 2])})
+    kw = dict(horizon=6, activity=activity)
+    ref = reference_cohorts(orders, **kw)
+    feed: Any = orders
+    if kind == "reader":
+        feed = pa.RecordBatchReader.from_batches(orders.schema, orders.to_batches(max_chunksize=700))
+    elif kind == "parquet":
+        pq.write_table(orders, tmp_path / "orders.parquet", row_group_size=500)
+        feed = str(tmp_path / "orders.parquet")
+    table, _ = cohorts(feed, **kw, threads=threads, _chunk_rows=256)
+    assert_matches_reference(table, ref, orders, "amount", 4, [])
