@@ -113,20 +113,20 @@ def resolve(data: Any, columns: Sequence[str], *, table: str) -> Source:
     if isinstance(data, (str, os.PathLike)):
         dataset = _dataset(data)
         projection = cols if _present(dataset.schema.names, cols) else None
-        return Source(lambda: _scan(dataset, projection), True, False)
+        return Source(lambda: _scan(dataset, projection), reopenable=True, in_memory=False)
     if isinstance(data, pa.Table):
         t = data.select(cols) if _present(data.column_names, cols) else data
-        return Source(lambda: t, True, True)
+        return Source(lambda: t, reopenable=True, in_memory=True)
     if isinstance(data, pa.RecordBatch):
         t = pa.Table.from_batches([data])
         return resolve(t, cols, table=table)
     if isinstance(data, pl.DataFrame):
         df = data.select(cols) if _present(data.columns, cols) else data
-        return Source(lambda: df, True, True)
+        return Source(lambda: df, reopenable=True, in_memory=True)
     if isinstance(data, pl.LazyFrame):
         names = data.collect_schema().names()
         lf = data.select(cols) if _present(names, cols) else data
-        return Source(lambda: _lazy_batches(lf), True, False)
+        return Source(lambda: _lazy_batches(lf), reopenable=True, in_memory=False)
     module = type(data).__module__.split(".")[0]
     if module == "pandas":
         t = pa.Table.from_pandas(data, preserve_index=False)
@@ -134,7 +134,7 @@ def resolve(data: Any, columns: Sequence[str], *, table: str) -> Source:
     if module in ("duckdb", "_duckdb") and hasattr(data, "to_arrow_reader"):
         names = list(data.columns)
         rel = data.select(*[f'"{c}"' for c in cols]) if _present(names, cols) else data
-        return Source(lambda: rel.to_arrow_reader(1 << 20), True, False)
+        return Source(lambda: rel.to_arrow_reader(1 << 20), reopenable=True, in_memory=False)
     if isinstance(data, pa.RecordBatchReader) or hasattr(data, "__arrow_c_stream__"):
         used = [False]
 
@@ -144,7 +144,7 @@ def resolve(data: Any, columns: Sequence[str], *, table: str) -> Source:
             used[0] = True
             return data
 
-        return Source(once, False, False)
+        return Source(once, reopenable=False, in_memory=False)
     raise TypeError(
         f"{table}: cannot read an object of type {type(data).__name__}; pass a pyarrow Table or "
         "RecordBatchReader, a polars DataFrame or LazyFrame, a pandas DataFrame, a DuckDB relation, "
@@ -221,7 +221,7 @@ class SegmentCoder:
 
             return pa.RecordBatchReader.from_batches(first.schema, chained())
 
-        return Source(open_coded, source.reopenable, source.in_memory)
+        return Source(open_coded, reopenable=source.reopenable, in_memory=source.in_memory)
 
 
 def _empty_schema(schema: pa.Schema, keep: Sequence[str]) -> pa.Schema:

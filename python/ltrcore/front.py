@@ -157,7 +157,7 @@ def cohorts(
             frame = coder.encode(frame)
             segment_dictionary = coder.dictionary()
         table = frame.to_arrow()
-        signup_source = Source(lambda: table, False, True)
+        signup_source = Source(lambda: table, reopenable=False, in_memory=True)
     elif by_cols:
         orders_source = resolve(orders, [user, ts, amount, *by_cols], table="orders")
         coder = SegmentCoder(by_cols)

@@ -251,7 +251,6 @@ enum TsReader<'a> {
     Date64(&'a [i64]),
 }
 
-#[inline]
 fn to_seconds(v: i64, unit: TimeUnit) -> i64 {
     match unit {
         TimeUnit::Second => v,
