@@ -525,10 +525,9 @@ impl Users {
                 let extra = 1u64 << (g + also * self.horizon + age as usize);
                 new |= if val & mask != 0 { extra } else { 0 };
             }
-            // Only dirty the cache line when something changes.
-            if new != val {
-                self.entries[i].val = new;
-            }
+            // Written back even when unchanged: whether a row sets a new bit is a coin flip to the
+            // branch predictor, and a mispredicted branch here costs more than a dirty cache line.
+            self.entries[i].val = new;
         } else {
             let slot = (self.entries[i].val >> 32) as usize * self.stride;
             let (w, mask) = (slot + (b >> 6), 1u64 << (b & 63));
