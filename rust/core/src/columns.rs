@@ -652,9 +652,10 @@ impl<'a> BatchView<'a> {
         Ok(())
     }
 
-    /// Starts loading rows `lo..hi` of the columns a pass reads into cache, ahead of `decode`: a
-    /// step's rows come from memory several times faster when asked for early than when the
-    /// decoding loops meet them one cache line at a time.
+    /// Starts loading rows `lo..hi` of the columns a pass reads into cache, ahead of `decode`: rows
+    /// come from memory several times faster when asked for early than when the decoding loops meet
+    /// them one cache line at a time. Asked for one block ahead, not a whole step: a step's rows
+    /// asked for early would be pushed out of the core's cache by the table work in between.
     pub fn prefetch(&self, lo: usize, hi: usize) {
         let user = match &self.user {
             UserReader::Ints(ints) => ints.raw(),

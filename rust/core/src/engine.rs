@@ -454,11 +454,7 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
                 let decoded = catch_unwind(AssertUnwindSafe(|| {
                     let mut guard = round.shares[w][parity].write().unwrap_or_else(PoisonError::into_inner);
                     let mine = &mut *guard;
-                    let rows_of = |lo: usize, hi: usize| (lo + (hi - lo) * w / t, lo + (hi - lo) * (w + 1) / t);
-                    let (a, b) = rows_of(lo, hi);
-                    // This worker's share of the next step, to be in cache when its turn comes.
-                    let next = rows_of(hi, round.rows.end.min(hi + round.step));
-                    round.view.prefetch(next.0, next.1);
+                    let (a, b) = (lo + (hi - lo) * w / t, lo + (hi - lo) * (w + 1) / t);
                     mine.base = round.row0 + a as u64;
                     mine.segment.clear();
                     mine.by_shard.resize_with(t, Vec::new);
@@ -468,6 +464,9 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
                     }
                     for start in (a..b).step_by(BLOCK_ROWS) {
                         let end = b.min(start + BLOCK_ROWS);
+                        // The next block's rows, one block ahead: they arrive while this one is
+                        // decoded and are still in the core's own cache when read.
+                        round.view.prefetch(end, b.min(end + BLOCK_ROWS));
                         round.view.decode(start, end, round.cal, round.want, &mut block)?;
                         block.base = round.row0 + start as u64;
                         route(round.pass, &block, &mut mine.by_shard, (start - a) as u32, acc)?;
