@@ -82,6 +82,23 @@ struct Entry {
 const VACANT_KEY: u64 = 0x9e37_79b9_7f4a_7c15;
 const VACANT: Entry = Entry { key: VACANT_KEY, val: 0 };
 
+/// Buckets sorted out at a time by `occupied_in`.
+const WALK_CHUNK: usize = 512;
+
+/// Writes the offsets of the occupied buckets of `chunk` (at most `WALK_CHUNK` long) to `found`, in
+/// order, and returns how many there are. Branch-free: about a third of the buckets are occupied, in
+/// no pattern a branch predictor could learn, so the walks over whole tables (growing, sealing, the
+/// final counts) were mostly mispredictions.
+#[inline(always)]
+fn occupied_in(chunk: &[Entry], found: &mut [u32; WALK_CHUNK]) -> usize {
+    let mut n = 0;
+    for (j, e) in chunk.iter().enumerate() {
+        found[n] = j as u32;
+        n += usize::from(e.key != VACANT_KEY);
+    }
+    n
+}
+
 /// Where each row a shard took in the first pass over orders was found: its bucket's distance from
 /// the user's home bucket, 4 bits per row, in the order the shard took the rows. The second pass
 /// takes the same rows in the same order (routing depends only on the user, and each shard sees its
@@ -325,9 +342,30 @@ impl Users {
         }
     }
 
-    /// Indices of the occupied buckets.
-    fn occupied_buckets(&self) -> impl Iterator<Item = usize> + '_ {
-        (0..self.entries.len()).filter(|&i| self.occupied(i))
+    /// Calls `f(i)` for every occupied bucket `i`, in order.
+    fn for_each_occupied(&self, mut f: impl FnMut(usize)) {
+        let capacity = self.mask + 1;
+        let mut found = [0u32; WALK_CHUNK];
+        for start in (0..capacity).step_by(WALK_CHUNK) {
+            let n = occupied_in(&self.entries[start..capacity.min(start + WALK_CHUNK)], &mut found);
+            found[..n].iter().for_each(|&j| f(start + j as usize));
+        }
+        if self.vacant_key_used {
+            f(capacity);
+        }
+    }
+
+    /// `for_each_occupied` for a walk that changes the buckets: `f(self, i)`.
+    fn for_each_occupied_mut(&mut self, mut f: impl FnMut(&mut Self, usize)) {
+        let capacity = self.mask + 1;
+        let mut found = [0u32; WALK_CHUNK];
+        for start in (0..capacity).step_by(WALK_CHUNK) {
+            let n = occupied_in(&self.entries[start..capacity.min(start + WALK_CHUNK)], &mut found);
+            found[..n].iter().for_each(|&j| f(self, start + j as usize));
+        }
+        if self.vacant_key_used {
+            f(self, capacity);
+        }
     }
 
     #[cold]
@@ -345,12 +383,17 @@ impl Users {
             self.first_row[last] = old_row[old_cap];
             self.first_segment[last] = old_segment[old_cap];
         }
-        for (j, e) in old[..old_cap].iter().enumerate().filter(|(_, e)| e.key != VACANT_KEY) {
-            let i = self.probe(e.key);
-            self.entries[i] = *e;
-            if self.tracks_segments {
-                self.first_row[i] = old_row[j];
-                self.first_segment[i] = old_segment[j];
+        let mut found = [0u32; WALK_CHUNK];
+        for start in (0..old_cap).step_by(WALK_CHUNK) {
+            let n = occupied_in(&old[start..old_cap.min(start + WALK_CHUNK)], &mut found);
+            for &j in &found[..n] {
+                let j = start + j as usize;
+                let i = self.probe(old[j].key);
+                self.entries[i] = old[j];
+                if self.tracks_segments {
+                    self.first_row[i] = old_row[j];
+                    self.first_segment[i] = old_segment[j];
+                }
             }
         }
         // Every bucket moved: the distances recorded so far no longer hold.
@@ -452,12 +495,10 @@ impl Users {
     /// Replaces every user's earliest timestamp `ts` by `f(ts, segment)` (before sealing): the
     /// engine turns each into the cohort period once, for both the list of groups and the seal.
     pub fn map_firsts(&mut self, mut f: impl FnMut(i64, u32) -> i64) {
-        for i in 0..self.entries.len() {
-            if self.occupied(i) {
-                let segment = if self.tracks_segments { self.first_segment[i] } else { 0 };
-                self.entries[i].val = f(self.entries[i].val as i64, segment) as u64;
-            }
-        }
+        self.for_each_occupied_mut(|users, i| {
+            let segment = if users.tracks_segments { users.first_segment[i] } else { 0 };
+            users.entries[i].val = f(users.entries[i].val as i64, segment) as u64;
+        });
     }
 
     /// Replaces each user's earliest value (timestamp or period) by its group (its (segment,
@@ -468,15 +509,12 @@ impl Users {
         self.horizon = horizon;
         self.inline_bits = self.group_bits as usize + kinds * horizon <= 64;
         let mut slot = 0u64;
-        for i in 0..self.entries.len() {
-            if !self.occupied(i) {
-                continue;
-            }
-            let segment = if self.tracks_segments { self.first_segment[i] } else { 0 };
-            let group = group_of(self.entries[i].val as i64, segment) as u64;
-            self.entries[i].val = if self.inline_bits { group } else { group | (slot << 32) };
+        self.for_each_occupied_mut(|users, i| {
+            let segment = if users.tracks_segments { users.first_segment[i] } else { 0 };
+            let group = group_of(users.entries[i].val as i64, segment) as u64;
+            users.entries[i].val = if users.inline_bits { group } else { group | (slot << 32) };
             slot += 1;
-        }
+        });
         // The earliest rows are no longer needed once groups are known: free them before the bitsets
         // are allocated, so the two never take memory at the same time.
         self.first_row = Vec::new();
@@ -491,7 +529,7 @@ impl Users {
     /// Calls `f(group, bits)` for every user (after sealing).
     pub fn for_each_user(&self, mut f: impl FnMut(u32, UserBits<'_>)) {
         let group_mask = self.group_mask();
-        for i in self.occupied_buckets() {
+        self.for_each_occupied(|i| {
             let val = self.entries[i].val;
             let group = (val & group_mask) as u32;
             if self.inline_bits {
@@ -502,7 +540,7 @@ impl Users {
                 let words = &self.bits[slot * self.stride..(slot + 1) * self.stride];
                 f(group, UserBits { words, horizon: self.horizon });
             }
-        }
+        });
     }
 
     #[inline(always)]
