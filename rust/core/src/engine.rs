@@ -251,6 +251,28 @@ trait Pass: Sync {
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed;
     /// Processes a valid row in its user's shard.
     fn process(&self, users: &mut Users, acc: &mut Acc, share: &Share, r: &Routed);
+    /// Processes a shard's rows of one share, each row's bucket asked for a few rows ahead. One
+    /// call per share, not per row, so that `process` is inlined into the loop.
+    #[inline(never)]
+    fn process_rows(&self, users: &mut Users, acc: &mut Acc, share: &Share, rows: &[Routed]) {
+        let state_outside = users.state_outside();
+        let replaying = users.replaying();
+        for (i, r) in rows.iter().enumerate() {
+            if let Some(ahead) = rows.get(i + PREFETCH_BUCKET) {
+                if replaying {
+                    users.prefetch_replayed(PREFETCH_BUCKET, ahead.user);
+                } else {
+                    users.prefetch(ahead.user);
+                }
+            }
+            if state_outside {
+                if let Some(ahead) = rows.get(i + PREFETCH_STATE) {
+                    users.prefetch_state(ahead.user);
+                }
+            }
+            self.process(users, acc, share, r);
+        }
+    }
 }
 
 /// Sorts a decoded block's rows out: bad rows go to `pass.bad`, valid rows to `by_shard`, the list
@@ -293,6 +315,7 @@ impl Pass for SignupPass<'_> {
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
         Routed { user, value: d.ts[k], period: 0, index: k as u32 }
     }
+    #[inline(always)]
     fn process(&self, users: &mut Users, acc: &mut Acc, share: &Share, r: &Routed) {
         let rec = FirstRec { user: r.user, ts: r.value, row: share.base + r.index as u64, segment: seg(share, r.index) };
         if !users.assign(&rec) {
@@ -324,6 +347,7 @@ impl Pass for FirstPurchasePass<'_> {
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
         Routed { user, value: d.ts[k], period: i32::from(d.amount[k] > self.threshold), index: k as u32 }
     }
+    #[inline(always)]
     fn process(&self, users: &mut Users, _acc: &mut Acc, share: &Share, r: &Routed) {
         if r.period != 0 {
             users.assign(&FirstRec { user: r.user, ts: r.value, row: share.base + r.index as u64, segment: seg(share, r.index) });
@@ -361,6 +385,7 @@ impl Pass for OrdersPass<'_> {
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
         Routed { user, value: d.amount[k], period: d.period[k], index: k as u32 }
     }
+    #[inline(always)]
     fn process(&self, users: &mut Users, acc: &mut Acc, _share: &Share, r: &Routed) {
         let rec = CellRec { user: r.user, amount: r.value, period: r.period, paying: r.value > self.threshold };
         users.attribute_order(&rec, &self.at, &mut acc.cells, &mut acc.tally)
@@ -387,6 +412,7 @@ impl Pass for ActivityPass<'_> {
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
         Routed { user, value: 0, period: d.period[k], index: k as u32 }
     }
+    #[inline(always)]
     fn process(&self, users: &mut Users, acc: &mut Acc, _share: &Share, r: &Routed) {
         let rec = CellRec { user: r.user, amount: 0, period: r.period, paying: false };
         users.attribute_activity(&rec, &self.at, &mut acc.cells, &mut acc.tally)
@@ -487,26 +513,9 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
                 break;
             }
             let processed = catch_unwind(AssertUnwindSafe(|| {
-                let state_outside = users.state_outside();
-                let replaying = users.replaying();
                 for shares in round.shares {
                     let share = shares[parity].read().unwrap_or_else(PoisonError::into_inner);
-                    let rows = &share.by_shard[w];
-                    for (i, r) in rows.iter().enumerate() {
-                        if let Some(ahead) = rows.get(i + PREFETCH_BUCKET) {
-                            if replaying {
-                                users.prefetch_replayed(PREFETCH_BUCKET, ahead.user);
-                            } else {
-                                users.prefetch(ahead.user);
-                            }
-                        }
-                        if state_outside {
-                            if let Some(ahead) = rows.get(i + PREFETCH_STATE) {
-                                users.prefetch_state(ahead.user);
-                            }
-                        }
-                        round.pass.process(users, acc, &share, r);
-                    }
+                    round.pass.process_rows(users, acc, &share, &share.by_shard[w]);
                 }
             }));
             if let Err(panic) = processed {
