@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """ltrcore against hand-written Polars and DuckDB on the same order table, in one run.
 
-    python benches/vs_peers.py --rows 20M [--engines ltrcore,polars,duckdb] [--threads N]
+    python benches/vs_peers.py --rows 20M [--engines ltrcore,polars,duckdb] [--threads N] [--rounds N]
 
 The data comes from ``ltrcore.demo.orders_only``: shuffled rows, sparse int64 user ids, about 12.7
 orders per user over 24 months, and 3 % refunds. It is generated once and cached as an uncompressed
@@ -9,7 +9,9 @@ Arrow IPC file under ``bench-data/`` at the repo root. Each engine then runs in 
 The subprocess reads the file fully into memory as a pyarrow Table. It then resets the kernel's peak-RSS
 mark (``/proc/self/clear_refs`` ← ``5``) and runs the job ``--repeat`` times. It reports the first
 and the best wall time, and the peak RSS above the loaded baseline (``VmHWM`` − ``VmRSS`` at the
-reset). The job is ``ltrcore.cohorts(orders, horizon=12, period="month", tz="UTC")`` with
+reset). With ``--rounds N`` the engines take turns N times, each time in a fresh process, and each
+engine's times are pooled, so that the machine's speed drifting during the run does not favour the
+engine that ran in the fast minutes. The job is ``ltrcore.cohorts(orders, horizon=12, period="month", tz="UTC")`` with
 first-purchase cohorts, restricted to complete cells. ``peers.py`` holds the Polars and DuckDB
 versions of the same job.
 
@@ -241,7 +243,9 @@ def report(results: dict[str, dict[str, Any]], meta: dict[str, Any], args: argpa
     base = results.get("ltrcore")
     head = (
         f"{rows:,} orders, {meta['users']:,} users, input {input_mb:,.0f} MiB (Arrow), "
-        f"threads {args.threads or 'all'} of {os.cpu_count()}, {args.repeat} runs, horizon {args.horizon}"
+        f"threads {args.threads or 'all'} of {os.cpu_count()}, {args.repeat} runs"
+        + (f" × {args.rounds} rounds (engines in turn)" if args.rounds > 1 else "")
+        + f", horizon {args.horizon}"
     )
     cols = ["engine", "version", "first s", "best s", "M rows/s", "peak MiB", "peak/input", "ltrcore speedup", "ltrcore mem"]
     table = []
@@ -278,7 +282,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=parse_rows, default=parse_rows("2M"), help="order rows, e.g. 200k, 2M, 20M (default 2M)")
     p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of ltrcore,polars,duckdb")
     p.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all cores)")
-    p.add_argument("--repeat", type=int, default=3, help="timed runs per engine; reports the first and the best (default 3)")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per engine process; reports the first and the best (default 3)")
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="engines take turns this many times, each in a fresh process; times are pooled per engine, so a "
+        "drift in the machine's speed during the run weighs on every engine alike (default 1)",
+    )
     p.add_argument("--horizon", type=int, default=12)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--users", type=int, default=None, help="distinct users (default rows / 12.7)")
@@ -298,22 +309,28 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
         p.error(f"unknown engines {unknown}; choose from {', '.join(ENGINES)}")
-    if args.repeat < 1:
-        p.error("--repeat must be >= 1")
+    if args.repeat < 1 or args.rounds < 1:
+        p.error("--repeat and --rounds must be >= 1")
 
     data, meta = ensure_data(args.rows, args.seed, args.users)
     results: dict[str, dict[str, Any]] = {}
     outputs: dict[str, Path] = {}
     skipped: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="ltrcore-bench-") as tmp:
-        for engine in engines:
-            out = Path(tmp) / f"{engine}.parquet"
-            r = run_engine(engine, data, args, out)
-            if "skipped" in r:
-                skipped[engine] = r["skipped"]
-            else:
-                results[engine] = r
-                outputs[engine] = out
+        for _ in range(args.rounds):
+            for engine in (e for e in engines if e not in skipped):
+                out = Path(tmp) / f"{engine}.parquet"
+                r = run_engine(engine, data, args, out)
+                if "skipped" in r:
+                    skipped[engine] = r["skipped"]
+                elif engine in results:
+                    pooled = results[engine]
+                    pooled["times"] += r["times"]
+                    pooled["peak_extra_mb"] = max(pooled["peak_extra_mb"], r["peak_extra_mb"])
+                    pooled["exact_peak"] = pooled.get("exact_peak", True) and r.get("exact_peak", True)
+                else:
+                    results[engine] = r
+                    outputs[engine] = out
         if not results:
             print("no engine ran", file=sys.stderr)
             return 2
