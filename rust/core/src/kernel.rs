@@ -99,6 +99,15 @@ fn occupied_in(chunk: &[Entry], found: &mut [u32; WALK_CHUNK]) -> usize {
     n
 }
 
+/// Calls `f(i)` for every occupied bucket `i` of `entries`, in order.
+fn for_each_occupied_in(entries: &[Entry], mut f: impl FnMut(usize)) {
+    let mut found = [0u32; WALK_CHUNK];
+    for (c, chunk) in entries.chunks(WALK_CHUNK).enumerate() {
+        let n = occupied_in(chunk, &mut found);
+        found[..n].iter().for_each(|&j| f(c * WALK_CHUNK + j as usize));
+    }
+}
+
 /// Where each row a shard took in the first pass over orders was found: its bucket's distance from
 /// the user's home bucket, 4 bits per row, in the order the shard took the rows. The second pass
 /// takes the same rows in the same order (routing depends only on the user, and each shard sees its
@@ -345,17 +354,14 @@ impl Users {
     /// Calls `f(i)` for every occupied bucket `i`, in order.
     fn for_each_occupied(&self, mut f: impl FnMut(usize)) {
         let capacity = self.mask + 1;
-        let mut found = [0u32; WALK_CHUNK];
-        for start in (0..capacity).step_by(WALK_CHUNK) {
-            let n = occupied_in(&self.entries[start..capacity.min(start + WALK_CHUNK)], &mut found);
-            found[..n].iter().for_each(|&j| f(start + j as usize));
-        }
+        for_each_occupied_in(&self.entries[..capacity], &mut f);
         if self.vacant_key_used {
             f(capacity);
         }
     }
 
-    /// `for_each_occupied` for a walk that changes the buckets: `f(self, i)`.
+    /// `for_each_occupied` for a walk that changes the buckets: `f(self, i)` (the buckets are
+    /// borrowed one chunk at a time, so `f` may write to them).
     fn for_each_occupied_mut(&mut self, mut f: impl FnMut(&mut Self, usize)) {
         let capacity = self.mask + 1;
         let mut found = [0u32; WALK_CHUNK];
@@ -383,19 +389,14 @@ impl Users {
             self.first_row[last] = old_row[old_cap];
             self.first_segment[last] = old_segment[old_cap];
         }
-        let mut found = [0u32; WALK_CHUNK];
-        for start in (0..old_cap).step_by(WALK_CHUNK) {
-            let n = occupied_in(&old[start..old_cap.min(start + WALK_CHUNK)], &mut found);
-            for &j in &found[..n] {
-                let j = start + j as usize;
-                let i = self.probe(old[j].key);
-                self.entries[i] = old[j];
-                if self.tracks_segments {
-                    self.first_row[i] = old_row[j];
-                    self.first_segment[i] = old_segment[j];
-                }
+        for_each_occupied_in(&old[..old_cap], |j| {
+            let i = self.probe(old[j].key);
+            self.entries[i] = old[j];
+            if self.tracks_segments {
+                self.first_row[i] = old_row[j];
+                self.first_segment[i] = old_segment[j];
             }
-        }
+        });
         // Every bucket moved: the distances recorded so far no longer hold.
         self.trail.valid_from = self.trail.len;
     }
