@@ -11,9 +11,11 @@ from .exceptions import (
     ColumnNotFoundError,
     DtypeError,
     ExcludedRowsWarning,
+    InputNotFoundError,
     InternalError,
     InvalidArgumentError,
     LtrcoreError,
+    OutOfMemoryError,
     StreamError,
 )
 from .front import cohorts
@@ -25,9 +27,11 @@ __all__ = [
     "ColumnNotFoundError",
     "DtypeError",
     "ExcludedRowsWarning",
+    "InputNotFoundError",
     "InternalError",
     "InvalidArgumentError",
     "LtrcoreError",
+    "OutOfMemoryError",
     "StreamError",
     "__version__",
     "cohorts",

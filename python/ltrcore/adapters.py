@@ -1,19 +1,28 @@
-"""Input adapters: turn whatever the caller has into re-openable Arrow streams.
+"""Input adapters: turn whatever the caller has into Arrow streams the engine can read.
 
-Every input becomes a :class:`Source`: a zero-argument ``open()`` that returns an object with
-``__arrow_c_stream__``, plus whether ``open()`` may be called again. First-purchase cohorts read the
-orders twice (once for each user's first paying order, once to attribute every row); a source that
-can't be re-opened (a ``pyarrow.RecordBatchReader``, an unknown stream object) is then buffered by
-the engine, which keeps only the batches it was handed.
+Every input becomes a :class:`Source`: a zero-argument ``open()`` plus whether ``open()`` may be
+called again. ``open()`` returns either an object with ``__arrow_c_stream__`` (tables and
+DataFrames: read by the engine without touching Python), or a :class:`Batches`, a Python iterator
+of record batches that the engine pulls one at a time (streams, files, LazyFrames). A
+:class:`Batches` checks every batch against its schema, names the file a read failed in, and turns
+a failure of the producer into :class:`~ltrcore.StreamError` (``KeyboardInterrupt`` and
+``MemoryError`` pass through unchanged).
 
-Only the needed columns are projected where the input allows it. When a named column is missing the
-input is passed on whole, so the engine's error lists every available column.
+First-purchase cohorts read the orders twice. A source that can't be re-opened (a
+``pyarrow.RecordBatchReader``, an unknown stream object) is then buffered by the engine, which keeps
+only the batches it was handed. Such a one-shot source is remembered once ltrcore has started
+reading it, so that reading it again (a retry after a failure, or the same reader passed twice) is
+an error rather than an empty or truncated table.
+
+Only the needed columns are projected where the input allows it. When a named column is missing or
+ambiguous the input is passed on whole, so the engine's error lists every available column.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +31,7 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from .exceptions import ColumnNotFoundError, InvalidArgumentError
+from .exceptions import ColumnNotFoundError, InputNotFoundError, InvalidArgumentError, LtrcoreError, StreamError
 
 #: Name of the uint32 segment-code column the front adds for the engine.
 SEGMENT_CODE = "__ltrcore_segment"
@@ -37,6 +46,98 @@ class Source:
     in_memory: bool
 
 
+class Batches:
+    """A stream of record batches produced by Python code, checked batch by batch.
+
+    The engine pulls batches with ``next()``; ``schema`` is the stream's schema. Every batch must
+    match it column for column (names and dtypes), as ``pyarrow``'s own ``read_all()`` requires: a
+    batch that does not is a :class:`StreamError` naming the batch and the column, never a batch
+    read as something else. An exception raised by the producer becomes a :class:`StreamError`
+    (its cause kept), except ltrcore's own errors, ``MemoryError`` and non-``Exception`` ones such
+    as ``KeyboardInterrupt``, which pass through unchanged.
+    """
+
+    def __init__(self, schema: pa.Schema, batches: Iterator[pa.RecordBatch], *, table: str) -> None:
+        self.schema = schema
+        self.table = table
+        self._batches = batches
+        self._index = 0
+
+    def __iter__(self) -> Batches:
+        return self
+
+    def __next__(self) -> pa.RecordBatch:
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            raise
+        except (LtrcoreError, MemoryError):
+            raise
+        except Exception as err:
+            raise StreamError(f"reading {self.table} failed at batch {self._index}: {type(err).__name__}: {err}") from err
+        if not isinstance(batch, pa.RecordBatch):
+            raise StreamError(f"reading {self.table} failed: batch {self._index} is a {type(batch).__name__}, not a record batch")
+        check_schema(batch.schema, self.schema, f"{self.table}: batch {self._index}")
+        self._index += 1
+        return batch
+
+
+def check_schema(got: pa.Schema, expected: pa.Schema, where: str) -> None:
+    """Raises :class:`StreamError` unless ``got`` has ``expected``'s columns, names and dtypes."""
+    if len(got) != len(expected):
+        raise StreamError(f"{where} has {len(got)} columns where the stream's schema has {len(expected)}")
+    for j, (g, e) in enumerate(zip(got, expected)):
+        if g.name != e.name or g.type != e.type:
+            raise StreamError(
+                f"{where} does not match the stream's schema: column {j} is {g.name!r} ({g.type}) "
+                f"where the schema has {e.name!r} ({e.type})"
+            )
+
+
+def as_batches(stream: Any, *, table: str) -> Batches:
+    """A :class:`Batches` over anything ``open()`` returns."""
+    if isinstance(stream, Batches):
+        return stream
+    if isinstance(stream, pa.Table):
+        return Batches(stream.schema, iter(stream.to_batches()), table=table)
+    reader = pa.RecordBatchReader.from_stream(stream)
+    return Batches(reader.schema, iter(reader), table=table)
+
+
+# --- one-shot streams -----------------------------------------------------------------------------
+# Streams ltrcore has started to read. Weakly held where the object allows it; otherwise held (so its
+# id cannot be reused by another object) for the life of the process.
+_started: weakref.WeakSet[Any] = weakref.WeakSet()
+_started_strong: dict[int, Any] = {}
+
+
+def _claim(stream: Any, table: str) -> None:
+    """Marks a one-shot stream as read, or raises if ltrcore has read it before."""
+    try:
+        seen = stream in _started
+    except TypeError:  # not weakly referenceable
+        seen = id(stream) in _started_strong
+    if seen:
+        raise InvalidArgumentError(
+            f"{table}: this stream was already read by ltrcore (by an earlier call, or earlier in this one), "
+            "and a stream can be read only once: reading it again would give the rows it has left, not the "
+            "table. Pass a fresh stream, or a re-readable source (a pyarrow Table, a DataFrame, a file path)."
+        )
+    try:
+        _started.add(stream)
+    except TypeError:
+        _started_strong[id(stream)] = stream
+
+
+def _one_shot_reader(reader: pa.RecordBatchReader, table: str) -> Batches:
+    def batches() -> Iterator[pa.RecordBatch]:
+        _claim(reader, table)  # at the first pull: a call that fails before reading leaves it usable
+        yield from reader
+
+    return Batches(reader.schema, batches(), table=table)
+
+
+# --- files ----------------------------------------------------------------------------------------
 _FORMATS = {
     ".parquet": "parquet",
     ".pq": "parquet",
@@ -47,183 +148,213 @@ _FORMATS = {
 }
 
 
-def _dataset(path: str | os.PathLike[str]) -> Any:
+def _dataset(path: str | os.PathLike[str], table: str = "input") -> Any:
+    """A ``pyarrow.dataset`` over a file, directory or glob; ltrcore errors that name the path."""
     import pyarrow.dataset as ds
 
     text = os.fspath(path)
     if any(ch in text for ch in "*?["):
         files = sorted(glob.glob(text, recursive=True))
         if not files:
-            raise FileNotFoundError(f"no file matches {text!r}")
+            raise InputNotFoundError(f"{table}: no file matches {text!r}")
         fmt = _FORMATS.get(Path(files[0]).suffix.lower(), "parquet")
-        return ds.dataset(files, format=fmt)
-    p = Path(text)
-    if not p.exists():
-        raise FileNotFoundError(f"no such file or directory: {text!r}")
-    if p.is_dir():
-        fmt = "parquet"
-        for child in sorted(p.rglob("*")):
-            if child.is_file() and child.suffix.lower() in _FORMATS:
-                fmt = _FORMATS[child.suffix.lower()]
-                break
-        return ds.dataset(p, format=fmt)
-    return ds.dataset(p, format=_FORMATS.get(p.suffix.lower(), "parquet"))
+        source: Any = files
+    else:
+        p = Path(text)
+        if not p.exists():
+            raise InputNotFoundError(f"{table}: no such file or directory: {text!r}")
+        fmt = _FORMATS.get(p.suffix.lower(), "parquet")
+        if p.is_dir():
+            fmt = "parquet"
+            for child in sorted(p.rglob("*")):
+                if child.is_file() and child.suffix.lower() in _FORMATS:
+                    fmt = _FORMATS[child.suffix.lower()]
+                    break
+        elif p.stat().st_size == 0:
+            raise StreamError(f"{table}: {text!r} is an empty file (0 bytes), not a {fmt} file")
+        source = p
+    try:
+        return ds.dataset(source, format=fmt)
+    except (pa.ArrowException, OSError) as err:
+        raise StreamError(f"{table}: cannot read {text!r} as {fmt}: {_first_line(err)}") from err
 
 
-def _scan(dataset: Any, columns: list[str] | None) -> pa.RecordBatchReader:
-    """A batch reader that holds a couple of batches at a time, not whole files.
+def _first_line(err: BaseException) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+
+
+def _scan(dataset: Any, columns: list[str] | None, table: str) -> Batches:
+    """The dataset's batches, one file at a time, holding a couple of batches at a time.
 
     pyarrow's defaults pre-buffer whole parquet files and decode row groups on every core as fast as
     they can, which piles up batches whenever the consumer is slower: measured, the pool peaked at
     75% of the data's size. Decoding in the calling stream, without pre-buffering, stays at a few
-    batches (about 50 MB for a 384 MB file).
+    batches (about 50 MB for a 384 MB file). Parquet page checksums are verified where the file has
+    them, so a flipped byte in a data page is an error instead of a different total.
     """
     import pyarrow.dataset as ds
 
     options = {}
     if isinstance(dataset.format, ds.ParquetFileFormat):
-        options["fragment_scan_options"] = ds.ParquetFragmentScanOptions(pre_buffer=False)
-    return dataset.scanner(columns=columns, batch_readahead=2, fragment_readahead=1, use_threads=False, **options).to_reader()
+        options["fragment_scan_options"] = ds.ParquetFragmentScanOptions(pre_buffer=False, page_checksum_verification=True)
+    schema = dataset.schema if columns is None else pa.schema([dataset.schema.field(c) for c in columns])
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for fragment in dataset.get_fragments():
+            where = getattr(fragment, "path", str(fragment))
+            try:
+                yield from fragment.to_batches(
+                    schema=dataset.schema, columns=columns, batch_readahead=2, use_threads=False, **options
+                )
+            except (pa.ArrowException, OSError) as err:
+                raise StreamError(f"{table}: cannot read {where!r}: {_first_line(err)}") from err
+
+    return Batches(schema, batches(), table=table)
 
 
+# --- everything else ------------------------------------------------------------------------------
 def _present(names: Sequence[str], columns: Sequence[str]) -> bool:
-    return all(c in names for c in columns)
+    """Every column is there exactly once (so projecting to it is safe)."""
+    return all(list(names).count(c) == 1 for c in columns)
 
 
-def _lazy_batches(lf: pl.LazyFrame) -> pa.RecordBatchReader:
+def _lazy_batches(lf: pl.LazyFrame, table: str) -> Batches:
     """Streams a LazyFrame with ``collect_batches`` without collecting it whole."""
     frames = iter(lf.collect_batches())
     first = next(frames, None)
     if first is None:
         schema = lf.limit(0).collect().to_arrow().schema
-        return pa.RecordBatchReader.from_batches(schema, iter(()))
+        return Batches(schema, iter(()), table=table)
     head = first.to_arrow()
 
     def rest() -> Iterator[pa.RecordBatch]:
         yield from head.to_batches()
         for frame in frames:
+            # Polars may pick another string or dictionary flavour per batch; the values are the same.
             yield from frame.to_arrow().cast(head.schema).to_batches()
 
-    return pa.RecordBatchReader.from_batches(head.schema, rest())
+    return Batches(head.schema, rest(), table=table)
 
 
 def resolve(data: Any, columns: Sequence[str], *, table: str) -> Source:
     """A :class:`Source` over ``data`` projected to ``columns`` where possible."""
     cols = list(dict.fromkeys(columns))
     if isinstance(data, (str, os.PathLike)):
-        dataset = _dataset(data)
+        dataset = _dataset(data, table)
         projection = cols if _present(dataset.schema.names, cols) else None
-        return Source(lambda: _scan(dataset, projection), reopenable=True, in_memory=False)
+        return Source(lambda: _scan(dataset, projection, table), reopenable=True, in_memory=False)
     if isinstance(data, pa.Table):
         t = data.select(cols) if _present(data.column_names, cols) else data
         return Source(lambda: t, reopenable=True, in_memory=True)
     if isinstance(data, pa.RecordBatch):
-        t = pa.Table.from_batches([data])
-        return resolve(t, cols, table=table)
+        return resolve(pa.Table.from_batches([data]), cols, table=table)
     if isinstance(data, pl.DataFrame):
         df = data.select(cols) if _present(data.columns, cols) else data
         return Source(lambda: df, reopenable=True, in_memory=True)
     if isinstance(data, pl.LazyFrame):
         names = data.collect_schema().names()
         lf = data.select(cols) if _present(names, cols) else data
-        return Source(lambda: _lazy_batches(lf), reopenable=True, in_memory=False)
+        return Source(lambda: _lazy_batches(lf, table), reopenable=True, in_memory=False)
     module = type(data).__module__.split(".")[0]
     if module == "pandas":
-        t = pa.Table.from_pandas(data, preserve_index=False)
-        return resolve(t, cols, table=table)
+        return resolve(pa.Table.from_pandas(data, preserve_index=False), cols, table=table)
     if module in ("duckdb", "_duckdb") and hasattr(data, "to_arrow_reader"):
         names = list(data.columns)
         rel = data.select(*[f'"{c}"' for c in cols]) if _present(names, cols) else data
         return Source(lambda: rel.to_arrow_reader(1 << 20), reopenable=True, in_memory=False)
-    if isinstance(data, pa.RecordBatchReader) or hasattr(data, "__arrow_c_stream__"):
-        used = [False]
+    if isinstance(data, pa.RecordBatchReader):
+        return Source(lambda: _one_shot_reader(data, table), reopenable=False, in_memory=False)
+    if hasattr(data, "__arrow_c_stream__"):
 
-        def once() -> Any:
-            if used[0]:
-                raise InvalidArgumentError(f"{table}: this stream was already consumed")
-            used[0] = True
+        def export_once() -> Any:
+            _claim(data, table)  # exporting may move the stream's data out: counts as read
             return data
 
-        return Source(once, reopenable=False, in_memory=False)
-    raise TypeError(
+        return Source(export_once, reopenable=False, in_memory=False)
+    raise InvalidArgumentError(
         f"{table}: cannot read an object of type {type(data).__name__}; pass a pyarrow Table or "
         "RecordBatchReader, a polars DataFrame or LazyFrame, a pandas DataFrame, a DuckDB relation, "
         "an object with __arrow_c_stream__, or a parquet/IPC/CSV path, directory or glob"
     )
 
 
-def to_polars(data: Any, columns: Sequence[str], *, table: str) -> pl.DataFrame:
-    """Reads a (small, per-user) input whole, e.g. signups."""
+def read_whole(data: Any, columns: Sequence[str], *, table: str) -> pa.Table:
+    """Reads a (small, per-user) input whole, e.g. signups, keeping its Arrow types as they are."""
     src = resolve(data, columns, table=table)
-    return pl.DataFrame(pa.table(src.open()))
+    opened = src.open()
+    if isinstance(opened, pa.Table):
+        return opened
+    batches = as_batches(opened, table=table)
+    return pa.Table.from_batches(list(batches), schema=batches.schema)
 
 
 class SegmentCoder:
     """Maps combinations of segment values to stable uint32 codes, batch by batch.
 
     Codes follow first appearance in the stream, so both passes over the orders (and any batch
-    split) see the same code for the same values. The final table is sorted by the values.
+    split) see the same code for the same values. Only the ``by`` columns go through Polars; the
+    columns the engine reads stay the caller's Arrow arrays. Values are matched as Polars groups
+    them: nulls match nulls, NaN matches NaN, and -0.0 matches 0.0. The final table is sorted by
+    the values.
     """
 
     def __init__(self, by: Sequence[str]):
         self.by = list(by)
-        self.codes: dict[tuple[Any, ...], int] = {}
-        self._schema: pl.Schema | None = None
+        self.known: pl.DataFrame | None = None  # the ``by`` columns plus the code, in code order
+        self.source_schema: pa.Schema | None = None  # of the coded input, for an empty dictionary
 
-    def encode(self, frame: pl.DataFrame) -> pl.DataFrame:
-        keys = frame.select(self.by).unique(maintain_order=True)
-        if self._schema is None:
-            self._schema = keys.schema
-        new = [k for k in keys.iter_rows() if k not in self.codes]
-        for k in new:
-            self.codes[k] = len(self.codes)
-        lookup = keys.with_columns(
-            pl.Series(SEGMENT_CODE, [self.codes[k] for k in keys.iter_rows()], dtype=pl.UInt32)
-        )
-        return frame.join(lookup, on=self.by, how="left", nulls_equal=True, maintain_order="left")
+    def codes(self, keys: pl.DataFrame) -> pa.Array:
+        """The code of each row of ``keys`` (the ``by`` columns), new combinations numbered on."""
+        if self.known is None:
+            self.known = keys.clear().with_columns(pl.Series(SEGMENT_CODE, [], dtype=pl.UInt32))
+        distinct = keys.unique(maintain_order=True)
+        new = distinct.join(self.known, on=self.by, how="anti", nulls_equal=True, maintain_order="left")
+        if new.height:
+            start = self.known.height
+            numbered = new.with_columns(pl.int_range(start, start + new.height, dtype=pl.UInt32).alias(SEGMENT_CODE))
+            self.known = pl.concat([self.known, numbered])
+        coded = keys.join(self.known, on=self.by, how="left", nulls_equal=True, maintain_order="left")
+        return coded.get_column(SEGMENT_CODE).to_arrow()
+
+    def encode(self, table: pa.Table) -> pa.Table:
+        """``table`` with the code column appended."""
+        self.source_schema = table.schema
+        keys = pl.from_arrow(table.select(self.by))
+        assert isinstance(keys, pl.DataFrame)
+        return table.append_column(SEGMENT_CODE, self.codes(keys))
 
     def dictionary(self) -> pl.DataFrame:
-        """``by`` columns plus the code, one row per code."""
-        rows = sorted(self.codes.items(), key=lambda kv: kv[1])
-        data = {name: [k[i] for k, _ in rows] for i, name in enumerate(self.by)}
-        frame = pl.DataFrame(data, schema=self._schema) if self._schema is not None else pl.DataFrame(data)
-        return frame.with_columns(pl.Series(SEGMENT_CODE, [c for _, c in rows], dtype=pl.UInt32))
+        """``by`` columns plus the code, one row per code (empty, with the input's dtypes, if none)."""
+        if self.known is not None:
+            return self.known
+        if self.source_schema is None:
+            return pl.DataFrame({**{name: [] for name in self.by}, SEGMENT_CODE: pl.Series([], dtype=pl.UInt32)})
+        empty = pl.from_arrow(self.source_schema.empty_table().select(self.by))
+        assert isinstance(empty, pl.DataFrame)
+        return empty.with_columns(pl.Series(SEGMENT_CODE, [], dtype=pl.UInt32))
 
-    def wrap(self, source: Source, keep: Sequence[str]) -> Source:
-        """A source whose batches carry the segment-code column instead of the ``by`` columns."""
+    def wrap(self, source: Source, keep: Sequence[str], *, table: str) -> Source:
+        """A source whose batches carry the ``keep`` columns and the segment-code column."""
         keep = list(dict.fromkeys(keep))
 
-        def open_coded() -> pa.RecordBatchReader:
-            reader = pa.RecordBatchReader.from_stream(source.open())
-            missing = [c for c in self.by if c not in reader.schema.names]
-            if missing:
-                raise ColumnNotFoundError(
-                    f"column {missing[0]!r} not found in orders; available columns: "
-                    + ", ".join(map(repr, reader.schema.names))
-                )
-            if self._schema is None:  # keeps the dtypes even if no row ever arrives
-                self._schema = pl.DataFrame(reader.schema.empty_table()).select(self.by).schema
+        def open_coded() -> Batches:
+            stream = as_batches(source.open(), table=table)
+            names = stream.schema.names
+            for name in [*keep, *self.by]:
+                if names.count(name) != 1:
+                    raise (ColumnNotFoundError if name not in names else InvalidArgumentError)(
+                        f"column {name!r} {'not found' if name not in names else 'is ambiguous'} in {table}; "
+                        "available columns: " + ", ".join(map(repr, names))
+                    )
+            schema = pa.schema([*(stream.schema.field(n) for n in keep), pa.field(SEGMENT_CODE, pa.uint32())])
+            self.source_schema = stream.schema
 
-            def batches() -> Iterator[pa.RecordBatch]:
-                for batch in reader:
-                    frame = pl.DataFrame(pa.Table.from_batches([batch]))
-                    coded = self.encode(frame).select([*keep, SEGMENT_CODE])
-                    yield from coded.to_arrow().to_batches()
+            def coded() -> Iterator[pa.RecordBatch]:
+                for batch in stream:
+                    keys = pl.from_arrow(batch.select(self.by))
+                    assert isinstance(keys, pl.DataFrame)
+                    yield pa.RecordBatch.from_arrays([*batch.select(keep).columns, self.codes(keys)], schema=schema)
 
-            first = next(batches_iter := batches(), None)
-            if first is None:
-                return pa.RecordBatchReader.from_batches(_empty_schema(reader.schema, keep), iter(()))
-
-            def chained() -> Iterator[pa.RecordBatch]:
-                yield first
-                for b in batches_iter:
-                    yield b.cast(first.schema) if b.schema != first.schema else b
-
-            return pa.RecordBatchReader.from_batches(first.schema, chained())
+            return Batches(schema, coded(), table=table)
 
         return Source(open_coded, reopenable=source.reopenable, in_memory=source.in_memory)
-
-
-def _empty_schema(schema: pa.Schema, keep: Sequence[str]) -> pa.Schema:
-    fields = [schema.field(name) for name in keep if name in schema.names]
-    return pa.schema([*fields, pa.field(SEGMENT_CODE, pa.uint32())])

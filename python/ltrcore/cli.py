@@ -59,16 +59,12 @@ def _end_progress(bar: Any) -> None:
 
 
 def _read_table(path: str, what: str) -> pl.DataFrame:
-    """A small input read whole (signups, spend): parquet, CSV or Arrow IPC file, directory or glob."""
+    """A small input read whole (spend): parquet, CSV or Arrow IPC file, directory or glob."""
     from .adapters import _dataset
 
-    try:
-        dataset = _dataset(path)
-    except FileNotFoundError as err:
-        raise FileNotFoundError(f"{what}: {err}") from None
     # pyarrow's CSV reader recognises ISO dates and times; "YYYY-MM" periods stay strings, which the
     # metrics layer reads too.
-    return pl.DataFrame(dataset.to_table())
+    return pl.DataFrame(_dataset(path, what).to_table())
 
 
 def _write_out(frame: pl.DataFrame, path: str) -> None:
@@ -221,7 +217,7 @@ def _print_metrics(table: Any, spend: Any, margin: float, discount_rate: float) 
 def _report(args: argparse.Namespace) -> int:
     from . import cohorts
 
-    signups = _read_table(args.signups, "signups") if args.signups else None
+    signups = args.signups  # a path: read by ltrcore itself, in its own Arrow types
     spend = _read_table(args.spend, "spend") if args.spend else None
     bar = _progress_bar()
     try:

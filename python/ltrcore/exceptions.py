@@ -32,7 +32,21 @@ class BadRowsError(LtrcoreError, ValueError):
 
 
 class StreamError(LtrcoreError, RuntimeError):
-    """The input stream failed while it was being read; no partial result is returned."""
+    """An input could not be read: the stream failed part-way, a batch did not match the stream's
+    schema, or a file is corrupt or not in its format (the message names the file). No partial
+    result is returned."""
+
+
+class InputNotFoundError(LtrcoreError, FileNotFoundError):
+    """An input path, directory or glob does not exist or matches no file."""
+
+
+class OutOfMemoryError(LtrcoreError, MemoryError):
+    """A large allocation failed (the users' tables, the cell arrays, a buffer); nothing was returned.
+
+    The message says what could not be allocated. Fewer threads, a coarser ``period`` or a shorter
+    ``horizon`` shrink the cell arrays; see the README's "Memory" section.
+    """
 
 
 class InternalError(LtrcoreError, RuntimeError):

@@ -9,11 +9,9 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import polars as pl
-
 from . import _core
-from .adapters import SEGMENT_CODE, SegmentCoder, Source, resolve, to_polars
-from .exceptions import ExcludedRowsWarning, InvalidArgumentError
+from .adapters import SEGMENT_CODE, SegmentCoder, Source, read_whole, resolve
+from .exceptions import ColumnNotFoundError, ExcludedRowsWarning, InvalidArgumentError
 from .table import CohortTable
 
 PERIODS = ("month", "week", "quarter", "day")
@@ -31,6 +29,21 @@ def _time_point(value: Any, name: str) -> tuple[str, int] | None:
     """``("instant", µs since the epoch)`` or ``("local", µs since 1970-01-01 wall clock)``."""
     if value is None:
         return None
+    try:
+        not_a_time = bool(value != value)  # NaT (pandas, numpy) and NaN are not equal to themselves
+    except Exception:
+        not_a_time = False
+    if not_a_time:
+        raise InvalidArgumentError(f"{name} is {value!r}, not a time; pass None for the default")
+    try:
+        return _to_time_point(value, name)
+    except (OverflowError, ValueError) as err:
+        if isinstance(err, InvalidArgumentError):
+            raise
+        raise InvalidArgumentError(f"{name} {value!r} is outside the supported years 1-9999") from None
+
+
+def _to_time_point(value: Any, name: str) -> tuple[str, int]:
     if isinstance(value, str):
         text = value.strip()
         if len(text) == 7 and text[4] == "-":  # YYYY-MM
@@ -41,8 +54,10 @@ def _time_point(value: Any, name: str) -> tuple[str, int] | None:
             raise InvalidArgumentError(f"{name}: cannot parse {value!r} as an ISO date or datetime") from None
     elif hasattr(value, "to_pydatetime"):  # pandas Timestamp
         value = value.to_pydatetime()
-    elif type(value).__name__ == "datetime64":  # numpy
-        value = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(value.astype("datetime64[us]").astype("int64")))
+    elif type(value).__name__ == "datetime64":  # numpy: through its text, which cannot overflow
+        import numpy as np
+
+        value = dt.datetime.fromisoformat(str(np.datetime_as_string(value, unit="us")))
     if isinstance(value, dt.datetime):
         if value.tzinfo is not None and value.utcoffset() is not None:
             return ("instant", (value - _EPOCH_UTC) // _MICRO)
@@ -59,22 +74,37 @@ def _min_amount(value: Any) -> tuple[int, int]:
         raise InvalidArgumentError(f"min_amount must be a number; got {value!r}") from None
     if not d.is_finite():
         raise InvalidArgumentError(f"min_amount must be finite; got {value!r}")
-    sign, digits, exponent = d.as_tuple()
+    # Amounts are 64-bit fixed point (below 9.3e18) at a scale of at most 38: a threshold needs no more.
+    if d and not -60 <= d.adjusted() <= 60:
+        raise InvalidArgumentError(f"min_amount is out of range: {value!r} (amounts are below about 9.2e18)")
+    sign, digits, exponent = d.normalize(decimal.Context(prec=200)).as_tuple() if d else (0, (0,), 0)
     mantissa = int("".join(map(str, digits)) or "0") * (-1 if sign else 1)
     if abs(mantissa) >= 2**127 or not isinstance(exponent, int):
-        raise InvalidArgumentError(f"min_amount is out of range: {value!r}")
+        raise InvalidArgumentError(f"min_amount has too many digits: {value!r}")
     return mantissa, exponent
 
 
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def _threads(threads: int | None) -> int:
+    """Worker threads: at most the cores this process may run on (workers meet at a spinning
+    barrier many times a second, so a worker without a core of its own stalls all the others)."""
     if threads is None:
-        try:
-            return len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            return os.cpu_count() or 1
+        return _available_cores()
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 1024:
         raise InvalidArgumentError(f"threads must be an integer between 1 and 1024; got {threads!r}")
-    return threads
+    return min(threads, _available_cores())
+
+
+def _column_name(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidArgumentError(f"{name} must be a column name (a non-empty string); got {value!r}")
+    return value
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
@@ -87,8 +117,12 @@ def _names(by: str | Sequence[str] | None) -> list[str]:
     if by is None:
         return []
     if isinstance(by, str):
-        return [by]
-    return list(by)
+        return [_column_name("by", by)]
+    try:
+        names = list(by)
+    except TypeError:
+        raise InvalidArgumentError(f"by must be a column name or a list of them; got {by!r}") from None
+    return [_column_name("by", name) for name in names]
 
 
 def cohorts(
@@ -122,10 +156,14 @@ def cohorts(
     fixed point; a cell is reported complete only when its period ended by ``as_of``; and every input
     row is accounted for in ``table.reconciliation``.
 
-    ``threads`` sets the worker count (results are identical for any value). ``progress`` is called
+    ``threads`` sets the worker count, capped at the cores available to the process (results are
+    identical for any value). ``progress`` is called
     as ``progress(phase, rows_done)`` from the calling thread about twice a second. ``_chunk_rows`` is
     for tests: it shrinks the engine's internal steps so chunk boundaries are exercised.
     """
+    user, ts, amount, signup_ts = (_column_name(n, v) for n, v in
+                                   (("user", user), ("ts", ts), ("amount", amount), ("signup_ts", signup_ts)))  # fmt: skip
+    activity_ts = _column_name("activity_ts", activity_ts or ts)
     by_cols = _names(by)
     horizon = _check_int("horizon", horizon, 1, 1000)
     scale = _check_int("scale", scale, 0, 18)
@@ -138,30 +176,26 @@ def cohorts(
     chunk_rows = DEFAULT_CHUNK_ROWS
     if _chunk_rows is not None:
         chunk_rows = _check_int("_chunk_rows", _chunk_rows, 1, 1 << 40)
-    activity_ts = activity_ts or ts
 
-    segment_dictionary: pl.DataFrame | None = None
+    coder = SegmentCoder(by_cols) if by_cols else None
     signup_source: Source | None = None
     orders_source = resolve(orders, [user, ts, amount], table="orders")
     if signups is not None:
-        frame = to_polars(signups, [user, signup_ts, *by_cols], table="signups")
-        if by_cols:
-            missing = [c for c in by_cols if c not in frame.columns]
+        # Read whole (one row per user), in its own Arrow types: only the ``by`` columns go through
+        # Polars, to be coded.
+        signup_table = read_whole(signups, [user, signup_ts, *by_cols], table="signups")
+        if coder is not None:
+            missing = [c for c in by_cols if c not in signup_table.column_names]
             if missing:
-                from .exceptions import ColumnNotFoundError
-
                 raise ColumnNotFoundError(
-                    f"column {missing[0]!r} not found in signups; available columns: {', '.join(map(repr, frame.columns))}"
+                    f"column {missing[0]!r} not found in signups; available columns: "
+                    + ", ".join(map(repr, signup_table.column_names))
                 )
-            coder = SegmentCoder(by_cols)
-            frame = coder.encode(frame)
-            segment_dictionary = coder.dictionary()
-        table = frame.to_arrow()
-        signup_source = Source(lambda: table, reopenable=False, in_memory=True)
-    elif by_cols:
+            signup_table = coder.encode(signup_table)
+        signup_source = Source(lambda: signup_table, reopenable=False, in_memory=True)
+    elif coder is not None:
         orders_source = resolve(orders, [user, ts, amount, *by_cols], table="orders")
-        coder = SegmentCoder(by_cols)
-        orders_source = coder.wrap(orders_source, [user, ts, amount])
+        orders_source = coder.wrap(orders_source, [user, ts, amount], table="orders")
     activity_source = resolve(activity, [user, activity_ts], table="activity") if activity is not None else None
 
     core = _core.compute(
@@ -188,8 +222,7 @@ def cohorts(
         chunk_rows=chunk_rows,
         progress=progress,
     )
-    if by_cols and signups is None:
-        segment_dictionary = coder.dictionary()
+    segment_dictionary = coder.dictionary() if coder is not None else None
 
     result = CohortTable(
         core,

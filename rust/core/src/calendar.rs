@@ -12,6 +12,18 @@ use crate::error::CoreError;
 
 pub const SECONDS_PER_DAY: i64 = 86_400;
 
+/// The supported range of local dates: 0001-01-01 ..= 9999-12-31 (days since 1970-01-01), the
+/// range every consumer downstream (Python's `datetime.date`, Polars, Arrow's date32) can hold.
+/// A timestamp whose local date falls outside it is a reconciliation reason, never a period.
+pub const MIN_DAY: i64 = -719_162;
+pub const MAX_DAY: i64 = 2_932_896;
+
+/// Whether a local day is inside the supported range.
+#[inline(always)]
+pub fn day_in_range(day: i64) -> bool {
+    (MIN_DAY..=MAX_DAY).contains(&day)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PeriodKind {
     Day,
@@ -33,9 +45,12 @@ impl PeriodKind {
         }
     }
 
-    /// Period index of a local civil day (days since 1970-01-01).
+    /// Period index of a local civil day (days since 1970-01-01). Callers pass days in the
+    /// supported range (`day_in_range`), where every index fits an `i32` with room to spare.
     #[inline(always)]
+    #[allow(clippy::cast_possible_truncation)] // |day| ≤ 2.9M in range (debug-asserted)
     pub fn period_of_day(self, day: i64) -> i32 {
+        debug_assert!(day_in_range(day), "day {day} outside the supported range");
         match self {
             Self::Day => day as i32,
             // 1970-01-05 (day 4) is the first Monday.
@@ -58,6 +73,7 @@ impl PeriodKind {
 
 /// Months since 1970-01 of a civil day, after Howard Hinnant's `civil_from_days`.
 #[inline(always)]
+#[allow(clippy::cast_possible_truncation)] // months of an in-range day: |m| < 100k
 fn month_index(day: i64) -> i32 {
     let z = day + 719_468;
     let era = z.div_euclid(146_097);

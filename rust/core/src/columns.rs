@@ -12,7 +12,7 @@ use arrow_schema::{DataType, Schema, TimeUnit};
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
 
-use crate::calendar::{Calendar, SECONDS_PER_DAY};
+use crate::calendar::{day_in_range, Calendar, MAX_DAY, MIN_DAY, SECONDS_PER_DAY};
 use crate::kernel::prefetch_read;
 use crate::error::{CoreError, Result};
 
@@ -35,7 +35,8 @@ fn user_family(dt: &DataType) -> Option<UserFamily> {
         Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 => Some(UserFamily::Signed),
         UInt64 => Some(UserFamily::Unsigned64),
         Utf8 | LargeUtf8 | Utf8View => Some(UserFamily::Str),
-        Dictionary(_, values) => user_family(values),
+        // One level only: a dictionary of dictionaries is not a user id column.
+        Dictionary(_, values) if !matches!(values.as_ref(), Dictionary(..)) => user_family(values),
         _ => None,
     }
 }
@@ -50,7 +51,8 @@ fn amount_scale(dt: &DataType, float_scale: u8) -> Option<u8> {
     match dt {
         Float32 | Float64 => Some(float_scale),
         Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64 => Some(0),
-        Decimal128(_, s) => Some((*s).max(0) as u8),
+        // A negative scale is an integer column times 10^-scale: summed at scale 0.
+        Decimal128(_, s) => u8::try_from(*s).ok().or(Some(0)),
         _ => None,
     }
 }
@@ -79,9 +81,16 @@ pub struct ColumnNames<'a> {
 impl ColumnSet {
     pub fn resolve(schema: &Schema, names: &ColumnNames<'_>, float_scale: u8) -> Result<Self> {
         let find = |name: &str| -> Result<(usize, &DataType)> {
-            match schema.index_of(name) {
-                Ok(i) => Ok((i, schema.field(i).data_type())),
-                Err(_) => Err(CoreError::ColumnNotFound {
+            let positions: Vec<usize> = schema.fields().iter().enumerate().filter(|(_, f)| f.name() == name).map(|(i, _)| i).collect();
+            match positions[..] {
+                [i] => Ok((i, schema.field(i).data_type())),
+                [_, _, ..] => Err(CoreError::InvalidArgument(format!(
+                    "column {name:?} is ambiguous in {}: it appears {} times (at positions {}); rename or drop the duplicates",
+                    names.table,
+                    positions.len(),
+                    positions.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ))),
+                [] => Err(CoreError::ColumnNotFound {
                     table: names.table.to_string(),
                     column: name.to_string(),
                     available: schema
@@ -271,8 +280,9 @@ enum AmountReader<'a> {
     U16(&'a [u16]),
     U32(&'a [u32]),
     U64(&'a [u64]),
-    /// Decimal values and the factor for a negative scale.
-    Dec(&'a [i128], i128),
+    /// Decimal values and the factor for a negative scale (`None`: 10^-scale overflows, so only
+    /// zero is representable).
+    Dec(&'a [i128], Option<i128>),
 }
 
 /// One amount, in fixed point at the column's scale.
@@ -373,7 +383,10 @@ impl AmountReader<'_> {
             Self::U32(v) => { out.extend(v[lo..hi].iter().map(|&x| x as i64)); false }
             Self::U64(v) => fallible(v[lo..hi].iter().map(|&x| i64::try_from(x).ok()), out, status),
             Self::Dec(v, f) => fallible(
-                v[lo..hi].iter().map(|&x| x.checked_mul(*f).and_then(|y| i64::try_from(y).ok())),
+                v[lo..hi].iter().map(|&x| match f {
+                    Some(f) => x.checked_mul(*f).and_then(|y| i64::try_from(y).ok()),
+                    None => (x == 0).then_some(0),
+                }),
                 out,
                 status,
             ),
@@ -386,8 +399,10 @@ pub mod status {
     pub const VALID: u8 = 0;
     pub const NULL_USER: u8 = 1;
     pub const NULL_TS: u8 = 2;
-    pub const NULL_AMOUNT: u8 = 3;
-    pub const NOT_FINITE: u8 = 4;
+    /// The timestamp's local date is outside 0001-01-01 ..= 9999-12-31.
+    pub const TS_OUT_OF_RANGE: u8 = 3;
+    pub const NULL_AMOUNT: u8 = 4;
+    pub const NOT_FINITE: u8 = 5;
 }
 
 /// Which columns a pass needs decoded.
@@ -433,14 +448,66 @@ impl Decoded {
 }
 
 impl TsKind {
+    /// Raw values per local day.
+    fn per_day(self) -> i64 {
+        match self {
+            Self::Instant(unit) | Self::Local(unit) => SECONDS_PER_DAY * units_per_second(unit),
+            Self::Date32 => 1,
+            Self::Date64 => SECONDS_PER_DAY * 1_000,
+        }
+    }
+
+    /// Raw values whose local date is in the supported range whatever the zone: exactly the range
+    /// for wall-clock values; for instants two days narrower at each end, since a zone's offset can
+    /// move the local date a day either way. Values outside are checked exactly (`local_day`), row
+    /// by row, which only the first and last days of the range and real junk ever need.
+    fn band(self) -> (i64, i64) {
+        let per_day = i128::from(self.per_day());
+        let margin = i128::from(matches!(self, Self::Instant(_))) * 2;
+        let lo = (i128::from(MIN_DAY) + margin) * per_day;
+        let hi = (i128::from(MAX_DAY) + 1 - margin) * per_day - 1;
+        let clamp = |v: i128| i64::try_from(v.clamp(i64::MIN.into(), i64::MAX.into())).unwrap_or(0);
+        (clamp(lo), clamp(hi))
+    }
+
+    /// The local day of a raw value, or `None` when it is outside the supported range.
+    pub fn local_day(self, raw: i64, cal: &Calendar) -> Option<i64> {
+        let day = match self {
+            Self::Instant(unit) => {
+                let second = to_seconds(raw, unit);
+                // Far outside the range: skip the zone (adding an offset there could overflow).
+                if second.unsigned_abs() > (MAX_DAY.unsigned_abs() + 3) * SECONDS_PER_DAY.unsigned_abs() {
+                    return None;
+                }
+                cal.local_day_of_instant(second)
+            }
+            Self::Local(unit) => to_seconds(raw, unit).div_euclid(SECONDS_PER_DAY),
+            Self::Date32 => raw,
+            Self::Date64 => raw.div_euclid(86_400_000),
+        };
+        day_in_range(day).then_some(day)
+    }
+
+    /// The period of a raw value known to be in range (rows outside it never reach a period).
     #[inline]
     pub fn period(self, raw: i64, cal: &Calendar) -> i32 {
-        match self {
-            Self::Instant(unit) => cal.period_of_instant(to_seconds(raw, unit)),
-            Self::Local(unit) => cal.period_of_local_second(to_seconds(raw, unit)),
-            Self::Date32 => cal.period_of_day(raw),
-            Self::Date64 => cal.period_of_day(raw.div_euclid(86_400_000)),
+        let (lo, hi) = self.band();
+        if (lo..=hi).contains(&raw) {
+            return match self {
+                Self::Instant(unit) => cal.period_of_instant(to_seconds(raw, unit)),
+                _ => cal.period_of_day(raw.div_euclid(self.per_day())),
+            };
         }
+        cal.period_of_day(self.local_day(raw, cal).unwrap_or(0))
+    }
+}
+
+fn units_per_second(unit: TimeUnit) -> i64 {
+    match unit {
+        TimeUnit::Second => 1,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
     }
 }
 
@@ -528,7 +595,7 @@ impl<'a> BatchView<'a> {
                     DataType::UInt32 => AmountReader::U32(col.as_primitive::<UInt32Type>().values()),
                     DataType::UInt64 => AmountReader::U64(col.as_primitive::<UInt64Type>().values()),
                     DataType::Decimal128(_, s) => {
-                        let f = if *s < 0 { 10i128.pow((-*s) as u32) } else { 1 };
+                        let f = if *s < 0 { 10i128.checked_pow(s.unsigned_abs().into()) } else { Some(1) };
                         AmountReader::Dec(col.as_primitive::<Decimal128Type>().values(), f)
                     }
                     other => return Err(internal_dtype(name, other)),
@@ -566,35 +633,16 @@ impl<'a> BatchView<'a> {
         if want.ts {
             match self.ts {
                 TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => out.ts.extend_from_slice(&v[lo..hi]),
-                TsReader::Date32(v) => out.ts.extend(v[lo..hi].iter().map(|&d| d as i64)),
+                TsReader::Date32(v) => out.ts.extend(v[lo..hi].iter().map(|&d| i64::from(d))),
             }
         }
-        if want.period {
-            // Straight from the column, one loop per kind: the per-row work has no branch on the dtype.
-            let kind = self.ts_kind();
-            match self.ts {
-                // In UTC the local day is one division away; by a constant, so it compiles to a multiply.
-                TsReader::Instant(v, unit) if cal.is_utc() => {
-                    let v = &v[lo..hi];
-                    macro_rules! days {
-                        ($per_day:expr) => {
-                            out.period.extend(v.iter().map(|&t| cal.period_of_day(t.div_euclid($per_day))))
-                        };
-                    }
-                    match unit {
-                        TimeUnit::Second => days!(SECONDS_PER_DAY),
-                        TimeUnit::Millisecond => days!(SECONDS_PER_DAY * 1_000),
-                        TimeUnit::Microsecond => days!(SECONDS_PER_DAY * 1_000_000),
-                        TimeUnit::Nanosecond => days!(SECONDS_PER_DAY * 1_000_000_000),
-                    }
-                }
-                TsReader::Instant(v, unit) => {
-                    out.period.extend(v[lo..hi].iter().map(|&t| cal.period_of_instant(to_seconds(t, unit))))
-                }
-                TsReader::Local(v, _) | TsReader::Date64(v) => out.period.extend(v[lo..hi].iter().map(|&t| kind.period(t, cal))),
-                TsReader::Date32(v) => out.period.extend(v[lo..hi].iter().map(|&d| cal.period_of_day(d as i64))),
-            }
-        }
+        // Whether some row's timestamp lies outside the band where it is surely in range; such a
+        // block is checked row by row below.
+        let ts_outside = if want.period {
+            self.decode_periods(lo, hi, cal, &mut out.period)
+        } else {
+            want.ts && self.any_outside_band(lo, hi)
+        };
         out.segment.clear();
         if let Some((codes, _)) = &self.segment {
             out.segment.extend_from_slice(&codes[lo..hi]);
@@ -627,16 +675,33 @@ impl<'a> BatchView<'a> {
                 }
             }
         }
-        out.all_valid = !not_finite && amount_nulls.is_none() && user_nulls.is_none() && ts_nulls.is_none();
+        out.all_valid = !not_finite && !ts_outside && amount_nulls.is_none() && user_nulls.is_none() && ts_nulls.is_none();
         if out.all_valid {
             return Ok(());
         }
+        let kind = self.ts_kind();
+        let band = kind.band();
         for k in 0..n {
             let i = lo + k;
+            let ts_null = ts_nulls.is_some_and(|b| b.is_null(i));
+            // Near the range's ends (or junk): the exact local day, and the period from it.
+            let mut ts_in_range = true;
+            if ts_outside && !ts_null {
+                let raw = self.raw_ts(i);
+                if !(band.0..=band.1).contains(&raw) {
+                    match kind.local_day(raw, cal) {
+                        Some(day) if want.period => out.period[k] = cal.period_of_day(day),
+                        Some(_) => {}
+                        None => ts_in_range = false,
+                    }
+                }
+            }
             let st = if user_nulls.is_some_and(|b| b.is_null(i)) {
                 status::NULL_USER
-            } else if ts_nulls.is_some_and(|b| b.is_null(i)) {
+            } else if ts_null {
                 status::NULL_TS
+            } else if !ts_in_range {
+                status::TS_OUT_OF_RANGE
             } else if amount_nulls.is_some_and(|b| b.is_null(i)) {
                 status::NULL_AMOUNT
             } else if out.status[k] != status::VALID {
@@ -650,6 +715,63 @@ impl<'a> BatchView<'a> {
             out.status[k] = st;
         }
         Ok(())
+    }
+
+    /// Appends the periods of rows `lo..hi`; returns whether some row was outside the band of
+    /// surely-in-range values. Such values are clamped into the band first, so the arithmetic never
+    /// overflows, and `decode` then fixes or rejects them row by row.
+    fn decode_periods(&self, lo: usize, hi: usize, cal: &Calendar, out: &mut Vec<i32>) -> bool {
+        // Straight from the column, one loop per kind: the per-row work has no branch on the dtype.
+        let kind = self.ts_kind();
+        let (blo, bhi) = kind.band();
+        let mut outside = false;
+        let mut clamped = |t: i64| {
+            outside |= t < blo || t > bhi;
+            t.clamp(blo, bhi)
+        };
+        match self.ts {
+            // In UTC the local day is one division away; by a constant, so it compiles to a multiply.
+            TsReader::Instant(v, unit) if cal.is_utc() => {
+                let v = &v[lo..hi];
+                macro_rules! days {
+                    ($per_day:expr) => {
+                        out.extend(v.iter().map(|&t| cal.period_of_day(clamped(t).div_euclid($per_day))))
+                    };
+                }
+                match unit {
+                    TimeUnit::Second => days!(SECONDS_PER_DAY),
+                    TimeUnit::Millisecond => days!(SECONDS_PER_DAY * 1_000),
+                    TimeUnit::Microsecond => days!(SECONDS_PER_DAY * 1_000_000),
+                    TimeUnit::Nanosecond => days!(SECONDS_PER_DAY * 1_000_000_000),
+                }
+            }
+            TsReader::Instant(v, unit) => {
+                out.extend(v[lo..hi].iter().map(|&t| cal.period_of_instant(to_seconds(clamped(t), unit))))
+            }
+            TsReader::Local(v, _) | TsReader::Date64(v) => {
+                let per_day = kind.per_day();
+                out.extend(v[lo..hi].iter().map(|&t| cal.period_of_day(clamped(t).div_euclid(per_day))))
+            }
+            TsReader::Date32(v) => out.extend(v[lo..hi].iter().map(|&d| cal.period_of_day(clamped(i64::from(d))))),
+        }
+        outside
+    }
+
+    /// Whether some timestamp of rows `lo..hi` is outside the band of surely-in-range values.
+    fn any_outside_band(&self, lo: usize, hi: usize) -> bool {
+        let (blo, bhi) = self.ts_kind().band();
+        let outside = |t: i64| t < blo || t > bhi;
+        match self.ts {
+            TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => v[lo..hi].iter().fold(false, |a, &t| a | outside(t)),
+            TsReader::Date32(v) => v[lo..hi].iter().fold(false, |a, &d| a | outside(i64::from(d))),
+        }
+    }
+
+    fn raw_ts(&self, i: usize) -> i64 {
+        match self.ts {
+            TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => v[i],
+            TsReader::Date32(v) => i64::from(v[i]),
+        }
     }
 
     /// Starts loading rows `lo..hi` of the columns a pass reads into cache, ahead of `decode`: rows

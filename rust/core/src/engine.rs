@@ -15,9 +15,9 @@ use arrow_array::{RecordBatch, RecordBatchReader};
 use hashbrown::HashMap;
 use rayon::prelude::*;
 
-use crate::calendar::{Calendar, PeriodKind};
+use crate::calendar::{day_in_range, Calendar, PeriodKind};
 use crate::columns::{status, BatchView, ColumnNames, ColumnSet, Decoded, Interner, TsKind, UserFamily, Want};
-use crate::error::{CoreError, Result};
+use crate::error::{from_panic, try_vec, CoreError, Result};
 use crate::kernel::{hash_key, shard_of, Attribution, CellRec, Cells, FirstRec, Users, ACTIVE, MULTI, PAID};
 use crate::reconcile::{Reason, Tally};
 
@@ -144,10 +144,11 @@ pub struct CohortResult {
     pub bad_rows: u64,
 }
 
-const ORDER_REASONS_SIGNUPS: [Reason; 10] = [
+const ORDER_REASONS_SIGNUPS: [Reason; 11] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::TsOutOfRange,
     Reason::NullAmount,
     Reason::NanAmount,
     Reason::UnknownUser,
@@ -156,10 +157,11 @@ const ORDER_REASONS_SIGNUPS: [Reason; 10] = [
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-const ORDER_REASONS_FIRST_PURCHASE: [Reason; 10] = [
+const ORDER_REASONS_FIRST_PURCHASE: [Reason; 11] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::TsOutOfRange,
     Reason::NullAmount,
     Reason::NanAmount,
     Reason::NeverPaid,
@@ -168,18 +170,20 @@ const ORDER_REASONS_FIRST_PURCHASE: [Reason; 10] = [
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-const SIGNUP_REASONS: [Reason; 6] = [
+const SIGNUP_REASONS: [Reason; 7] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::TsOutOfRange,
     Reason::DuplicateUser,
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-const ACTIVITY_REASONS: [Reason; 8] = [
+const ACTIVITY_REASONS: [Reason; 9] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::TsOutOfRange,
     Reason::UnknownUser,
     Reason::BeforeCohort,
     Reason::BeyondHorizon,
@@ -504,7 +508,7 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
                 match decoded {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => fail(rank, e),
-                    Err(panic) => fail(rank, CoreError::Internal(format!("worker panicked: {}", panic_message(&panic)))),
+                    Err(panic) => fail(rank, from_panic(panic)),
                 }
             }
             // Every share of this step is decoded past this point.
@@ -519,8 +523,7 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
                 }
             }));
             if let Err(panic) = processed {
-                let message = format!("worker panicked: {}", panic_message(&panic));
-                fail((step + 1) * (t + 1) + t, CoreError::Internal(message));
+                fail((step + 1) * (t + 1) + t, from_panic(panic));
             }
             lo = hi;
             step += 1;
@@ -530,14 +533,6 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
         Some((_, e)) => Err(e),
         None => Ok(()),
     }
-}
-
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
 
 /// A barrier for threads that each run on their own core: waiting spins briefly (a step takes tens
@@ -594,11 +589,17 @@ struct Stream {
 }
 
 impl Stream {
+    /// Opens a source. Every batch is checked against the stream's schema: a C stream's arrays
+    /// carry no types of their own, so a batch that does not match would be read as something else.
     fn open(table: &'static str, source: &mut dyn BatchSource) -> Result<Self> {
         let reader = source.open()?;
         let schema = reader.schema();
-        let reader = Box::new(reader.map(move |b| {
-            b.map_err(|e| CoreError::Stream { table: table.to_string(), message: e.to_string() })
+        let expected = schema.clone();
+        let reader = Box::new(reader.enumerate().map(move |(i, b)| match b {
+            Ok(batch) => check_batch_schema(table, i, &expected, &batch).map(|()| batch),
+            // An error raised by the source itself (a Python exception): passed through unchanged.
+            Err(arrow_schema::ArrowError::ExternalError(inner)) => Err(CoreError::External(inner)),
+            Err(e) => Err(CoreError::Stream { table: table.to_string(), message: e.to_string() }),
         }));
         Ok(Stream { table, reader, schema })
     }
@@ -606,6 +607,36 @@ impl Stream {
     fn replay(table: &'static str, schema: arrow_schema::SchemaRef, batches: Vec<RecordBatch>) -> Self {
         Stream { table, reader: Box::new(batches.into_iter().map(Ok)), schema }
     }
+}
+
+/// A batch must have the stream's columns, in order, with the same names and dtypes.
+fn check_batch_schema(table: &str, index: usize, expected: &arrow_schema::Schema, batch: &RecordBatch) -> Result<()> {
+    let got = batch.schema();
+    if got.fields().len() != expected.fields().len() {
+        return Err(CoreError::Stream {
+            table: table.to_string(),
+            message: format!(
+                "batch {index} has {} columns where the stream's schema has {}",
+                got.fields().len(),
+                expected.fields().len()
+            ),
+        });
+    }
+    for (j, (g, e)) in got.fields().iter().zip(expected.fields()).enumerate() {
+        if g.name() != e.name() || g.data_type() != e.data_type() {
+            return Err(CoreError::Stream {
+                table: table.to_string(),
+                message: format!(
+                    "batch {index} does not match the stream's schema: column {j} is {:?} ({}) where the schema has {:?} ({})",
+                    g.name(),
+                    g.data_type(),
+                    e.name(),
+                    e.data_type()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl<'h> Runner<'h> {
@@ -792,13 +823,29 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
     finish(runner, second, orders_set, false, None, activity)
 }
 
+/// The period holding a caller's time point, which must be a date in the supported range.
+fn period_of_point(point: TimePoint, cal: &Calendar, name: &str) -> Result<i32> {
+    let (kind, micros) = match point {
+        TimePoint::InstantMicros(us) => (TsKind::Instant(arrow_schema::TimeUnit::Microsecond), us),
+        TimePoint::LocalMicros(us) => (TsKind::Local(arrow_schema::TimeUnit::Microsecond), us),
+    };
+    match kind.local_day(micros, cal) {
+        Some(day) => Ok(cal.period_of_day(day)),
+        None => Err(CoreError::InvalidArgument(format!("{name} is outside the supported years 1-9999"))),
+    }
+}
+
 fn bad_row_error(set: &ColumnSet, reason: Reason, row: u64) -> CoreError {
     let column = match reason {
         Reason::NullUser => set.user.1.clone(),
-        Reason::NullTs => set.ts.1.clone(),
+        Reason::NullTs | Reason::TsOutOfRange => set.ts.1.clone(),
         _ => set.amount.as_ref().map(|a| a.1.clone()).unwrap_or_default(),
     };
-    let what = if reason == Reason::NanAmount { "a NaN or infinite value" } else { "a null" };
+    let what = match reason {
+        Reason::NanAmount => "a NaN or infinite value",
+        Reason::TsOutOfRange => "a timestamp whose local date is outside the supported years 1-9999",
+        _ => "a null",
+    };
     CoreError::BadRow { table: set.table.clone(), column, what: what.to_string(), row }
 }
 
@@ -813,6 +860,7 @@ fn status_reason(st: u8) -> Reason {
     match st {
         status::NULL_USER => Reason::NullUser,
         status::NULL_TS => Reason::NullTs,
+        status::TS_OUT_OF_RANGE => Reason::TsOutOfRange,
         status::NULL_AMOUNT => Reason::NullAmount,
         _ => Reason::NanAmount,
     }
@@ -968,15 +1016,30 @@ fn finalize(
     let h = runner.spec.horizon as usize;
     let cal = &runner.cal;
     let last_complete = match runner.spec.as_of {
-        Some(TimePoint::InstantMicros(us)) => Some(cal.period_of_instant_micros(us) - 1),
-        Some(TimePoint::LocalMicros(us)) => Some(cal.period_of_local_micros(us) - 1),
+        Some(point) => Some(period_of_point(point, cal, "as_of")? - 1),
         None => orders.max_period.map(|p| p - 1),
     };
     let first_usable = match runner.spec.since {
-        Some(TimePoint::InstantMicros(us)) => Some(cal.first_period_starting_at_or_after_instant(us)),
-        Some(TimePoint::LocalMicros(us)) => Some(cal.first_period_starting_at_or_after_local(us)),
+        Some(point) => {
+            period_of_point(point, cal, "since")?;
+            Some(match point {
+                TimePoint::InstantMicros(us) => cal.first_period_starting_at_or_after_instant(us),
+                TimePoint::LocalMicros(us) => cal.first_period_starting_at_or_after_local(us),
+            })
+        }
         None => None,
     };
+    // Both are reported as the first day of a period, which must be a date in the supported range.
+    if last_complete.is_some_and(|p| !day_in_range(cal.first_day(p))) {
+        return Err(CoreError::InvalidArgument(
+            "as_of (by default, the last order's period) falls in the first period of the supported years 1-9999, so no period before it is complete".into(),
+        ));
+    }
+    if first_usable.is_some_and(|p| !day_in_range(cal.first_day(p))) {
+        return Err(CoreError::InvalidArgument(
+            "since falls in the last period of the supported years 1-9999, so no whole period starts after it".into(),
+        ));
+    }
     let lc = last_complete.map_or(i64::MIN, |p| p as i64);
     let fu = first_usable.map_or(i64::MIN, |p| p as i64);
     let is_complete = |cohort: i32, age: usize| cohort as i64 + age as i64 <= lc;

@@ -3,6 +3,7 @@
 use std::error::Error as StdError;
 
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CoreError {
     #[error("column {column:?} not found in {table}; available columns: {available}")]
     ColumnNotFound { table: String, column: String, available: String },
@@ -23,8 +24,43 @@ pub enum CoreError {
     #[error("{0}")]
     External(Box<dyn StdError + Send + Sync>),
 
+    /// A large allocation failed (tables, cell arrays, buffers): reported, never an abort.
+    #[error("out of memory: {0}")]
+    OutOfMemory(String),
+
     #[error("internal error: {0}")]
     Internal(String),
 }
 
+/// Allocates `n` copies of `value`, or reports what could not be allocated. Large buffers go
+/// through here so that running out of memory is an error, not an abort of the interpreter.
+pub fn try_vec<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| out_of_memory(n.saturating_mul(size_of::<T>()), what))?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+pub fn out_of_memory(bytes: usize, what: &str) -> CoreError {
+    CoreError::OutOfMemory(format!("could not allocate {} MiB for {what}", bytes.div_ceil(1 << 20)))
+}
+
+/// The payload a worker unwinds with when an allocation in a hot loop fails (`resume_unwind`, so
+/// no panic message is printed); the engine turns it back into `CoreError::OutOfMemory`.
+#[derive(Debug)]
+pub struct AllocFailure(pub String);
+
 pub type Result<T> = std::result::Result<T, CoreError>;
+
+/// A caught panic as an error: an `AllocFailure` is `OutOfMemory`, anything else a bug.
+pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> CoreError {
+    if let Some(AllocFailure(what)) = payload.downcast_ref::<AllocFailure>() {
+        return CoreError::OutOfMemory(what.clone());
+    }
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    CoreError::Internal(format!("panic: {message}"))
+}

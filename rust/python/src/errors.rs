@@ -1,41 +1,42 @@
 //! The one place where core errors become Python exceptions.
 //!
 //! The exception classes live in `ltrcore/exceptions.py` so that they can inherit from both
-//! `LtrcoreError` and the matching builtin (`KeyError`, `TypeError`, `ValueError`).
+//! `LtrcoreError` and the matching builtin (`KeyError`, `TypeError`, `ValueError`, `MemoryError`).
+//! `import_exception!` links each one by name at compile time, so a misspelt class cannot silently
+//! become a plain `RuntimeError`.
 
 use ltrcore_core::CoreError;
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-fn ltrcore_exception(py: Python<'_>, class: &str, message: String) -> PyErr {
-    let made = py
-        .import("ltrcore.exceptions")
-        .and_then(|m| m.getattr(class))
-        .and_then(|cls| cls.call1((message.clone(),)));
-    match made {
-        Ok(exc) => PyErr::from_value(exc),
-        Err(_) => PyRuntimeError::new_err(message),
-    }
-}
+pyo3::import_exception!(ltrcore.exceptions, LtrcoreError);
+pyo3::import_exception!(ltrcore.exceptions, ColumnNotFoundError);
+pyo3::import_exception!(ltrcore.exceptions, DtypeError);
+pyo3::import_exception!(ltrcore.exceptions, InvalidArgumentError);
+pyo3::import_exception!(ltrcore.exceptions, BadRowsError);
+pyo3::import_exception!(ltrcore.exceptions, StreamError);
+pyo3::import_exception!(ltrcore.exceptions, OutOfMemoryError);
+pyo3::import_exception!(ltrcore.exceptions, InternalError);
 
-pub fn to_py(py: Python<'_>, err: CoreError) -> PyErr {
-    let class = match &err {
-        CoreError::ColumnNotFound { .. } => "ColumnNotFoundError",
-        CoreError::Dtype { .. } => "DtypeError",
-        CoreError::InvalidArgument(_) => "InvalidArgumentError",
-        CoreError::BadRow { .. } => "BadRowsError",
-        CoreError::Stream { .. } => "StreamError",
-        CoreError::Internal(_) => "InternalError",
-        CoreError::External(_) => {
-            // A Python error raised by a callback or by the source itself: re-raise it unchanged.
-            let CoreError::External(inner) = err else { unreachable!() };
-            return match inner.downcast::<PyErr>() {
-                Ok(pyerr) => *pyerr,
-                Err(other) => ltrcore_exception(py, "LtrcoreError", other.to_string()),
-            };
-        }
-    };
-    ltrcore_exception(py, class, err.to_string())
+pub fn to_py(err: CoreError) -> PyErr {
+    let message = err.to_string();
+    match err {
+        CoreError::ColumnNotFound { .. } => ColumnNotFoundError::new_err(message),
+        CoreError::Dtype { .. } => DtypeError::new_err(message),
+        CoreError::InvalidArgument(_) => InvalidArgumentError::new_err(message),
+        CoreError::BadRow { .. } => BadRowsError::new_err(message),
+        CoreError::Stream { .. } => StreamError::new_err(message),
+        CoreError::OutOfMemory(_) => OutOfMemoryError::new_err(message),
+        CoreError::Internal(_) => InternalError::new_err(message),
+        // A Python error raised by a callback or by the source itself (Ctrl-C included): re-raised
+        // unchanged.
+        CoreError::External(inner) => match inner.downcast::<PyErr>() {
+            Ok(pyerr) => *pyerr,
+            Err(other) => LtrcoreError::new_err(other.to_string()),
+        },
+        // `CoreError` is non-exhaustive to other crates: a new variant is at least an ltrcore error.
+        #[allow(unreachable_patterns)]
+        _ => LtrcoreError::new_err(message),
+    }
 }
 
 /// Wraps a Python error so it can travel through the core and come back out unchanged.
@@ -43,13 +44,8 @@ pub fn external(err: PyErr) -> CoreError {
     CoreError::External(Box::new(err))
 }
 
-/// A panic payload as text, for `InternalError`.
-pub fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "unknown panic".to_string()
-    }
+/// A panic payload as a core error: an allocation that failed in a hot loop is `OutOfMemory`,
+/// anything else a bug (`InternalError`).
+pub fn from_panic(payload: Box<dyn std::any::Any + Send>) -> CoreError {
+    ltrcore_core::error::from_panic(payload)
 }

@@ -16,7 +16,7 @@ use ltrcore_core::{run, Hooks, Inputs, Spec, TimePoint};
 use pyo3::prelude::*;
 
 use crate::arrow_io::{ArrowStream, PySource};
-use crate::errors::{external, panic_message, to_py};
+use crate::errors::{external, from_panic, to_py};
 use crate::result::CoreResult;
 
 /// Progress and cancellation, polled by the core from the calling thread.
@@ -109,9 +109,9 @@ fn compute(
         threads,
         chunk_rows,
     };
-    let mut orders = PySource { opener: orders, reopenable: orders_reopenable, in_memory: orders_in_memory };
-    let mut signups = signups.map(|opener| PySource { opener, reopenable: false, in_memory: false });
-    let mut activity = activity.map(|opener| PySource { opener, reopenable: false, in_memory: false });
+    let mut orders = PySource { table: "orders", opener: orders, reopenable: orders_reopenable, in_memory: orders_in_memory };
+    let mut signups = signups.map(|opener| PySource { table: "signups", opener, reopenable: false, in_memory: false });
+    let mut activity = activity.map(|opener| PySource { table: "activity", opener, reopenable: false, in_memory: false });
     let hooks = PyHooks { progress, last_progress: Mutex::new(None) };
     let outcome = py.detach(|| {
         catch_unwind(AssertUnwindSafe(|| {
@@ -125,8 +125,8 @@ fn compute(
     });
     match outcome {
         Ok(Ok(result)) => Ok(CoreResult::new(result)),
-        Ok(Err(err)) => Err(to_py(py, err)),
-        Err(payload) => Err(to_py(py, ltrcore_core::CoreError::Internal(format!("panic: {}", panic_message(payload))))),
+        Ok(Err(err)) => Err(to_py(err)),
+        Err(payload) => Err(to_py(from_panic(payload))),
     }
 }
 
@@ -136,7 +136,7 @@ fn _debug_panic(py: Python<'_>) -> PyResult<()> {
     let outcome = py.detach(|| catch_unwind(|| -> () { panic!("deliberate panic for testing") }));
     match outcome {
         Ok(()) => Ok(()),
-        Err(payload) => Err(to_py(py, ltrcore_core::CoreError::Internal(format!("panic: {}", panic_message(payload))))),
+        Err(payload) => Err(to_py(from_panic(payload))),
     }
 }
 
