@@ -449,7 +449,7 @@ fn gen_plain_user(g: &mut G, p: Plain) -> Key {
     match p {
         Plain::Int(it) => Key::Int(match g.size(0, 9) {
             0..=7 => g.int(0, 12) as i128,
-            8 => g.pick(&[it.min(), it.max(), it.min() + 1, it.max() - 1, -1i128.max(it.min()), 0x9e37_79b9_7f4a_7c15i128.min(it.max())]),
+            8 => g.pick(&[it.min(), it.max(), it.min() + 1, it.max() - 1, (-1i128).max(it.min()), 0x9e37_79b9_7f4a_7c15i128.min(it.max())]),
             _ => (g.i128()).clamp(it.min(), it.max()),
         }),
         Plain::Str(_) => Key::Str(STRINGS[g.size(0, STRINGS.len() - 1)].as_bytes().to_vec()),
