@@ -908,6 +908,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn malformed_user_columns_are_refused_before_they_are_read() {
+        use arrow_array::{make_array, StringArray};
+        use arrow_buffer::Buffer;
+        use arrow_data::ArrayData;
+        let good = StringArray::from(vec!["a", "bb", "ccc"]);
+        assert_eq!(check_user_column(&good), Ok(()));
+        let with_offsets = |offsets: Vec<i32>| {
+            // SAFETY (test): deliberately invalid data, as an unchecked C-interface import can give.
+            let data = unsafe {
+                ArrayData::builder(DataType::Utf8)
+                    .len(3)
+                    .add_buffer(Buffer::from_vec(offsets))
+                    .add_buffer(Buffer::from_slice_ref(b"abbccc"))
+                    .build_unchecked()
+            };
+            check_user_column(make_array(data).as_ref())
+        };
+        assert!(with_offsets(vec![0, 1, 3, 600]).unwrap_err().contains("past the 6 bytes"));
+        assert!(with_offsets(vec![0, 3, 1, 6]).unwrap_err().contains("decrease"));
+        assert!(with_offsets(vec![-2, 1, 3, 6]).unwrap_err().contains("negative"));
+        assert_eq!(with_offsets(vec![0, 1, 3, 6]), Ok(()));
+    }
+
+    #[test]
     fn floats_round_half_away_from_zero() {
         assert_eq!(round_float(0.145, 1e4), Amount::Value(1450));
         assert_eq!(round_float(-0.00005, 1e4), Amount::Value(-1));
