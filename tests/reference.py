@@ -44,6 +44,7 @@ UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 ORDER_REASONS = [
     "null_user",
     "null_ts",
+    "ts_out_of_range",
     "null_amount",
     "nan_amount",
     "unknown_user",
@@ -54,7 +55,10 @@ ORDER_REASONS = [
     "not_yet_complete",
     "used",
 ]
-BAD_DATA_REASONS = {"null_user", "null_ts", "null_amount", "nan_amount"}
+BAD_DATA_REASONS = {"null_user", "null_ts", "ts_out_of_range", "null_amount", "nan_amount"}
+
+#: The local date of a timestamp outside 0001-01-01 ..= 9999-12-31 (Python's own date range).
+OUT_OF_RANGE = "out of range"
 
 # Output dtypes of the integer columns of the long table.
 AGE_DTYPE = pl.Int32
@@ -115,23 +119,33 @@ def user_values(col: pa.ChunkedArray | pa.Array) -> list[Any]:
     return col.to_pylist()
 
 
-def ts_values(col: pa.ChunkedArray | pa.Array, tz: str) -> tuple[list[int | None], list[dt.date | None]]:
-    """(sort key, local date) of every timestamp. The sort key is the raw stored integer."""
+def _date_or_out(v: int | None, to_date: Any) -> Any:
+    """``to_date(v)``, ``None`` for null, ``OUT_OF_RANGE`` when the date is outside Python's years 1-9999."""
+    if v is None:
+        return None
+    try:
+        return to_date(v)
+    except OverflowError:
+        return OUT_OF_RANGE
+
+
+def ts_values(col: pa.ChunkedArray | pa.Array, tz: str) -> tuple[list[int | None], list[Any]]:
+    """(sort key, local date or ``OUT_OF_RANGE``) of every timestamp. The sort key is the raw stored integer."""
     t = col.type
     if pa.types.is_timestamp(t):
         raw = col.cast(pa.int64()).to_pylist()
         ups = UNITS_PER_SECOND[t.unit]
         if t.tz is None:  # naive: the wall-clock date as is
-            dates = [None if v is None else EPOCH + dt.timedelta(days=v // (ups * 86_400)) for v in raw]
+            dates = [_date_or_out(v, lambda v: EPOCH + dt.timedelta(days=v // (ups * 86_400))) for v in raw]
         else:  # an instant: convert to tz
-            dates = [None if v is None else local_date_of_instant(v // ups, tz) for v in raw]
+            dates = [_date_or_out(v, lambda v: local_date_of_instant(v // ups, tz)) for v in raw]
         return raw, dates
     if pa.types.is_date32(t):
         raw = col.cast(pa.int32()).to_pylist()
-        return raw, [None if v is None else EPOCH + dt.timedelta(days=v) for v in raw]
+        return raw, [_date_or_out(v, lambda v: EPOCH + dt.timedelta(days=v)) for v in raw]
     if pa.types.is_date64(t):
         raw = col.cast(pa.int64()).to_pylist()
-        return raw, [None if v is None else EPOCH + dt.timedelta(days=v // 86_400_000) for v in raw]
+        return raw, [_date_or_out(v, lambda v: EPOCH + dt.timedelta(days=v // 86_400_000)) for v in raw]
     raise TypeError(f"reference: unsupported ts type {t}")
 
 
@@ -291,11 +305,11 @@ def reference_cohorts(
     o_user = user_values(_column(orders_t, user))
     o_key, o_date = ts_values(_column(orders_t, ts), tz)
     o_amt, o_nan, s_eff = amount_values(_column(orders_t, amount), scale)
-    o_period = [None if d is None else period_of_date(d, period) for d in o_date]
+    o_period = [None if d is None or d is OUT_OF_RANGE else period_of_date(d, period) for d in o_date]
     threshold = paying_threshold(min_amount, s_eff)
 
-    def good(i: int) -> bool:  # non-null user, ts, finite amount
-        return o_user[i] is not None and o_key[i] is not None and o_amt[i] is not None
+    def good(i: int) -> bool:  # non-null user, ts in range, finite amount
+        return o_user[i] is not None and o_period[i] is not None and o_amt[i] is not None
 
     def paying(i: int) -> bool:
         return o_amt[i] > threshold
@@ -330,7 +344,7 @@ def reference_cohorts(
         m = signups_t.num_rows
         best: dict[Any, int] = {}  # user -> row index of the earliest signup (first in input order on ties)
         for j in range(m):
-            if s_user[j] is None or s_key[j] is None:
+            if s_user[j] is None or s_key[j] is None or s_date[j] is OUT_OF_RANGE:
                 continue
             u = s_user[j]
             if u not in best or s_key[j] < s_key[best[u]]:
@@ -344,6 +358,8 @@ def reference_cohorts(
                 r = "null_user"
             elif s_key[j] is None:
                 r = "null_ts"
+            elif s_date[j] is OUT_OF_RANGE:
+                r = "ts_out_of_range"
             elif j not in kept:
                 r = "duplicate_user"
             else:
@@ -369,6 +385,8 @@ def reference_cohorts(
             r = "null_user"
         elif o_key[i] is None:
             r = "null_ts"
+        elif o_date[i] is OUT_OF_RANGE:
+            r = "ts_out_of_range"
         elif o_amt[i] is None and not o_nan[i]:
             r = "null_amount"
         elif o_nan[i]:
@@ -399,6 +417,8 @@ def reference_cohorts(
                 r = "null_user"
             elif a_key[k] is None:
                 r = "null_ts"
+            elif a_date[k] is OUT_OF_RANGE:
+                r = "ts_out_of_range"
             elif u not in members:
                 r = "unknown_user"
             else:

@@ -95,6 +95,34 @@ def ts_array(ns_values: list[int | None], typ: pa.DataType) -> pa.Array:
     return pa.array([None if d is None else d * 86_400_000 for d in days], pa.int64()).cast(typ)
 
 
+# Local days at the ends of the supported range (0001-01-01 ..= 9999-12-31): just outside at the low end
+# (a valid row in year 1's first period would leave no complete period before it), and on both sides
+# of the high end.
+EDGE_DAYS = [-719_163, -719_200, 2_932_895, 2_932_896, 2_932_897, 2_932_899]
+
+
+def extreme_raw_values(typ: pa.DataType) -> list[int]:
+    """Raw stored values far outside or at the ends of the supported range, in ``typ``'s unit."""
+    if pa.types.is_date32(typ):
+        return [-(2**31), 2**31 - 1, *EDGE_DAYS]
+    per_day = 86_400_000 if pa.types.is_date64(typ) else 86_400 * {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[typ.unit]
+    values = [-(2**63), 2**63 - 1, 2**62, -(2**62), 2**53 + 1]
+    values += [d * per_day + off for d in EDGE_DAYS for off in (0, per_day - 1, per_day // 2)]
+    return [v for v in values if -(2**63) <= v < 2**63]
+
+
+@st.composite
+def with_extremes(draw: Any, arr: pa.Array) -> pa.Array:
+    """``arr`` (a timestamp or date column) with, now and then, a few values replaced by extremes."""
+    if len(arr) == 0 or draw(st.integers(0, 4)) != 0:
+        return arr
+    storage = pa.int32() if pa.types.is_date32(arr.type) else pa.int64()
+    raw = arr.cast(storage).to_pylist()
+    for _ in range(draw(st.integers(1, 2))):
+        raw[draw(st.integers(0, len(raw) - 1))] = draw(st.sampled_from(extreme_raw_values(arr.type)))
+    return pa.array(raw, storage).cast(arr.type)
+
+
 @st.composite
 def instant_pool(draw: Any, anchor: dt.datetime, period: str, horizon: int) -> list[int]:
     """1..8 instants (ns since epoch) spread over a few periods around the anchor."""
@@ -201,7 +229,7 @@ def cases(
     o_amt = draw(st.lists(maybe(amount_values_strategy(amount_type, dec_scale), 10), min_size=n, max_size=n))
     cols: dict[str, pa.Array] = {
         user: user_array(o_users, user_type),
-        ts: ts_array(o_ts, ts_type),
+        ts: draw(with_extremes(ts_array(o_ts, ts_type))),
         amount: amount_array(o_amt, amount_type, dec_scale),
     }
 
@@ -237,7 +265,8 @@ def cases(
         s_name = draw(st.sampled_from(["signup_ts", "joined"]))
         s_cols = {
             user: user_array(draw(st.lists(maybe(st.sampled_from(users), 10), min_size=m, max_size=m)), side_user_type()),
-            s_name: ts_array(draw(st.lists(maybe(st.sampled_from(pool), 12), min_size=m, max_size=m)), s_ts_type),
+            s_name: draw(with_extremes(ts_array(draw(st.lists(maybe(st.sampled_from(pool), 12), min_size=m, max_size=m)),
+                                                s_ts_type))),
         }
         add_by(s_cols, m)
         kw["signups"] = pa.table(s_cols)
@@ -257,7 +286,8 @@ def cases(
                 user: user_array(
                     draw(st.lists(maybe(st.sampled_from(users), 10), min_size=k, max_size=k)), side_user_type()
                 ),
-                a_name: ts_array(draw(st.lists(maybe(st.sampled_from(pool), 12), min_size=k, max_size=k)), a_ts_type),
+                a_name: draw(with_extremes(ts_array(draw(st.lists(maybe(st.sampled_from(pool), 12), min_size=k,
+                                                                  max_size=k)), a_ts_type))),
             }
         )
         if a_name != ts:

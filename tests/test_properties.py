@@ -73,8 +73,9 @@ def check_case(case: dict, data: Any) -> Any:
 
     # the ExcludedRowsWarning: once when any order row was bad, never when no input had a bad row
     bad_orders = sum(ref.reconciliation.get(r, (0, 0))[0] for r in BAD_DATA_REASONS)
-    bad_side = sum((ref.signups_reconciliation or {}).get(r, 0) for r in ("null_user", "null_ts")) + sum(
-        (ref.activity_reconciliation or {}).get(r, 0) for r in ("null_user", "null_ts")
+    side_bad = ("null_user", "null_ts", "ts_out_of_range")
+    bad_side = sum((ref.signups_reconciliation or {}).get(r, 0) for r in side_bad) + sum(
+        (ref.activity_reconciliation or {}).get(r, 0) for r in side_bad
     )
     assert len(warned) <= 1, [str(w.message) for w in warned]
     if bad_orders:

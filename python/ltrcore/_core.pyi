@@ -57,5 +57,6 @@ def compute(
     threads: int,
     chunk_rows: int,
     progress: Callable[[str, int], Any] | None,
+    cells_budget: int | None = None,
 ) -> CoreResult: ...
 def _debug_panic() -> None: ...

@@ -147,6 +147,7 @@ def cohorts(
     threads: int | None = None,
     progress: Callable[[str, int], Any] | None = None,
     _chunk_rows: int | None = None,
+    _cells_budget: int | None = None,
 ) -> CohortTable:
     """Builds the cohort × age table of revenue, orders, payers and (optionally) active users.
 
@@ -159,7 +160,9 @@ def cohorts(
     ``threads`` sets the worker count, capped at the cores available to the process (results are
     identical for any value). ``progress`` is called
     as ``progress(phase, rows_done)`` from the calling thread about twice a second. ``_chunk_rows`` is
-    for tests: it shrinks the engine's internal steps so chunk boundaries are exercised.
+    for tests: it shrinks the engine's internal steps so chunk boundaries are exercised, and
+    ``_cells_budget`` (bytes) the memory under which each worker keeps its own copy of the cohort
+    grid, so that the shared grid of large grids is exercised on small data.
     """
     user, ts, amount, signup_ts = (_column_name(n, v) for n, v in
                                    (("user", user), ("ts", ts), ("amount", amount), ("signup_ts", signup_ts)))  # fmt: skip
@@ -221,6 +224,7 @@ def cohorts(
         threads=_threads(threads),
         chunk_rows=chunk_rows,
         progress=progress,
+        cells_budget=None if _cells_budget is None else _check_int("_cells_budget", _cells_budget, 0, 1 << 62),
     )
     segment_dictionary = coder.dictionary() if coder is not None else None
 

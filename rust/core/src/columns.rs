@@ -14,7 +14,7 @@ use hashbrown::HashMap;
 
 use crate::calendar::{day_in_range, Calendar, MAX_DAY, MIN_DAY, SECONDS_PER_DAY};
 use crate::kernel::prefetch_read;
-use crate::error::{CoreError, Result};
+use crate::error::{out_of_memory, CoreError, Result};
 
 pub const USER_ACCEPTED: &str =
     "int8/16/32/64, uint8/16/32/64, string, large_string, string_view, or a dictionary of those";
@@ -161,14 +161,21 @@ impl Interner {
         k
     }
 
-    fn keys_of(&mut self, array: &dyn Array) -> Vec<u64> {
-        let mut out = Vec::with_capacity(array.len());
+    /// Strings interned between two calls of `poll`: a few milliseconds of work.
+    const POLL_EVERY: usize = 1 << 18;
+
+    fn keys_of(&mut self, array: &dyn Array, poll: &mut dyn FnMut() -> Result<()>) -> Result<Vec<u64>> {
+        let mut out = Vec::new();
+        out.try_reserve_exact(array.len()).map_err(|_| out_of_memory(array.len() * 8, "the user keys of a batch"))?;
         macro_rules! strings {
             ($arr:expr) => {{
                 let a = $arr;
-                for i in 0..a.len() {
-                    // Null slots get a dummy key; validity is checked separately.
-                    out.push(if a.is_valid(i) { self.key(a.value(i).as_bytes()) } else { u64::MAX });
+                for start in (0..a.len()).step_by(Self::POLL_EVERY) {
+                    poll()?;
+                    for i in start..a.len().min(start + Self::POLL_EVERY) {
+                        // Null slots get a dummy key; validity is checked separately.
+                        out.push(if a.is_valid(i) { self.key(a.value(i).as_bytes()) } else { u64::MAX });
+                    }
                 }
             }};
         }
@@ -176,9 +183,9 @@ impl Interner {
             DataType::Utf8 => strings!(array.as_string::<i32>()),
             DataType::LargeUtf8 => strings!(array.as_string::<i64>()),
             DataType::Utf8View => strings!(array.as_string_view()),
-            other => unreachable!("interning {other}"),
+            other => return Err(CoreError::Internal(format!("interning {other}"))),
         }
-        out
+        Ok(out)
     }
 }
 
@@ -524,19 +531,25 @@ pub struct BatchView<'a> {
 }
 
 impl<'a> BatchView<'a> {
-    pub fn new(batch: &'a RecordBatch, set: &'a ColumnSet, interner: &mut Interner) -> Result<Self> {
+    /// Reads a batch through a column set. String user ids are interned here, on the calling
+    /// thread; `poll` is called every few hundred thousand strings (progress and Ctrl-C).
+    pub fn new(batch: &'a RecordBatch, set: &'a ColumnSet, interner: &mut Interner, poll: &mut dyn FnMut() -> Result<()>) -> Result<Self> {
         let user_col: &'a ArrayRef = batch.column(set.user.0);
+        check_user_column(user_col.as_ref()).map_err(|problem| CoreError::Stream {
+            table: set.table.clone(),
+            message: format!("column {:?} is not valid Arrow data: {problem}", set.user.1),
+        })?;
         let user = match user_col.data_type() {
             DataType::Dictionary(_, _) => {
                 let dict = user_col.as_any_dictionary();
                 let values = dict.values();
                 if values.is_empty() {
-                    // Every key is null (arrow cannot normalise keys into an empty dictionary).
+                    // Every key is null (checked above; arrow cannot normalise keys into an empty dictionary).
                     return Self::with_user(batch, set, UserReader::Keys(vec![u64::MAX; user_col.len()]));
                 }
                 let value_keys: Vec<u64> = match IntUsers::of(values.as_ref()) {
                     Some(ints) => (0..values.len()).map(|i| ints.get(i)).collect(),
-                    None => interner.keys_of(values.as_ref()),
+                    None => interner.keys_of(values.as_ref(), poll)?,
                 };
                 let idx = dict.normalized_keys();
                 UserReader::Keys(
@@ -548,7 +561,7 @@ impl<'a> BatchView<'a> {
             }
             _ => match IntUsers::of(user_col.as_ref()) {
                 Some(ints) => UserReader::Ints(ints),
-                None => UserReader::Keys(interner.keys_of(user_col.as_ref())),
+                None => UserReader::Keys(interner.keys_of(user_col.as_ref(), poll)?),
             },
         };
         Self::with_user(batch, set, user)
@@ -557,7 +570,7 @@ impl<'a> BatchView<'a> {
     fn with_user(batch: &'a RecordBatch, set: &'a ColumnSet, user: UserReader<'a>) -> Result<Self> {
         let user_col: &'a ArrayRef = batch.column(set.user.0);
         // Logical nulls: for a dictionary, null keys and null values alike.
-        let user_nulls = user_col.logical_nulls();
+        let user_nulls = counted_nulls(user_col.as_ref());
 
         let ts_col: &'a ArrayRef = batch.column(set.ts.0);
         let ts = match ts_col.data_type() {
@@ -600,19 +613,19 @@ impl<'a> BatchView<'a> {
                     }
                     other => return Err(internal_dtype(name, other)),
                 };
-                Some((reader, col.logical_nulls()))
+                Some((reader, counted_nulls(col.as_ref())))
             }
             None => None,
         };
         let segment = set.segment.as_ref().map(|(i, _)| {
             let col: &'a ArrayRef = batch.column(*i);
-            (col.as_primitive::<UInt32Type>().values().as_ref(), col.logical_nulls())
+            (col.as_primitive::<UInt32Type>().values().as_ref(), counted_nulls(col.as_ref()))
         });
         Ok(BatchView {
             user,
             user_nulls,
             ts,
-            ts_nulls: ts_col.logical_nulls(),
+            ts_nulls: counted_nulls(ts_col.as_ref()),
             amount,
             segment,
             len: batch.num_rows(),
@@ -830,6 +843,62 @@ fn macro_ints(ints: &IntUsers<'_>, lo: usize, hi: usize, out: &mut Vec<u64>) {
     }
 }
 
+/// A column's logical nulls with the count taken from the bits, not from the producer: a wrong
+/// count imported through the C data interface would make nulls read as values.
+fn counted_nulls(array: &dyn Array) -> Option<NullBuffer> {
+    array.logical_nulls().map(|n| NullBuffer::new(n.into_inner()))
+}
+
+/// Checks what reading a user column relies on: string offsets and views inside their buffers,
+/// dictionary indices inside the dictionary. Arrays imported through the C data interface are
+/// not validated by arrow, and a bad offset or index would read outside a buffer.
+fn check_user_column(array: &dyn Array) -> std::result::Result<(), String> {
+    fn offsets<O: Copy + Into<i64>>(offsets: &[O], data_len: usize) -> std::result::Result<(), String> {
+        let mut previous = offsets.first().map_or(0, |&o| o.into());
+        if previous < 0 {
+            return Err(format!("a string offset is negative ({previous})"));
+        }
+        for &o in offsets {
+            let o: i64 = o.into();
+            if o < previous {
+                return Err(format!("string offsets decrease ({previous} then {o})"));
+            }
+            previous = o;
+        }
+        if usize::try_from(previous).map_or(true, |last| last > data_len) {
+            return Err(format!("a string ends at byte {previous}, past the {data_len} bytes of data"));
+        }
+        Ok(())
+    }
+    match array.data_type() {
+        DataType::Utf8 => {
+            let a = array.as_string::<i32>();
+            offsets(a.value_offsets(), a.value_data().len())
+        }
+        DataType::LargeUtf8 => {
+            let a = array.as_string::<i64>();
+            offsets(a.value_offsets(), a.value_data().len())
+        }
+        DataType::Utf8View => {
+            let a = array.as_string_view();
+            let buffers = a.data_buffers();
+            for &view in a.views().iter() {
+                #[allow(clippy::cast_possible_truncation)] // the view's fields, by the format's layout
+                let (len, buffer, offset) = (view as u32, (view >> 64) as u32, (view >> 96) as u32);
+                if len > 12 {
+                    let fits = buffers.get(buffer as usize).is_some_and(|b| u64::from(offset) + u64::from(len) <= b.len() as u64);
+                    if !fits {
+                        return Err(format!("a string view points outside its data (buffer {buffer}, offset {offset}, length {len})"));
+                    }
+                }
+            }
+            Ok(())
+        }
+        DataType::Dictionary(_, _) => array.to_data().validate_full().map_err(|e| e.to_string()),
+        _ => Ok(()),
+    }
+}
+
 fn internal_dtype(column: &str, dt: &DataType) -> CoreError {
     CoreError::Internal(format!("column {column:?} changed dtype to {dt} mid-stream"))
 }
@@ -837,6 +906,30 @@ fn internal_dtype(column: &str, dt: &DataType) -> CoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn malformed_user_columns_are_refused_before_they_are_read() {
+        use arrow_array::{make_array, StringArray};
+        use arrow_buffer::Buffer;
+        use arrow_data::ArrayData;
+        let good = StringArray::from(vec!["a", "bb", "ccc"]);
+        assert_eq!(check_user_column(&good), Ok(()));
+        let with_offsets = |offsets: Vec<i32>| {
+            // SAFETY (test): deliberately invalid data, as an unchecked C-interface import can give.
+            let data = unsafe {
+                ArrayData::builder(DataType::Utf8)
+                    .len(3)
+                    .add_buffer(Buffer::from_vec(offsets))
+                    .add_buffer(Buffer::from_slice_ref(b"abbccc"))
+                    .build_unchecked()
+            };
+            check_user_column(make_array(data).as_ref())
+        };
+        assert!(with_offsets(vec![0, 1, 3, 600]).unwrap_err().contains("past the 6 bytes"));
+        assert!(with_offsets(vec![0, 3, 1, 6]).unwrap_err().contains("decrease"));
+        assert!(with_offsets(vec![-2, 1, 3, 6]).unwrap_err().contains("negative"));
+        assert_eq!(with_offsets(vec![0, 1, 3, 6]), Ok(()));
+    }
 
     #[test]
     fn floats_round_half_away_from_zero() {

@@ -7,9 +7,9 @@
 //! defaults to the last order's period.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use arrow_array::{RecordBatch, RecordBatchReader};
 use hashbrown::HashMap;
@@ -17,8 +17,8 @@ use rayon::prelude::*;
 
 use crate::calendar::{day_in_range, Calendar, PeriodKind};
 use crate::columns::{status, BatchView, ColumnNames, ColumnSet, Decoded, Interner, TsKind, UserFamily, Want};
-use crate::error::{from_panic, try_vec, CoreError, Result};
-use crate::kernel::{hash_key, shard_of, Attribution, CellRec, Cells, FirstRec, Users, ACTIVE, MULTI, PAID};
+use crate::error::{from_panic, out_of_memory, CoreError, Result};
+use crate::kernel::{hash_key, shard_of, vec_or_unwind, Attribution, CellRec, CellSink, Cells, FirstRec, Users, ACTIVE, MULTI, PAID, PENDING_ROWS};
 use crate::reconcile::{Reason, Tally};
 
 /// A point in time given by the caller: an instant, or a wall-clock time in the run's zone.
@@ -49,7 +49,13 @@ pub struct Spec {
     pub threads: usize,
     /// Rows per parallel step; progress ticks come between rounds of `STEPS_PER_ROUND` steps.
     pub chunk_rows: usize,
+    /// Memory all the workers' private copies of the cohort grid may take together; a larger grid
+    /// is kept once and shared (see `kernel::CellSink`). `DEFAULT_CELLS_BUDGET` unless testing.
+    pub cells_budget: usize,
 }
+
+/// The default `Spec::cells_budget`: 256 MiB.
+pub const DEFAULT_CELLS_BUDGET: usize = 256 << 20;
 
 impl Spec {
     pub fn validate(&self) -> Result<()> {
@@ -192,15 +198,26 @@ const ACTIVITY_REASONS: [Reason; 9] = [
 ];
 
 /// Per-thread state of one pass. Aligned so two threads' counters never share a cache line.
-#[derive(Clone, Default)]
+#[derive(Default)]
 #[repr(align(128))]
 struct Acc {
+    tally: Tally,
+    cells: CellSink,
+    max_period: Option<i32>,
+    input_rows: u64,
+    input_amount: i128,
+}
+
+/// A pass's accumulators summed over the threads.
+#[derive(Default)]
+struct Totals {
     tally: Tally,
     cells: Cells,
     max_period: Option<i32>,
     input_rows: u64,
     input_amount: i128,
 }
+
 
 /// Floor of `mantissa × 10^(exponent + scale)`, clamped to i64: amounts above it are paying.
 pub fn paying_threshold(min_amount: (i128, i32), scale: u8) -> i64 {
@@ -426,6 +443,66 @@ impl Pass for ActivityPass<'_> {
 /// Steps per round: a round is one wake-up of the worker threads, and the calling thread reports
 /// progress and polls for Ctrl-C between rounds.
 const STEPS_PER_ROUND: usize = 8;
+
+/// How often the calling thread reports progress and polls for Ctrl-C, at most.
+const TICK_EVERY: Duration = Duration::from_millis(100);
+
+/// Payload a walk over the users unwinds with when the run is cancelled (see `watched`).
+struct Cancelled;
+
+/// Checked once per user by the walks over the users' tables: unwinds out of the walk, every few
+/// thousand users, once the run is cancelled. Unwinding needs no cancellation point inside the
+/// kernel's walks, and the tables it leaves half-walked are dropped with the run.
+struct StopCheck<'a> {
+    stop: &'a AtomicBool,
+    n: u32,
+}
+
+impl<'a> StopCheck<'a> {
+    fn new(stop: &'a AtomicBool) -> Self {
+        StopCheck { stop, n: 0 }
+    }
+
+    #[inline(always)]
+    fn check(&mut self) {
+        self.n = self.n.wrapping_add(1);
+        if self.n & 0xFFF == 0 && self.stop.load(Ordering::Relaxed) {
+            std::panic::resume_unwind(Box::new(Cancelled));
+        }
+    }
+}
+
+/// Runs `work` on the pool while the calling thread goes on reporting progress and polling for
+/// Ctrl-C (every `TICK_EVERY`). When a tick fails, the stop flag is raised, `work` (which checks it
+/// every few milliseconds, see `StopCheck`) is waited for, and the tick's error returned: no worker
+/// is left running. A panic in `work` is an error (`OutOfMemory` for a failed allocation).
+fn watched<R: Send>(pool: &rayon::ThreadPool, hooks: &dyn Hooks, phase: &'static str, work: impl FnOnce(&AtomicBool) -> R + Send) -> Result<R> {
+    let stop = AtomicBool::new(false);
+    let caller = std::thread::current();
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            let outcome = catch_unwind(AssertUnwindSafe(|| pool.install(|| work(&stop))));
+            caller.unpark();
+            outcome
+        });
+        let mut failure = None;
+        while !worker.is_finished() {
+            std::thread::park_timeout(TICK_EVERY);
+            if failure.is_none() && !worker.is_finished() {
+                if let Err(e) = hooks.tick(phase, 0, false) {
+                    stop.store(true, Ordering::Relaxed);
+                    failure = Some(e);
+                }
+            }
+        }
+        let outcome = worker.join().unwrap_or_else(Err);
+        match (failure, outcome) {
+            (Some(e), _) => Err(e),
+            (None, Ok(r)) => Ok(r),
+            (None, Err(panic)) => Err(from_panic(panic)),
+        }
+    })
+}
 
 /// How many rows ahead a shard prefetches the bucket it will probe, and then the user's state when
 /// it lives outside the table.
@@ -692,7 +769,15 @@ impl<'h> Runner<'h> {
         for batch in stream.reader {
             let batch = batch?;
             {
-                let view = BatchView::new(&batch, set, &mut self.interner)?;
+                let hooks = self.hooks;
+                let mut poll = || -> Result<()> {
+                    if last_tick.elapsed() >= TICK_EVERY {
+                        hooks.tick(phase, row0, false)?;
+                        last_tick = Instant::now();
+                    }
+                    Ok(())
+                };
+                let view = BatchView::new(&batch, set, &mut self.interner, &mut poll)?;
                 if self.ts_kind.is_none() {
                     self.ts_kind = Some(view.ts_kind());
                 }
@@ -702,7 +787,7 @@ impl<'h> Runner<'h> {
                     let hi = n.min(lo.saturating_add(step.saturating_mul(STEPS_PER_ROUND)));
                     let round = Round { view: &view, cal: &self.cal, want, pass, shares: &shares, rows: lo..hi, step, row0 };
                     run_round(&self.pool, &mut self.shards, &mut accs, &round)?;
-                    if last_tick.elapsed().as_millis() >= 100 {
+                    if last_tick.elapsed() >= TICK_EVERY {
                         self.hooks.tick(phase, row0 + hi as u64, false)?;
                         last_tick = Instant::now();
                     }
@@ -719,31 +804,24 @@ impl<'h> Runner<'h> {
         Ok(accs)
     }
 
-    fn fresh_accs(&self, cells: usize) -> Vec<Acc> {
-        (0..self.threads).map(|_| Acc { cells: Cells::new(cells), ..Acc::default() }).collect()
+    /// One accumulator per worker, over a grid of `cells` cells.
+    fn fresh_accs(&self, cells: usize) -> Result<Vec<Acc>> {
+        let sinks = CellSink::for_workers(cells, self.threads, self.spec.cells_budget)?;
+        Ok(sinks.into_iter().map(|cells| Acc { cells, ..Acc::default() }).collect())
     }
-
 }
 
-fn merge_acc(into: &mut Acc, other: &Acc) {
-    into.tally.merge(&other.tally);
-    if !other.cells.rows.is_empty() {
-        into.cells.merge(&other.cells);
+fn sum_accs(accs: Vec<Acc>) -> Totals {
+    let mut total = Totals::default();
+    let mut sinks = Vec::with_capacity(accs.len());
+    for a in accs {
+        total.tally.merge(&a.tally);
+        total.max_period = total.max_period.max(a.max_period);
+        total.input_rows += a.input_rows;
+        total.input_amount += a.input_amount;
+        sinks.push(a.cells);
     }
-    into.max_period = match (into.max_period, other.max_period) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
-    into.input_rows += other.input_rows;
-    into.input_amount += other.input_amount;
-}
-
-fn sum_accs(accs: Vec<Acc>) -> Acc {
-    let mut it = accs.into_iter();
-    let mut total = it.next().unwrap_or_default();
-    for a in it {
-        merge_acc(&mut total, &a);
-    }
+    total.cells = CellSink::total(sinks);
     total
 }
 
@@ -793,7 +871,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
                 segment: names.segment.as_deref(),
             },
         )?;
-        let accs = runner.fresh_accs(0);
+        let accs = runner.fresh_accs(0)?;
         let accs = runner.scan(stream, &set, "signups", None, accs, &SignupPass { set: &set, strict })?;
         let signup_acc = sum_accs(accs);
         let stream = Stream::open("orders", orders)?;
@@ -812,7 +890,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
     if orders.held_in_memory() || !orders.reopenable() {
         runner.shards.iter_mut().for_each(Users::record_trail);
     }
-    let accs = runner.fresh_accs(0);
+    let accs = runner.fresh_accs(0)?;
     let pass = FirstPurchasePass { set: &orders_set, strict, threshold };
     runner.scan(stream, &orders_set, "orders: first purchases", keep, accs, &pass)?;
     let second = if orders.reopenable() {
@@ -905,26 +983,135 @@ impl GroupMemo {
     }
 }
 
+/// What the users' bitsets give: per group the cohort size, customers (a paying order in a complete
+/// cell) and repeaters (two or more), per cell the payers and the actives.
+struct UserCounts {
+    sizes: Vec<u64>,
+    repeaters: Vec<u64>,
+    customers: Vec<u64>,
+    payers: Vec<u64>,
+    active: Vec<u64>,
+}
+
+impl UserCounts {
+    fn new(groups: usize, cells: usize) -> Self {
+        UserCounts {
+            sizes: vec_or_unwind(groups, 0, "the cohort sizes"),
+            repeaters: vec_or_unwind(groups, 0, "the cohort sizes"),
+            customers: vec_or_unwind(groups, 0, "the cohort sizes"),
+            payers: vec_or_unwind(cells, 0, "the payers per cell"),
+            active: vec_or_unwind(cells, 0, "the actives per cell"),
+        }
+    }
+
+    fn add(&mut self, other: &UserCounts) {
+        for (x, y) in [
+            (&mut self.sizes, &other.sizes),
+            (&mut self.repeaters, &other.repeaters),
+            (&mut self.customers, &other.customers),
+            (&mut self.payers, &other.payers),
+            (&mut self.active, &other.active),
+        ] {
+            for (p, q) in x.iter_mut().zip(y) {
+                *p += q;
+            }
+        }
+    }
+}
+
+/// Counts every shard's users in parallel (run under `watched`). Per-cell counts follow the cells'
+/// memory model: a private copy per shard while the copies fit `budget`, else one
+/// shared copy that each shard adds its users' ages to, `PENDING_ROWS` at a time, under a lock.
+#[allow(clippy::too_many_arguments)]
+fn count_users(
+    shards: &[Users],
+    n_groups: usize,
+    h: usize,
+    complete_ages: &[usize],
+    has_activity: bool,
+    budget: usize,
+    stop: &AtomicBool,
+) -> UserCounts {
+    let n_cells = n_groups * h;
+    let private = n_cells.saturating_mul(2 * size_of::<u64>()).saturating_mul(shards.len()) <= budget;
+    let shared = Mutex::new(UserCounts::new(0, if private { 0 } else { n_cells }));
+    let add_shared = |pending: &mut Vec<(usize, bool)>| {
+        let mut counts = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        for (cell, is_active) in pending.drain(..) {
+            if is_active {
+                counts.active[cell] += 1;
+            } else {
+                counts.payers[cell] += 1;
+            }
+        }
+    };
+    let per_shard: Vec<UserCounts> = shards
+        .par_iter()
+        .map(|users| {
+            let mut c = UserCounts::new(n_groups, if private { n_cells } else { 0 });
+            let mut pending: Vec<(usize, bool)> = Vec::new();
+            let mut stop = StopCheck::new(stop);
+            users.for_each_user(|g, bits| {
+                stop.check();
+                let g = g as usize;
+                c.sizes[g] += 1;
+                let paid_complete = bits.count_below(PAID, complete_ages[g]);
+                let multi_complete = bits.count_below(MULTI, complete_ages[g]) > 0;
+                c.repeaters[g] += u64::from(paid_complete >= 2 || multi_complete);
+                c.customers[g] += u64::from(paid_complete >= 1);
+                let cells = g * h..(g + 1) * h;
+                if private {
+                    bits.count_ages(PAID, &mut c.payers[cells.clone()]);
+                    if has_activity {
+                        bits.count_ages(ACTIVE, &mut c.active[cells]);
+                    }
+                } else {
+                    bits.for_each_age(PAID, |a| pending.push((g * h + a, false)));
+                    if has_activity {
+                        bits.for_each_age(ACTIVE, |a| pending.push((g * h + a, true)));
+                    }
+                    if pending.len() >= PENDING_ROWS {
+                        add_shared(&mut pending);
+                    }
+                }
+            });
+            add_shared(&mut pending);
+            c
+        })
+        .collect();
+    let mut total = UserCounts::new(n_groups, if private { n_cells } else { 0 });
+    for c in &per_shard {
+        total.add(c);
+    }
+    if !private {
+        let shared = shared.into_inner().unwrap_or_else(PoisonError::into_inner);
+        (total.payers, total.active) = (shared.payers, shared.active);
+    }
+    total
+}
+
 /// Groups: the distinct (segment, cohort) pairs, sorted; seals every shard's users.
-fn seal_groups(runner: &mut Runner<'_>, kinds: usize) -> Vec<(u32, i32)> {
+fn seal_groups(runner: &mut Runner<'_>, kinds: usize) -> Result<Vec<(u32, i32)>> {
     let cal = &runner.cal;
     let kind = runner.ts_kind.unwrap_or(TsKind::Date32);
     type GroupSet = hashbrown::HashSet<(u32, i32), foldhash::fast::FixedState>;
     let shards = &mut runner.shards;
-    let distinct: GroupSet = runner.pool.install(|| {
+    let distinct: GroupSet = watched(&runner.pool, runner.hooks, "cohorts", |stop| {
         shards
             .par_iter_mut()
             .map(|users| {
                 let mut set = GroupSet::default();
                 let mut memo = GroupMemo::new();
+                let mut stop = StopCheck::new(stop);
                 users.map_firsts(|ts, segment| {
+                    stop.check();
                     let period = kind.period(ts, cal);
                     let g = (segment, period);
                     memo.get_or(g, || {
                         set.insert(g);
                         0
                     });
-                    period as i64
+                    i64::from(period)
                 });
                 set
             })
@@ -932,28 +1119,32 @@ fn seal_groups(runner: &mut Runner<'_>, kinds: usize) -> Vec<(u32, i32)> {
                 a.extend(b);
                 a
             })
-    });
+    })?;
     let mut groups: Vec<(u32, i32)> = distinct.into_iter().collect();
     groups.sort_unstable();
-    let index: HashMap<(u32, i32), u32, foldhash::fast::FixedState> =
-        groups.iter().enumerate().map(|(i, &g)| (g, i as u32)).collect();
+    let n_groups = u32::try_from(groups.len()).map_err(|_| out_of_memory(usize::MAX, "more than 2^32 cohort groups"))?;
+    let index: HashMap<(u32, i32), u32, foldhash::fast::FixedState> = groups.iter().zip(0..n_groups).map(|(&g, i)| (g, i)).collect();
     let horizon = runner.spec.horizon as usize;
-    let n_groups = groups.len();
-    runner.pool.install(|| {
-        runner.shards.par_iter_mut().for_each(|users| {
+    let shards = &mut runner.shards;
+    watched(&runner.pool, runner.hooks, "cohorts", |stop| {
+        shards.par_iter_mut().for_each(|users| {
             let mut memo = GroupMemo::new();
+            let mut stop = StopCheck::new(stop);
             users.seal(
                 |period, segment| {
+                    stop.check();
+                    // `map_firsts` above stored the period, an i32, in the i64.
+                    #[allow(clippy::cast_possible_truncation)]
                     let g = (segment, period as i32);
                     memo.get_or(g, || index[&g])
                 },
-                n_groups,
+                groups.len(),
                 horizon,
                 kinds,
             );
         })
-    });
-    groups
+    })?;
+    Ok(groups)
 }
 
 fn finish(
@@ -961,13 +1152,13 @@ fn finish(
     stream: Stream,
     orders_set: ColumnSet,
     has_signups: bool,
-    signup_acc: Option<Acc>,
+    signup_acc: Option<Totals>,
     activity: Option<&mut dyn BatchSource>,
 ) -> Result<CohortResult> {
     let horizon = runner.spec.horizon;
     let strict = runner.spec.strict;
     let sealing = Instant::now();
-    let groups = seal_groups(&mut runner, if activity.is_some() { 3 } else { 2 });
+    let groups = seal_groups(&mut runner, if activity.is_some() { 3 } else { 2 })?;
     runner.shards.iter_mut().for_each(Users::replay_trail);
     trace("seal", sealing);
     let group_cohort: Vec<i32> = groups.iter().map(|g| g.1).collect();
@@ -977,7 +1168,7 @@ fn finish(
 
     // Pass 2: orders into cells.
     let at = Attribution { horizon, group_cohort: &group_cohort, missing };
-    let accs = runner.fresh_accs(n_cells);
+    let accs = runner.fresh_accs(n_cells)?;
     let pass = OrdersPass { set: &orders_set, strict, threshold, at };
     let accs = runner.scan(stream, &orders_set, "orders", None, accs, &pass)?;
     runner.shards.iter_mut().for_each(Users::end_trail);
@@ -991,7 +1182,7 @@ fn finish(
             let names = ColumnNames { table: "activity", user: &user, ts: &ts, amount: None, segment: None };
             let set = runner.columns(&stream, names)?;
             let at = Attribution { horizon, group_cohort: &group_cohort, missing: Reason::UnknownUser };
-            let accs = runner.fresh_accs(n_cells);
+            let accs = runner.fresh_accs(n_cells)?;
             let accs = runner.scan(stream, &set, "activity", None, accs, &ActivityPass { set: &set, strict, at })?;
             Some(sum_accs(accs))
         }
@@ -1009,9 +1200,9 @@ fn finalize(
     groups: Vec<(u32, i32)>,
     scale: u8,
     has_signups: bool,
-    orders: Acc,
-    signups: Option<Acc>,
-    activity: Option<Acc>,
+    orders: Totals,
+    signups: Option<Totals>,
+    activity: Option<Totals>,
 ) -> Result<CohortResult> {
     let h = runner.spec.horizon as usize;
     let cal = &runner.cal;
@@ -1058,40 +1249,12 @@ fn finalize(
     // Complete ages form a prefix: how many there are in each group.
     let complete_ages: Vec<usize> = groups.iter().map(|&(_, c)| (0..h).take_while(|&a| is_complete(c, a)).count()).collect();
     let has_activity = activity.is_some();
-    let (sizes, (repeaters, customers), payers, active) = runner.pool.install(|| {
-        runner
-            .shards
-            .par_iter()
-            .fold(
-                || (vec![0u64; n_groups], (vec![0u64; n_groups], vec![0u64; n_groups]), vec![0u64; n_groups * h], vec![0u64; n_groups * h]),
-                |mut acc, users| {
-                    users.for_each_user(|g, bits| {
-                        let g = g as usize;
-                        acc.0[g] += 1;
-                        bits.count_ages(PAID, &mut acc.2[g * h..(g + 1) * h]);
-                        let paid_complete = bits.count_below(PAID, complete_ages[g]);
-                        let multi_complete = bits.count_below(MULTI, complete_ages[g]) > 0;
-                        acc.1 .0[g] += u64::from(paid_complete >= 2 || multi_complete);
-                        acc.1 .1[g] += u64::from(paid_complete >= 1);
-                        if has_activity {
-                            bits.count_ages(ACTIVE, &mut acc.3[g * h..(g + 1) * h]);
-                        }
-                    });
-                    acc
-                },
-            )
-            .reduce(
-                || (vec![0u64; n_groups], (vec![0u64; n_groups], vec![0u64; n_groups]), vec![0u64; n_groups * h], vec![0u64; n_groups * h]),
-                |mut a, b| {
-                    for (x, y) in [(&mut a.0, &b.0), (&mut a.1 .0, &b.1 .0), (&mut a.1 .1, &b.1 .1), (&mut a.2, &b.2), (&mut a.3, &b.3)] {
-                        for (p, q) in x.iter_mut().zip(y) {
-                            *p += q;
-                        }
-                    }
-                    a
-                },
-            )
-    });
+    let shards = &runner.shards;
+    let budget = runner.spec.cells_budget;
+    let counts = watched(&runner.pool, runner.hooks, "finalizing", |stop| {
+        count_users(shards, n_groups, h, &complete_ages, has_activity, budget, stop)
+    })?;
+    let UserCounts { sizes, repeaters, customers, payers, active } = counts;
 
     // Cells: reclassify by completeness, and the reported arrays.
     let cells = &orders.cells;
@@ -1240,7 +1403,7 @@ mod tests {
         .unwrap();
         let names = ColumnNames { table: "orders", user: "user_id", ts: "ts", amount: Some("amount"), segment: None };
         let set = ColumnSet::resolve(&schema, &names, 4).unwrap();
-        let view = BatchView::new(&batch, &set, &mut Interner::default()).unwrap();
+        let view = BatchView::new(&batch, &set, &mut Interner::default(), &mut || Ok(())).unwrap();
         let cal = Calendar::new(PeriodKind::Month, "UTC").unwrap();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let mut shards: Vec<Users> = (0..threads).map(|_| Users::new(false)).collect();

@@ -12,7 +12,22 @@
 //! popcounts and every sum is an integer, so the result is the same whatever the thread count or
 //! batch sizes.
 
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::error::{out_of_memory, AllocFailure, CoreError, Result};
 use crate::reconcile::{Reason, Tally};
+
+/// `n` copies of `value`, or an unwind with `AllocFailure` (no message printed): for allocations in
+/// the workers' loops, which cannot return an error. The engine turns it into `OutOfMemory`.
+pub fn vec_or_unwind<T: Clone>(n: usize, value: T, what: &str) -> Vec<T> {
+    let mut v = Vec::new();
+    if v.try_reserve_exact(n).is_err() {
+        let CoreError::OutOfMemory(message) = out_of_memory(n.saturating_mul(size_of::<T>()), what) else { unreachable!() };
+        std::panic::resume_unwind(Box::new(AllocFailure(message)));
+    }
+    v.resize(n, value);
+    v
+}
 
 /// A user's id: its key through murmur3's 64-bit finalizer. Cheap, and it mixes every input bit into
 /// both the high bits (shards) and the low bits (buckets). Every step of it can be undone (xor-shifts
@@ -133,11 +148,23 @@ impl Trail {
     #[inline(always)]
     fn push(&mut self, distance: u8) {
         if self.len & 1 == 0 {
+            if self.nibbles.len() == self.nibbles.capacity() {
+                self.grow();
+            }
             self.nibbles.push(distance);
         } else if let Some(last) = self.nibbles.last_mut() {
             *last |= distance << 4;
         }
         self.len += 1;
+    }
+
+    #[cold]
+    fn grow(&mut self) {
+        let more = self.nibbles.capacity().max(1 << 16);
+        if self.nibbles.try_reserve(more).is_err() {
+            let CoreError::OutOfMemory(message) = out_of_memory(more * 2, "the trail of the first pass") else { unreachable!() };
+            std::panic::resume_unwind(Box::new(AllocFailure(message)));
+        }
     }
 
     #[inline(always)]
@@ -286,11 +313,11 @@ impl Users {
     }
 
     fn allocate(&mut self, capacity: usize) {
-        self.entries = vec![VACANT; capacity + 1];
+        self.entries = vec_or_unwind(capacity + 1, VACANT, "a table of users");
         self.mask = capacity - 1;
         if self.tracks_segments {
-            self.first_row = vec![0; capacity + 1];
-            self.first_segment = vec![0; capacity + 1];
+            self.first_row = vec_or_unwind(capacity + 1, 0, "the users' first rows");
+            self.first_segment = vec_or_unwind(capacity + 1, 0, "the users' segments");
         }
     }
 
@@ -523,7 +550,7 @@ impl Users {
         if !self.inline_bits {
             self.group_bits = 32;
             self.stride = (kinds * horizon).div_ceil(64);
-            self.bits = vec![0; self.len * self.stride];
+            self.bits = vec_or_unwind(self.len * self.stride, 0, "the users' age bitsets");
         }
     }
 
@@ -580,7 +607,7 @@ impl Users {
     }
 }
 
-/// Dense cell accumulators, `groups × horizon`, indexed `group * horizon + age`.
+/// Dense cell sums, `groups × horizon`, indexed `group * horizon + age`.
 #[derive(Clone, Default)]
 pub struct Cells {
     pub rows: Vec<u64>,
@@ -590,15 +617,35 @@ pub struct Cells {
     pub activity_rows: Vec<u64>,
 }
 
+/// Bytes one cell takes in `Cells`.
+pub const CELL_BYTES: usize = 3 * size_of::<u64>() + 2 * size_of::<i128>();
+
 impl Cells {
-    pub fn new(n: usize) -> Self {
-        Cells {
-            rows: vec![0; n],
-            gross: vec![0; n],
-            refunds: vec![0; n],
-            orders: vec![0; n],
-            activity_rows: vec![0; n],
+    pub fn new(n: usize) -> Result<Self> {
+        use crate::error::try_vec;
+        Ok(Cells {
+            rows: try_vec(n, 0, "the cohort grid")?,
+            gross: try_vec(n, 0, "the cohort grid")?,
+            refunds: try_vec(n, 0, "the cohort grid")?,
+            orders: try_vec(n, 0, "the cohort grid")?,
+            activity_rows: try_vec(n, 0, "the cohort grid")?,
+        })
+    }
+
+    #[inline(always)]
+    fn add_order(&mut self, cell: usize, amount: i64, paying: bool) {
+        self.rows[cell] += 1;
+        if amount > 0 {
+            self.gross[cell] += i128::from(amount);
+        } else {
+            self.refunds[cell] += i128::from(amount);
         }
+        self.orders[cell] += u64::from(paying);
+    }
+
+    #[inline(always)]
+    fn add_activity(&mut self, cell: usize) {
+        self.activity_rows[cell] += 1;
     }
 
     /// Net amount of a cell: gross plus refunds (derived, so the hot path adds one number less).
@@ -617,6 +664,122 @@ impl Cells {
         add(&mut self.refunds, &other.refunds);
         add(&mut self.orders, &other.orders);
         add(&mut self.activity_rows, &other.activity_rows);
+    }
+}
+
+/// Where a worker adds its rows' cells.
+///
+/// While every worker's own copy of the grid fits the memory budget (a month grid of 100 cohorts ×
+/// 12 ages is 67 KB), each worker adds into its own (`Private`) and the copies are summed at the end.
+/// A grid too large to copy per worker (day periods with long horizons) is kept once (`Shared`):
+/// each worker notes its rows' cells in a small buffer and adds them in under a lock,
+/// `PENDING_ROWS` at a time. The sums are the same either way.
+pub enum CellSink {
+    Private(Cells),
+    Shared { grid: Arc<Mutex<Cells>>, pending: Vec<Pending> },
+}
+
+/// A row's contribution to a shared grid, waiting to be added in.
+#[derive(Clone, Copy)]
+pub struct Pending {
+    cell: u32,
+    /// What the row adds: `PENDING_ORDER`, `PENDING_PAYING` or `PENDING_ACTIVITY`.
+    what: u32,
+    amount: i64,
+}
+
+const PENDING_ORDER: u32 = 0;
+const PENDING_PAYING: u32 = 1;
+const PENDING_ACTIVITY: u32 = 2;
+
+/// Rows a worker buffers before adding them to a shared grid (256 KiB per worker).
+pub const PENDING_ROWS: usize = 1 << 14;
+
+impl Default for CellSink {
+    fn default() -> Self {
+        CellSink::Private(Cells::default())
+    }
+}
+
+impl CellSink {
+    /// One sink per worker over a grid of `n` cells: private copies while `workers` of them take
+    /// at most `budget` bytes, else one shared grid. A grid whose cell numbers would not fit 32
+    /// bits is reported as too large to allocate.
+    pub fn for_workers(n: usize, workers: usize, budget: usize) -> Result<Vec<CellSink>> {
+        if n.saturating_mul(CELL_BYTES).saturating_mul(workers) <= budget {
+            return (0..workers).map(|_| Cells::new(n).map(CellSink::Private)).collect();
+        }
+        if u32::try_from(n).is_err() {
+            return Err(out_of_memory(n.saturating_mul(CELL_BYTES), "the cohort grid (more than 2^32 cells)"));
+        }
+        let grid = Arc::new(Mutex::new(Cells::new(n)?));
+        Ok((0..workers).map(|_| CellSink::Shared { grid: grid.clone(), pending: Vec::with_capacity(PENDING_ROWS) }).collect())
+    }
+
+    #[inline(always)]
+    fn add_order(&mut self, cell: usize, amount: i64, paying: bool) {
+        match self {
+            CellSink::Private(cells) => cells.add_order(cell, amount, paying),
+            #[allow(clippy::cast_possible_truncation)] // cell numbers fit 32 bits (`for_workers`)
+            CellSink::Shared { .. } => self.note(Pending { cell: cell as u32, what: if paying { PENDING_PAYING } else { PENDING_ORDER }, amount }),
+        }
+    }
+
+    #[inline(always)]
+    fn add_activity(&mut self, cell: usize) {
+        match self {
+            CellSink::Private(cells) => cells.add_activity(cell),
+            #[allow(clippy::cast_possible_truncation)] // cell numbers fit 32 bits (`for_workers`)
+            CellSink::Shared { .. } => self.note(Pending { cell: cell as u32, what: PENDING_ACTIVITY, amount: 0 }),
+        }
+    }
+
+    #[inline(always)]
+    fn note(&mut self, row: Pending) {
+        if let CellSink::Shared { pending, .. } = self {
+            pending.push(row);
+            if pending.len() == PENDING_ROWS {
+                self.flush();
+            }
+        }
+    }
+
+    /// Adds the buffered rows of a shared grid in (nothing to do for a private one).
+    pub fn flush(&mut self) {
+        if let CellSink::Shared { grid, pending } = self {
+            let mut cells = grid.lock().unwrap_or_else(PoisonError::into_inner);
+            for p in pending.drain(..) {
+                let cell = p.cell as usize;
+                match p.what {
+                    PENDING_ACTIVITY => cells.add_activity(cell),
+                    what => cells.add_order(cell, p.amount, what == PENDING_PAYING),
+                }
+            }
+        }
+    }
+
+    /// The sums of all the workers' sinks.
+    pub fn total(sinks: Vec<CellSink>) -> Cells {
+        let mut total: Option<Cells> = None;
+        for mut sink in sinks {
+            sink.flush();
+            match sink {
+                CellSink::Private(cells) => match total.as_mut() {
+                    Some(t) => t.merge(&cells),
+                    None => total = Some(cells),
+                },
+                CellSink::Shared { grid, .. } => {
+                    if total.is_none() {
+                        // Every sink holds the same grid: whoever sees it last can take it.
+                        match Arc::try_unwrap(grid) {
+                            Ok(m) => total = Some(m.into_inner().unwrap_or_else(PoisonError::into_inner)),
+                            Err(_still_shared) => {}
+                        }
+                    }
+                }
+            }
+        }
+        total.unwrap_or_default()
     }
 }
 
@@ -654,7 +817,7 @@ impl Users {
 
     /// Attributes one order to its cell; returns the reason it was not used, if any.
     #[inline]
-    pub fn attribute_order(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
+    pub fn attribute_order(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut CellSink, tally: &mut Tally) {
         let found = if self.trail_mode == TrailMode::Replay { self.replay(rec.user) } else { self.find(rec.user) };
         let Some(i) = found else {
             tally.add(at.missing, rec.amount);
@@ -663,21 +826,15 @@ impl Users {
         let group = (self.entries[i].val & self.group_mask()) as u32;
         let Some(age) = self.age(group, rec.period, at, tally, rec.amount) else { return };
         let cell = group as usize * at.horizon as usize + age as usize;
-        cells.rows[cell] += 1;
-        if rec.amount > 0 {
-            cells.gross[cell] += rec.amount as i128;
-        } else {
-            cells.refunds[cell] += rec.amount as i128;
-        }
+        cells.add_order(cell, rec.amount, rec.paying);
         if rec.paying {
-            cells.orders[cell] += 1;
             self.set_bit(i, PAID, age, Some(MULTI));
         }
     }
 
     /// Marks a user active at an age.
     #[inline]
-    pub fn attribute_activity(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut Cells, tally: &mut Tally) {
+    pub fn attribute_activity(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut CellSink, tally: &mut Tally) {
         let Some(i) = self.find(rec.user) else {
             tally.add(at.missing, 0);
             return;
@@ -685,7 +842,7 @@ impl Users {
         let group = (self.entries[i].val & self.group_mask()) as u32;
         let Some(age) = self.age(group, rec.period, at, tally, 0) else { return };
         let cell = group as usize * at.horizon as usize + age as usize;
-        cells.activity_rows[cell] += 1;
+        cells.add_activity(cell);
         self.set_bit(i, ACTIVE, age, None);
     }
 
@@ -877,12 +1034,13 @@ mod tests {
         u.assign(&FirstRec { user: 1, ts: 0, row: 0, segment: 0 });
         u.seal(|_, _| 0, 1, 3, 2);
         let at = Attribution { horizon: 3, group_cohort: &[10], missing: Reason::NeverPaid };
-        let mut cells = Cells::new(3);
+        let mut sink = CellSink::Private(Cells::new(3).unwrap());
         let mut tally = Tally::default();
         let order = |key, period, amount| CellRec { user: key, amount, period, paying: amount > 0 };
         for rec in [order(1, 10, 500), order(1, 10, 200), order(1, 11, -100), order(1, 9, 5), order(1, 13, 7), order(2, 10, 9)] {
-            u.attribute_order(&rec, &at, &mut cells, &mut tally);
+            u.attribute_order(&rec, &at, &mut sink, &mut tally);
         }
+        let cells = CellSink::total(vec![sink]);
         assert_eq!(cells.rows, vec![2, 1, 0]);
         assert_eq!((0..3).map(|i| cells.net(i)).collect::<Vec<_>>(), vec![700, -100, 0]);
         assert_eq!(cells.gross, vec![700, 0, 0]);
@@ -894,5 +1052,38 @@ mod tests {
         assert_eq!(tally.rows(Reason::NeverPaid), 1);
         assert_eq!(tally.amount(Reason::NeverPaid), 9);
         assert_eq!(ages_of(&u), vec![(0, [vec![0], vec![0], vec![]])]);
+    }
+
+    #[test]
+    fn a_shared_grid_sums_what_private_copies_sum() {
+        // Several workers add the same pseudo-random rows, more than one buffer's worth each, into
+        // private copies and into one shared grid.
+        let n = 97;
+        let rows: Vec<(usize, i64, bool)> = (0..3 * PENDING_ROWS as u64 + 123)
+            .map(|r| ((hash_key(r) % n as u64) as usize, (hash_key(r + 7) % 2001) as i64 - 1000, r % 3 == 0))
+            .collect();
+        let run = |budget: usize| {
+            let mut sinks = CellSink::for_workers(n, 3, budget).unwrap();
+            assert_eq!(matches!(sinks[0], CellSink::Shared { .. }), budget == 0);
+            std::thread::scope(|s| {
+                for (w, sink) in sinks.iter_mut().enumerate() {
+                    let rows = &rows;
+                    s.spawn(move || {
+                        for (k, &(cell, amount, paying)) in rows.iter().enumerate() {
+                            if k % 3 == w {
+                                sink.add_order(cell, amount, paying);
+                            } else if k % 5 == w {
+                                sink.add_activity(cell);
+                            }
+                        }
+                    });
+                }
+            });
+            let t = CellSink::total(sinks);
+            (t.rows, t.gross, t.refunds, t.orders, t.activity_rows)
+        };
+        let private = run(usize::MAX);
+        assert_eq!(private.0.iter().sum::<u64>(), rows.len() as u64);
+        assert_eq!(run(0), private);
     }
 }

@@ -13,5 +13,5 @@ pub mod error;
 pub mod kernel;
 pub mod reconcile;
 
-pub use engine::{run, BatchSource, CohortResult, Hooks, Inputs, Spec, TimePoint};
+pub use engine::{run, BatchSource, CohortResult, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET};
 pub use error::{CoreError, Result};

@@ -63,7 +63,8 @@ fn time_point(value: Option<(String, i64)>) -> PyResult<Option<TimePoint>> {
 #[pyfunction]
 #[pyo3(signature = (
     *, orders, orders_reopenable, orders_in_memory, user, ts, amount, segment, signups, signup_ts, activity, activity_ts,
-    horizon, period, tz, as_of, since, min_amount, scale, strict, threads, chunk_rows, progress
+    horizon, period, tz, as_of, since, min_amount, scale, strict, threads, chunk_rows, progress,
+    cells_budget=None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn compute(
@@ -90,6 +91,7 @@ fn compute(
     threads: usize,
     chunk_rows: usize,
     progress: Option<Py<PyAny>>,
+    cells_budget: Option<usize>,
 ) -> PyResult<CoreResult> {
     let spec = Spec {
         user,
@@ -108,6 +110,7 @@ fn compute(
         strict,
         threads,
         chunk_rows,
+        cells_budget: cells_budget.unwrap_or(ltrcore_core::DEFAULT_CELLS_BUDGET),
     };
     let mut orders = PySource { table: "orders", opener: orders, reopenable: orders_reopenable, in_memory: orders_in_memory };
     let mut signups = signups.map(|opener| PySource { table: "signups", opener, reopenable: false, in_memory: false });
