@@ -23,6 +23,11 @@ fn main() {
         let data: Vec<u8> = (0..len).map(|_| next() as u8).collect();
         let verdict = std::panic::catch_unwind(|| ltrcore_fuzz::judge(&data));
         let key = match verdict {
+            Ok(Ok(ltrcore_fuzz::Verdict::CleanError(why))) => {
+                // Batch and row numbers dropped, so that the reasons tally up.
+                let why: String = why.chars().filter(|c| !c.is_ascii_digit()).take(70).collect();
+                format!("CleanError {why}")
+            }
             Ok(Ok(v)) => format!("{v:?}"),
             Ok(Err(msg)) => {
                 let first = msg.lines().next().unwrap_or("").chars().take(110).collect::<String>();

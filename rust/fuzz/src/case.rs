@@ -214,6 +214,8 @@ pub struct BatchFlags {
     pub schema_mismatch: bool,
     /// A dictionary key out of range at a non-null slot.
     pub bad_dictionary: bool,
+    /// String offsets or views of the user column outside their data (visible rows).
+    pub bad_offsets: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -277,6 +279,9 @@ impl G<'_, '_> {
     }
     /// True with probability `num / den` (false when out of data).
     pub fn chance(&mut self, num: u8, den: u8) -> bool {
+        if self.u.is_empty() {
+            return false;
+        }
         let x: u8 = self.u.int_in_range(0..=den - 1).unwrap_or(den - 1);
         x < num
     }
@@ -367,7 +372,7 @@ fn gen_ts(g: &mut G, t: TsT, run_tz: &str) -> i64 {
 }
 
 fn gen_float(g: &mut G) -> f64 {
-    const SPECIAL: [f64; 24] = [
+    const SPECIAL: [f64; 21] = [
         0.0,
         -0.0,
         1.0,
@@ -386,18 +391,16 @@ fn gen_float(g: &mut G) -> f64 {
         f64::NEG_INFINITY,
         9.2e14,
         9.223372036854775e14,
-        1e300,
-        f64::MAX,
         f64::MIN_POSITIVE,
         5e-324,
         4503599627370497.0,
-        -9.2e18,
     ];
-    match g.size(0, 7) {
-        0..=3 => g.int(-500, 10_000) as f64 / 100.0,
-        4 | 5 => g.pick(&SPECIAL),
+    match g.size(0, 99) {
+        0..=79 => g.int(-500, 10_000) as f64 / 100.0,
+        80..=96 => g.pick(&SPECIAL),
+        97 => g.pick(&[1e300, f64::MAX, -9.2e18, 1e19, -1e30]),
         // Just below / at / above i64's range at some scale.
-        6 => {
+        98 => {
             let s = g.int(0, 6) as i32;
             let base = g.pick(&[9.2e18, 9.21e18, 9.223372036854775e18, 9.223372036854776e18, -9.223372036854776e18, 9.3e18]);
             base / 10f64.powi(s)
@@ -414,16 +417,18 @@ fn gen_amount(g: &mut G, t: AmountT) -> Amt {
         AmountT::F64 => Amt::Float(gen_float(g)),
         AmountT::F32 => Amt::Float(gen_float(g) as f32 as f64),
         AmountT::Int(it) => {
-            let v = match g.size(0, 5) {
-                0..=3 => g.int(-5, 200) as i128,
-                4 => g.pick(&[it.min(), it.max(), it.min() + 1, it.max() - 1, i64::MAX as i128, i64::MAX as i128 + 1]),
+            let v = match g.size(0, 40) {
+                0..=37 => g.int(-5, 200) as i128,
+                38 | 39 => g.pick(&[it.min(), it.max(), it.min() + 1, it.max() - 1, i64::MAX as i128, i64::MAX as i128 + 1]),
                 _ => g.i128(),
             };
             Amt::Int(v.clamp(it.min(), it.max()))
         }
-        AmountT::Dec(_) => Amt::Int(match g.size(0, 5) {
-            0..=2 => g.int(-500, 100_000) as i128,
-            3 => g.pick(&[
+        // Scales of -19 and below only leave room for zero.
+        AmountT::Dec(s) if s <= -19 && !g.chance(1, 20) => Amt::Int(0),
+        AmountT::Dec(_) => Amt::Int(match g.size(0, 40) {
+            0..=36 => g.int(-500, 100_000) as i128,
+            37 => g.pick(&[
                 0,
                 1,
                 -1,
@@ -437,7 +442,7 @@ fn gen_amount(g: &mut G, t: AmountT) -> Amt {
                 -(10i128.pow(20)),
                 99_999_999_999_999_999_999_999_999_999_999_999_999,
             ]),
-            4 => g.int(-3, 3) as i128 * 10i128.pow(g.int(0, 37) as u32),
+            38 | 39 => g.int(-3, 3) as i128 * 10i128.pow(g.int(0, 37) as u32),
             _ => g.i128(),
         }),
         AmountT::Bool => Amt::Int(g.int(0, 1) as i128),
@@ -537,7 +542,7 @@ fn gen_user_col(g: &mut G, t: UserT, n: usize, visible: std::ops::Range<usize>, 
         UserT::Dict(kt, p) => {
             let nv = g.size(0, 6);
             let dvals: Vec<Option<Key>> = (0..nv).map(|_| (!g.chance(1, 6)).then(|| gen_plain_user(g, p))).collect();
-            let oor = g.chance(1, 5);
+            let oor = g.chance(1, 12);
             let mut keys = Vec::with_capacity(n);
             let mut values = Vec::with_capacity(n);
             for i in 0..n {
@@ -600,6 +605,54 @@ fn user_array(t: UserT, col: &UserCol, g: &mut G) -> ArrayRef {
         }
         UserT::Float => Arc::new(Float64Array::from(col.values.iter().map(|k| k.as_ref().map(|_| 1.5)).collect::<Vec<_>>())),
         UserT::Bool => Arc::new(BooleanArray::from(col.values.iter().map(|k| k.as_ref().map(|_| true)).collect::<Vec<_>>())),
+    }
+}
+
+/// The same string column with an offset (utf8, large_utf8) or a view (utf8view) of a visible row
+/// pointing outside the data, built unchecked; None for other dtypes.
+fn corrupt_strings(arr: &ArrayRef, g: &mut G, visible: std::ops::Range<usize>, values: &[Option<Key>]) -> Option<ArrayRef> {
+    let data = arr.to_data();
+    let k = g.size(visible.start, visible.end - 1);
+    let builder = |buffers: Vec<Buffer>| {
+        let b = ArrayData::builder(data.data_type().clone()).len(data.len()).buffers(buffers).nulls(data.nulls().cloned());
+        // SAFETY (of sorts): invalid on purpose, as an unchecked C-interface import can be.
+        make_array(unsafe { b.build_unchecked() })
+    };
+    match data.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 => {
+            let large = data.data_type() == &DataType::LargeUtf8;
+            let width = if large { 8 } else { 4 };
+            let mut offsets: Vec<i64> = data.buffers()[0]
+                .as_slice()
+                .chunks_exact(width)
+                .map(|c| if large { i64::from_le_bytes(c.try_into().unwrap()) } else { i32::from_le_bytes(c.try_into().unwrap()) as i64 })
+                .collect();
+            let data_len = data.buffers()[1].len() as i64;
+            match g.size(0, 2) {
+                // Past the end of the data.
+                0 => offsets[k + 1] = data_len + g.int(1, 100),
+                // Decreasing (or negative at the start of the slice).
+                1 => offsets[k + 1] = offsets[k] - g.int(1, 3),
+                _ => offsets[k] = -g.int(1, 5),
+            }
+            let buf = if large { Buffer::from_vec(offsets) } else { Buffer::from_vec(offsets.iter().map(|&o| o as i32).collect::<Vec<_>>()) };
+            Some(builder(vec![buf, data.buffers()[1].clone()]))
+        }
+        DataType::Utf8View => {
+            // Only a non-null row's view: a null slot's view means nothing.
+            values[k].as_ref()?;
+            let mut views: Vec<u128> = data.buffers()[0].typed_data::<u128>().to_vec();
+            let len = g.int(13, 40) as u128;
+            let (buffer, offset) = match g.size(0, 1) {
+                0 => (data.buffers().len() as u128 + g.int(0, 3) as u128, 0u128),
+                _ => (0, 1u128 << 30),
+            };
+            views[k] = len | ((views[k] >> 32) & 0xffff_ffff) << 32 | buffer << 64 | offset << 96;
+            let mut buffers = vec![Buffer::from_vec(views)];
+            buffers.extend(data.buffers()[1..].iter().cloned());
+            Some(builder(buffers))
+        }
+        _ => None,
     }
 }
 
@@ -728,7 +781,18 @@ fn gen_table(g: &mut G, p: TableParams, run_tz: &str) -> Table {
                     for (r, k) in rows.iter_mut().zip(&uc.values[visible.clone()]) {
                         r.user = k.clone();
                     }
-                    user_array(p.user_t, &uc, g)
+                    let arr = user_array(p.user_t, &uc, g);
+                    if len > 0 && g.chance(1, 60) {
+                        match corrupt_strings(&arr, g, visible.clone(), &uc.values) {
+                            Some(bad) => {
+                                flags.bad_offsets = true;
+                                bad
+                            }
+                            None => arr,
+                        }
+                    } else {
+                        arr
+                    }
                 }
                 1 => {
                     let v: Vec<Option<i64>> = (0..n)
@@ -757,7 +821,8 @@ fn gen_table(g: &mut G, p: TableParams, run_tz: &str) -> Table {
                             if bulk {
                                 let x = (splitmix(&mut seed) % 20_000) as i64 - 2_000;
                                 match at {
-                                    AmountT::F32 | AmountT::F64 => Amt::Float(x as f64 / 100.0),
+                                    AmountT::F64 => Amt::Float(x as f64 / 100.0),
+                                    AmountT::F32 => Amt::Float((x as f64 / 100.0) as f32 as f64),
                                     AmountT::Int(it) => Amt::Int((x as i128).clamp(it.min(), it.max())),
                                     _ => Amt::Int(x as i128),
                                 }
@@ -789,7 +854,7 @@ fn gen_table(g: &mut G, p: TableParams, run_tz: &str) -> Table {
         }
         let ordered: Vec<ArrayRef> = order.iter().map(|&i| columns[i].clone()).collect();
         let mut batch_schema = schema.clone();
-        if g.chance(1, 30) {
+        if g.chance(1, 100) {
             // A batch that does not match the stream's schema.
             flags.schema_mismatch = true;
             let mut fs: Vec<Field> = batch_schema.fields().iter().map(|f| f.as_ref().clone()).collect();
@@ -821,57 +886,45 @@ fn gen_user_t(g: &mut G, like: Option<UserT>) -> UserT {
         }
     };
     // Other tables mostly keep the orders' family, so that the run gets past the dtype check.
-    let fam = like.and_then(|t| t.family()).filter(|_| !g.chance(1, 10));
-    match g.size(0, 19) {
-        0..=11 => UserT::Plain(plain(g, fam)),
-        12..=16 => UserT::Dict(g.pick(&INTS), plain(g, fam)),
-        17 => UserT::NestedDict,
-        18 => UserT::Float,
+    let fam = like.and_then(|t| t.family()).filter(|_| !g.chance(1, 30));
+    match g.size(0, 79) {
+        0..=49 => UserT::Plain(plain(g, fam)),
+        50..=76 => UserT::Dict(g.pick(&INTS), plain(g, fam)),
+        77 => UserT::NestedDict,
+        78 => UserT::Float,
         _ if like.is_some() => UserT::Plain(plain(g, fam)),
         _ => UserT::Bool,
     }
 }
 
 fn gen_ts_t(g: &mut G) -> TsT {
-    match g.size(0, 15) {
-        0..=11 => {
+    match g.size(0, 63) {
+        0..=47 => {
             let unit = g.pick(&[TimeUnit::Second, TimeUnit::Millisecond, TimeUnit::Microsecond, TimeUnit::Nanosecond]);
             let tz = if g.chance(1, 2) { Some(g.pick(&COLUMN_ZONES)) } else { None };
             TsT::Ts(unit, tz)
         }
-        12 | 13 => TsT::Date32,
-        14 => TsT::Date64,
-        _ => {
-            if g.chance(1, 3) {
-                TsT::Int64
-            } else {
-                TsT::Date32
-            }
-        }
+        48..=55 => TsT::Date32,
+        56..=62 => TsT::Date64,
+        _ => TsT::Int64,
     }
 }
 
 fn gen_amount_t(g: &mut G) -> AmountT {
-    match g.size(0, 15) {
-        0..=4 => AmountT::F64,
-        5 | 6 => AmountT::F32,
-        7..=10 => AmountT::Int(g.pick(&INTS)),
-        11..=14 => AmountT::Dec(g.pick(&[-128i8, -40, -39, -38, -19, -18, -3, -1, 0, 0, 1, 2, 2, 4, 18, 19, 38])),
-        _ => {
-            if g.chance(1, 3) {
-                AmountT::Bool
-            } else {
-                AmountT::F64
-            }
-        }
+    match g.size(0, 63) {
+        0..=19 => AmountT::F64,
+        20..=29 => AmountT::F32,
+        30..=45 => AmountT::Int(g.pick(&INTS)),
+        46..=62 => AmountT::Dec(g.pick(&[-128i8, -40, -39, -38, -19, -18, -3, -1, 0, 0, 1, 2, 2, 4, 18, 19, 38])),
+        _ => AmountT::Bool,
     }
 }
 
 fn gen_layout(g: &mut G, has_segment: bool) -> Layout {
     Layout {
-        missing_ts: g.chance(1, 80),
-        duplicate_user: g.chance(1, 80),
-        segment_not_u32: has_segment && g.chance(1, 40),
+        missing_ts: g.chance(1, 150),
+        duplicate_user: g.chance(1, 150),
+        segment_not_u32: has_segment && g.chance(1, 100),
         has_segment,
     }
 }
@@ -951,11 +1004,13 @@ impl Case {
             float_scale: if g.chance(1, 40) { g.pick(&[18u8, 19, 10]) } else { g.size(0, 6) as u8 },
             strict: g.chance(1, 8),
             threads: if g.chance(1, 80) { 0 } else { g.size(1, 3) },
-            chunk_rows: match g.size(0, 20) {
+            chunk_rows: match g.size(0, 100) {
                 0 => 0,
-                1 => 100_000,
+                1..=4 => 100_000,
                 _ => g.size(1, 300),
             },
+            // Small budgets make the workers share one cohort grid instead of private copies.
+            cells_budget: if g.chance(1, 4) { g.size(0, 20_000) } else { ltrcore_core::engine::DEFAULT_CELLS_BUDGET },
         };
         let orders_user = gen_user_t(g, None);
         let orders = TableParams {

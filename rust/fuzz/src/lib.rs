@@ -156,8 +156,25 @@ pub fn describe(case: &Case) -> String {
 pub enum Verdict {
     /// A result equal to the reference's.
     Same,
-    /// A clean error the reference predicts.
-    CleanError,
+    /// A clean error the reference predicts (and why).
+    CleanError(String),
+    /// A known, recorded deviation of the core (see `FINDINGS.md`), let through so that fuzzing
+    /// goes on past it; `LTRCORE_FUZZ_STRICT=1` turns these into failures.
+    Tolerated(&'static str),
+}
+
+
+/// A known deviation that explains the core's outcome, if any.
+fn tolerated(case: &Case, got: &ltrcore_core::Result<CohortResult>) -> Option<&'static str> {
+    if !reference::tolerant() {
+        return None;
+    }
+    match got {
+        Err(CoreError::InvalidArgument(msg)) if msg.contains("does not fit 64-bit fixed point") && reference::has_float_band_amount(case) => {
+            Some("F1: float amount in [9.2e18, 2^63) refused")
+        }
+        _ => None,
+    }
 }
 
 /// Runs one case and judges it; `Err` describes a failure.
@@ -166,10 +183,13 @@ pub fn judge(data: &[u8]) -> Result<Verdict, String> {
     let want = reference::expected(&case);
     let got = run_core(&case);
     let fail = |what: String| Err(format!("{what}\ncase:\n{}", describe(&case)));
+    if let Some(known) = tolerated(&case, &got) {
+        return Ok(Verdict::Tolerated(known));
+    }
     match (got, want) {
         (Err(CoreError::Internal(msg)), _) => fail(format!("InternalError (a caught panic or a failed check): {msg}")),
         (Err(e), Expected::Err(exp)) => match kind_of(&e) {
-            Some(k) if exp.kinds.contains(&k) || exp.kinds.contains(&ErrKind::AnyClean) => Ok(Verdict::CleanError),
+            Some(k) if exp.kinds.contains(&k) || exp.kinds.contains(&ErrKind::AnyClean) => Ok(Verdict::CleanError(exp.why)),
             _ => fail(format!("error of the wrong kind: core {e:?}, reference expects one of {:?} ({})", exp.kinds, exp.why)),
         },
         (Err(e), Expected::Ok(_)) => fail(format!("clean error where the reference has a result: {e:?}")),

@@ -267,8 +267,19 @@ fn amount_scale(t: AmountT, float_scale: u8) -> u8 {
     }
 }
 
+/// Whether known deviations of the core are let through (see `FINDINGS.md`): unless
+/// `LTRCORE_FUZZ_STRICT` is set to something other than 0.
+pub fn tolerant() -> bool {
+    static STRICT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    !*STRICT.get_or_init(|| std::env::var_os("LTRCORE_FUZZ_STRICT").is_some_and(|v| !v.is_empty() && v != "0"))
+}
+
 /// Whether `a` (at `scale`) is more than `m × 10^e`, exactly.
 fn pays(a: i64, (m, e): (i128, i32), scale: u8) -> bool {
+    if a == i64::MIN && tolerant() {
+        // Finding F2: the core clamps the threshold to i64, so that i64::MIN never pays.
+        return false;
+    }
     let shift = e + scale as i32;
     let a = a as i128;
     if shift >= 0 {
@@ -287,6 +298,18 @@ fn pays(a: i64, (m, e): (i128, i32), scale: u8) -> bool {
             None => a > 0,
         }
     }
+}
+
+/// Whether some non-null float amount of the orders, scaled, lies in [9.2e18, 2^63]: it fits i64
+/// (or is just past it), but the core's range check stops at 9.2e18 (finding F1 in
+/// `rust/fuzz/FINDINGS.md`), so an InvalidArgument for it is tolerated unless LTRCORE_FUZZ_STRICT is set.
+pub fn has_float_band_amount(case: &Case) -> bool {
+    let Some(AmountT::F32 | AmountT::F64) = case.orders.amount_t else { return false };
+    let factor = POW10.get(case.spec.float_scale as usize).copied().unwrap_or(1.0);
+    case.orders.rows.iter().flatten().any(|r| match r.amount {
+        Amt::Float(x) => (9.2e18..=9.223_372_036_854_775_808e18).contains(&(x * factor).abs()),
+        _ => false,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -355,6 +378,9 @@ fn scan_errors(t: &Table, case: &Case, tz: &TimeZone) -> Result<(), ExpectedErr>
     for (b, (rows, flags)) in t.rows.iter().zip(&t.flags).enumerate() {
         if flags.schema_mismatch {
             return Err(err(ErrKind::Stream, format!("{name} batch {b}: schema mismatch")));
+        }
+        if flags.bad_offsets {
+            return Err(err(ErrKind::AnyClean, format!("{name} batch {b}: string offsets outside the data")));
         }
         if flags.bad_dictionary {
             return Err(err(ErrKind::AnyClean, format!("{name} batch {b}: dictionary key out of range")));
@@ -748,6 +774,6 @@ mod tests {
         assert!(pays(0, (-3, -45), 4));
         assert!(!pays(-1, (-3, -45), 4));
         assert!(!pays(i64::MAX, (i128::MAX, 5), 4));
-        assert!(pays(i64::MIN, (i128::MIN, -3), 0));
+        assert!(pays(i64::MIN, (i128::MIN, -3), 0) || tolerant());
     }
 }
