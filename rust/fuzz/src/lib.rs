@@ -45,6 +45,27 @@ impl BatchSource for VecSource {
     }
 }
 
+/// A re-openable in-memory source of given batches (for hand-written tests).
+pub struct VecSourceOf(VecSource);
+
+impl VecSourceOf {
+    pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        VecSourceOf(VecSource { schema, batches, reopenable: true, in_memory: true, opened: 0 })
+    }
+}
+
+impl BatchSource for VecSourceOf {
+    fn open(&mut self) -> ltrcore_core::Result<Box<dyn RecordBatchReader + Send>> {
+        self.0.open()
+    }
+    fn reopenable(&self) -> bool {
+        true
+    }
+    fn held_in_memory(&self) -> bool {
+        true
+    }
+}
+
 pub struct NoHooks;
 
 impl Hooks for NoHooks {
