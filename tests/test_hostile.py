@@ -466,3 +466,33 @@ def test_a_shared_grid_gives_the_same_result():
         for threads in (1, 2):
             shared = quiet(orders, activity=activity, threads=threads, _cells_budget=0, **kw)
             assert_same_result(private, shared)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 8. running out of memory is a MemoryError, never an abort
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("headroom_mib", [48, 160, 300])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"period": "day", "horizon": 365},
+        {"period": "day", "horizon": 1000, "_cells_budget": 0},
+        {"strings": True},
+        {"reader": True},
+    ],
+)
+def test_out_of_memory_is_a_memory_error(kw: dict, headroom_mib: int):
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("limited_memory.py")
+    args = [sys.executable, str(script), "3000000", str(headroom_mib), "2", json.dumps(kw)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])  # -6 would be an abort
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["outcome"].startswith(("OutOfMemoryError", "returned")), result
+    if result["outcome"].startswith("OutOfMemoryError"):
+        assert "could not allocate" in result["outcome"] and "MiB" in result["outcome"], result
+    assert result["next_ok"], result
