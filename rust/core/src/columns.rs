@@ -932,6 +932,7 @@ fn internal_dtype(column: &str, dt: &DataType) -> CoreError {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 

@@ -74,8 +74,8 @@ impl Spec {
         if self.threads == 0 || self.threads > 1024 {
             return Err(CoreError::InvalidArgument(format!("threads must be between 1 and 1024; got {}", self.threads)));
         }
-        if self.chunk_rows == 0 {
-            return Err(CoreError::InvalidArgument("chunk_rows must be positive".into()));
+        if !(1..=MAX_CHUNK_ROWS).contains(&self.chunk_rows) {
+            return Err(CoreError::InvalidArgument(format!("chunk_rows must be between 1 and {MAX_CHUNK_ROWS}")));
         }
         Ok(())
     }
@@ -231,7 +231,7 @@ pub fn paying_threshold(min_amount: (i128, i32), scale: u8) -> i64 {
             None => if m < 0 { -1 } else { 0 },
         }
     };
-    v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// A valid row routed to its user's shard, with what the shard's loop reads packed together: the
@@ -317,6 +317,18 @@ fn route<P: Pass>(pass: &P, block: &Decoded, by_shard: &mut [Vec<Routed>], offse
 /// nearest caches when `route` reads them back.
 const BLOCK_ROWS: usize = 4096;
 
+/// Most rows per step (`Spec::chunk_rows`): a row's index within its worker's share of a step is
+/// kept in 32 bits.
+pub const MAX_CHUNK_ROWS: usize = 1 << 24;
+
+/// A row's index within a worker's share of a step, below `MAX_CHUNK_ROWS` (`Spec::validate`).
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)]
+fn row_index(k: usize) -> u32 {
+    debug_assert!(k < MAX_CHUNK_ROWS);
+    k as u32
+}
+
 /// Signups: each user's earliest signup fixes the cohort; later ones are duplicates.
 struct SignupPass<'a> {
     set: &'a ColumnSet,
@@ -334,7 +346,7 @@ impl Pass for SignupPass<'_> {
         count_bad(status_reason(d.status[k]), 0, self.strict, acc, self.set, row)
     }
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
-        Routed { user, value: d.ts[k], period: 0, index: k as u32 }
+        Routed { user, value: d.ts[k], period: 0, index: row_index(k) }
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, acc: &mut Acc, share: &Share, r: &Routed) {
@@ -366,7 +378,7 @@ impl Pass for FirstPurchasePass<'_> {
     /// Takes every valid row, as the orders pass does, so that a shard's trail lines up with the
     /// rows of that pass; only paying rows can fix a cohort.
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
-        Routed { user, value: d.ts[k], period: i32::from(d.amount[k] > self.threshold), index: k as u32 }
+        Routed { user, value: d.ts[k], period: i32::from(d.amount[k] > self.threshold), index: row_index(k) }
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, _acc: &mut Acc, share: &Share, r: &Routed) {
@@ -404,7 +416,7 @@ impl Pass for OrdersPass<'_> {
         count_bad(status_reason(d.status[k]), d.amount[k], self.strict, acc, self.set, row)
     }
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
-        Routed { user, value: d.amount[k], period: d.period[k], index: k as u32 }
+        Routed { user, value: d.amount[k], period: d.period[k], index: row_index(k) }
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, acc: &mut Acc, _share: &Share, r: &Routed) {
@@ -431,7 +443,7 @@ impl Pass for ActivityPass<'_> {
         count_bad(status_reason(d.status[k]), 0, self.strict, acc, self.set, row)
     }
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
-        Routed { user, value: 0, period: d.period[k], index: k as u32 }
+        Routed { user, value: 0, period: d.period[k], index: row_index(k) }
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, acc: &mut Acc, _share: &Share, r: &Routed) {
@@ -576,7 +588,7 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
                         round.view.prefetch(end, b.min(end + BLOCK_ROWS));
                         round.view.decode(start, end, round.cal, round.want, &mut block)?;
                         block.base = round.row0 + start as u64;
-                        route(round.pass, &block, &mut mine.by_shard, (start - a) as u32, acc)?;
+                        route(round.pass, &block, &mut mine.by_shard, row_index(start - a), acc)?;
                         mine.segment.extend_from_slice(&block.segment);
                     }
                     Ok(())
@@ -1327,7 +1339,7 @@ fn finalize(
         }
     }
     Ok(CohortResult {
-        horizon: h as u32,
+        horizon: runner.spec.horizon,
         scale,
         period: runner.cal.kind,
         cohorts,
@@ -1349,6 +1361,7 @@ fn finalize(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use std::sync::Arc;
 
@@ -1356,6 +1369,7 @@ mod tests {
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
     use super::*;
+    use crate::error::AllocFailure;
 
     /// Counts rows; panics while processing one row, or fails on a bad (null-user) row the way
     /// `strict` does, to check that a round stops cleanly.
@@ -1444,6 +1458,60 @@ mod tests {
                 Err(CoreError::Internal(msg)) => assert_eq!(msg, "bad row 777"),
                 other => panic!("expected the bad row's error, got {other:?}"),
             }
+        }
+    }
+
+    /// Hooks whose `tick` fails from the `fail_at`-th call on, as Ctrl-C does.
+    struct FailingHooks {
+        calls: AtomicUsize,
+        fail_at: usize,
+    }
+
+    impl Hooks for FailingHooks {
+        fn tick(&self, _phase: &'static str, _rows: u64, _done: bool) -> Result<()> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_at {
+                return Err(CoreError::InvalidArgument("interrupted".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn watched_work_stops_soon_after_a_tick_fails() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let hooks = FailingHooks { calls: AtomicUsize::new(0), fail_at: 3 };
+        let steps = AtomicUsize::new(0);
+        let started = Instant::now();
+        // Work that would take minutes, checking the flag as the walks over users do.
+        let outcome = watched(&pool, &hooks, "test", |stop| {
+            (0..2).into_par_iter().for_each(|_| {
+                let mut check = StopCheck::new(stop);
+                for _ in 0..u64::MAX {
+                    check.check();
+                    steps.fetch_add(1, Ordering::Relaxed);
+                    std::hint::spin_loop();
+                }
+            })
+        });
+        match outcome {
+            Err(CoreError::InvalidArgument(m)) => assert_eq!(m, "interrupted"),
+            other => panic!("expected the tick's error, got {:?}", other.map(|_| ())),
+        }
+        // Three ticks, 100 ms apart; the workers stop within a few thousand steps of the third.
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        let after = steps.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(steps.load(Ordering::Relaxed), after, "a worker is still running");
+    }
+
+    #[test]
+    fn watched_work_returns_its_result_or_its_panic() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let hooks = FailingHooks { calls: AtomicUsize::new(0), fail_at: usize::MAX };
+        assert_eq!(watched(&pool, &hooks, "test", |_| 42).unwrap(), 42);
+        match watched(&pool, &hooks, "test", |_| -> u32 { std::panic::resume_unwind(Box::new(AllocFailure("a test".into()))) }) {
+            Err(CoreError::OutOfMemory(m)) => assert_eq!(m, "a test"),
+            other => panic!("expected OutOfMemory, got {other:?}"),
         }
     }
 

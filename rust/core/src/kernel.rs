@@ -43,6 +43,21 @@ pub fn hash_key(key: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// The bucket of a user id in a table of `mask + 1` buckets: its low bits. (On a 32-bit target
+/// the cast drops high bits the mask drops anyway.)
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)]
+fn home_bucket(id: u64, mask: usize) -> usize {
+    id as usize & mask
+}
+
+/// A sealed bucket's group: the low `group_bits` (at most 32) bits of its value.
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)]
+fn group_of(val: u64, group_mask: u64) -> u32 {
+    (val & group_mask) as u32
+}
+
 /// Which of `shards` shards holds a user id (from its high bits; buckets use the low bits).
 #[inline]
 pub fn shard_of(id: u64, shards: usize) -> usize {
@@ -108,7 +123,9 @@ const WALK_CHUNK: usize = 512;
 fn occupied_in(chunk: &[Entry], found: &mut [u32; WALK_CHUNK]) -> usize {
     let mut n = 0;
     for (j, e) in chunk.iter().enumerate() {
-        found[n] = j as u32;
+        #[allow(clippy::cast_possible_truncation)] // j < WALK_CHUNK
+        let j = j as u32;
+        found[n] = j;
         n += usize::from(e.key != VACANT_KEY);
     }
     n
@@ -332,7 +349,7 @@ impl Users {
     /// Starts loading the home bucket of a user id, to be probed a few rows later.
     #[inline(always)]
     pub fn prefetch(&self, user: u64) {
-        prefetch_read(self.entries.as_ptr().wrapping_add(user as usize & self.mask));
+        prefetch_read(self.entries.as_ptr().wrapping_add(home_bucket(user, self.mask)));
     }
 
     /// Whether some per-user state lives outside the table (then `prefetch_state` is worth calling).
@@ -359,7 +376,7 @@ impl Users {
         if user == VACANT_KEY {
             return self.mask + 1;
         }
-        let mut i = user as usize & self.mask;
+        let mut i = home_bucket(user, self.mask);
         loop {
             let k = self.entries[i].key;
             if k == user || k == VACANT_KEY {
@@ -434,7 +451,8 @@ impl Users {
         let i = self.probe(rec.user);
         if self.trail_mode == TrailMode::Record {
             // Before any growth below, which invalidates the trail so far.
-            let distance = i.wrapping_sub(rec.user as usize) & self.mask;
+            let distance = i.wrapping_sub(home_bucket(rec.user, usize::MAX)) & self.mask;
+            #[allow(clippy::cast_possible_truncation)] // distance < PROBE
             self.trail.push(if i <= self.mask && distance < PROBE as usize { distance as u8 } else { PROBE });
         }
         if !self.tracks_segments {
@@ -517,7 +535,7 @@ impl Users {
     pub fn prefetch_replayed(&self, ahead: usize, user: u64) {
         let distance = self.trail.get(self.trail.pos + ahead) as usize;
         let distance = if distance == PROBE as usize { 0 } else { distance };
-        prefetch_read(self.entries.as_ptr().wrapping_add(user.wrapping_add(distance as u64) as usize & self.mask));
+        prefetch_read(self.entries.as_ptr().wrapping_add(home_bucket(user.wrapping_add(distance as u64), self.mask)));
     }
 
     /// Replaces every user's earliest timestamp `ts` by `f(ts, segment)` (before sealing): the
@@ -559,7 +577,7 @@ impl Users {
         let group_mask = self.group_mask();
         self.for_each_occupied(|i| {
             let val = self.entries[i].val;
-            let group = (val & group_mask) as u32;
+            let group = group_of(val, group_mask);
             if self.inline_bits {
                 let word = [val >> self.group_bits];
                 f(group, UserBits { words: &word, horizon: self.horizon });
@@ -807,7 +825,7 @@ impl Users {
         let distance = self.trail.get(self.trail.pos);
         self.trail.pos += 1;
         if distance != PROBE {
-            let i = user.wrapping_add(distance as u64) as usize & self.mask;
+            let i = home_bucket(user.wrapping_add(u64::from(distance)), self.mask);
             if self.entries[i].key == user && user != VACANT_KEY {
                 return Some(i);
             }
@@ -823,7 +841,7 @@ impl Users {
             tally.add(at.missing, rec.amount);
             return;
         };
-        let group = (self.entries[i].val & self.group_mask()) as u32;
+        let group = group_of(self.entries[i].val, self.group_mask());
         let Some(age) = self.age(group, rec.period, at, tally, rec.amount) else { return };
         let cell = group as usize * at.horizon as usize + age as usize;
         cells.add_order(cell, rec.amount, rec.paying);
@@ -839,7 +857,7 @@ impl Users {
             tally.add(at.missing, 0);
             return;
         };
-        let group = (self.entries[i].val & self.group_mask()) as u32;
+        let group = group_of(self.entries[i].val, self.group_mask());
         let Some(age) = self.age(group, rec.period, at, tally, 0) else { return };
         let cell = group as usize * at.horizon as usize + age as usize;
         cells.add_activity(cell);
@@ -856,12 +874,14 @@ impl Users {
             tally.add(Reason::BeyondHorizon, amount);
             None
         } else {
+            #[allow(clippy::cast_possible_truncation)] // 0 ≤ age < horizon ≤ 1000
             Some(age as u32)
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 
