@@ -239,6 +239,15 @@ def test_values_are_not_changed_on_the_way_in(with_by: bool):
         assert all(c.year == 2023 or c.year == 2024 for c in table.cohorts)
 
 
+def test_a_segment_value_polars_cannot_hold_is_refused():
+    orders = pa.table({"user_id": [1, 2], "ts": pa.array([1_704_067_200] * 2, pa.timestamp("s")), "amount": [1.0, 2.0],
+                       "launch": pa.array([1_700_000_000, 2**62], pa.timestamp("s"))})  # fmt: skip
+    with pytest.raises(ltrcore.InvalidArgumentError, match="launch"):
+        ltrcore.cohorts(orders, by="launch")
+    table = quiet(orders.slice(0, 1), by="launch", as_of=AS_OF)
+    assert table.to_polars()["launch"].to_list()[0] == dt.datetime(2023, 11, 14, 22, 13, 20)
+
+
 def test_as_of_and_since_outside_the_supported_years():
     orders = pa.table({"user_id": [1], "ts": pa.array([dt.datetime(2024, 1, 5)], pa.timestamp("s")), "amount": [1.0]})
     for kw in ({"as_of": dt.datetime.min}, {"as_of": dt.date(1, 1, 15)}, {"since": dt.datetime.max}):
