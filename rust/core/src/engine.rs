@@ -630,11 +630,16 @@ struct SpinBarrier {
     arrived: AtomicUsize,
     generation: AtomicUsize,
     parties: usize,
+    /// How long a waiter spins before it yields: not at all when there are more parties than cores
+    /// (a spinning waiter would then hold the core the last one needs to arrive).
+    spins: u32,
 }
 
 impl SpinBarrier {
     fn new(parties: usize) -> Self {
-        SpinBarrier { arrived: AtomicUsize::new(0), generation: AtomicUsize::new(0), parties }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let spins = if parties <= cores { 1 << 14 } else { 0 };
+        SpinBarrier { arrived: AtomicUsize::new(0), generation: AtomicUsize::new(0), parties, spins }
     }
 
     fn wait(&self) {
@@ -646,7 +651,7 @@ impl SpinBarrier {
         }
         let mut spins = 0u32;
         while self.generation.load(Ordering::Acquire) == generation {
-            if spins < 1 << 14 {
+            if spins < self.spins {
                 std::hint::spin_loop();
                 spins += 1;
             } else {
