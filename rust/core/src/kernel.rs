@@ -14,7 +14,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::error::{out_of_memory, AllocFailure, CoreError, Result};
+use crate::error::{out_of_memory, unwind_out_of_memory, Result};
 use crate::reconcile::{Reason, Tally};
 
 /// `n` copies of `value`, or an unwind with `AllocFailure` (no message printed): for allocations in
@@ -22,8 +22,7 @@ use crate::reconcile::{Reason, Tally};
 pub fn vec_or_unwind<T: Clone>(n: usize, value: T, what: &str) -> Vec<T> {
     let mut v = Vec::new();
     if v.try_reserve_exact(n).is_err() {
-        let CoreError::OutOfMemory(message) = out_of_memory(n.saturating_mul(size_of::<T>()), what) else { unreachable!() };
-        std::panic::resume_unwind(Box::new(AllocFailure(message)));
+        unwind_out_of_memory(n.saturating_mul(size_of::<T>()), what);
     }
     v.resize(n, value);
     v
@@ -179,8 +178,7 @@ impl Trail {
     fn grow(&mut self) {
         let more = self.nibbles.capacity().max(1 << 16);
         if self.nibbles.try_reserve(more).is_err() {
-            let CoreError::OutOfMemory(message) = out_of_memory(more * 2, "the trail of the first pass") else { unreachable!() };
-            std::panic::resume_unwind(Box::new(AllocFailure(message)));
+            unwind_out_of_memory(more * 2, "the trail of the first pass");
         }
     }
 
