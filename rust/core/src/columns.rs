@@ -337,6 +337,9 @@ fn round_float(x: f64, factor: f64) -> Amount {
     }
 }
 
+/// 2^63, exactly: a float below it in magnitude truncates into an i64.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+
 /// `x × factor` rounded half away from zero, and whether it was a finite value in range (else the
 /// value is 0). Branch-free, so a column of floats decodes in a tight loop.
 #[inline(always)]
@@ -345,9 +348,10 @@ fn round_scaled(x: f64, factor: f64) -> (i64, bool) {
     // libm call on baseline x86-64, and truncation is one instruction.
     let y = x * factor;
     let a = y.abs();
-    let ok = a < 9.2e18; // false for NaN and ±inf too
+    let ok = a < TWO_POW_63; // false for NaN and ±inf too
     let a = if ok { a } else { 0.0 };
-    // SAFETY: 0 ≤ a < 9.2e18 < 2^63, so the truncated value is representable.
+    // SAFETY: 0 ≤ a < 2^63, so the truncated value is representable (and from 2^52 on `a` is a
+    // whole number, so rounding adds nothing).
     let whole: i64 = unsafe { a.to_int_unchecked() };
     let frac = a - whole as f64; // exact: `whole` has at most as many significant bits as `a`
     let rounded = whole + (frac >= 0.5) as i64;
@@ -971,6 +975,12 @@ mod tests {
         assert_eq!(round_float(0.49999999999999994, 1.0), Amount::Value(0));
         assert_eq!(round_float(-2.5, 1.0), Amount::Value(-3));
         assert_eq!(round_float(4503599627370497.0, 1.0), Amount::Value(4503599627370497));
+        // Every float that fits an i64 is taken, up to the largest below 2^63.
+        let largest = TWO_POW_63 - 1024.0; // the float just below 2^63
+        assert_eq!(round_float(largest, 1.0), Amount::Value(9_223_372_036_854_774_784));
+        assert_eq!(round_float(-largest, 1.0), Amount::Value(-9_223_372_036_854_774_784));
+        assert_eq!(round_float(TWO_POW_63, 1.0), Amount::OutOfRange);
+        assert_eq!(round_float(-TWO_POW_63, 1.0), Amount::OutOfRange);
         // Agrees with f64::round on a sweep of awkward values.
         let mut x = -1000.0f64;
         while x < 1000.0 {

@@ -219,19 +219,35 @@ struct Totals {
 }
 
 
-/// Floor of `mantissa × 10^(exponent + scale)`, clamped to i64: amounts above it are paying.
-pub fn paying_threshold(min_amount: (i128, i32), scale: u8) -> i64 {
-    let (m, e) = min_amount;
-    let shift = e + scale as i32;
-    let v: i128 = if shift >= 0 {
-        10i128.checked_pow(shift as u32).and_then(|p| m.checked_mul(p)).unwrap_or(if m < 0 { i128::MIN } else { i128::MAX })
-    } else {
-        match 10i128.checked_pow((-shift) as u32) {
-            Some(p) => m.div_euclid(p),
-            None => if m < 0 { -1 } else { 0 },
-        }
-    };
-    i64::try_from(v).unwrap_or(if v < 0 { i64::MIN } else { i64::MAX })
+/// Which amounts are paying orders: those above `min_amount`, decided exactly on fixed-point values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Paying {
+    /// Amounts above this pay: the floor of `min_amount` at the amounts' scale, clamped to i64.
+    above: i64,
+    /// `min_amount` is below every i64 (then even `i64::MIN` pays, which the clamp alone would miss).
+    all: bool,
+}
+
+impl Paying {
+    /// From `min_amount` as `mantissa × 10^exponent`, for amounts at `scale`.
+    pub fn new(min_amount: (i128, i32), scale: u8) -> Self {
+        let (m, e) = min_amount;
+        let shift = e + i32::from(scale);
+        let floor: i128 = if shift >= 0 {
+            10i128.checked_pow(shift.unsigned_abs()).and_then(|p| m.checked_mul(p)).unwrap_or(if m < 0 { i128::MIN } else { i128::MAX })
+        } else {
+            match 10i128.checked_pow(shift.unsigned_abs()) {
+                Some(p) => m.div_euclid(p),
+                None => if m < 0 { -1 } else { 0 },
+            }
+        };
+        Paying { above: i64::try_from(floor).unwrap_or(if floor < 0 { i64::MIN } else { i64::MAX }), all: floor < i128::from(i64::MIN) }
+    }
+
+    #[inline(always)]
+    pub fn pays(self, amount: i64) -> bool {
+        amount > self.above || self.all
+    }
 }
 
 /// A valid row routed to its user's shard, with what the shard's loop reads packed together: the
@@ -362,7 +378,7 @@ impl Pass for SignupPass<'_> {
 struct FirstPurchasePass<'a> {
     set: &'a ColumnSet,
     strict: bool,
-    threshold: i64,
+    paying: Paying,
 }
 
 impl Pass for FirstPurchasePass<'_> {
@@ -378,7 +394,7 @@ impl Pass for FirstPurchasePass<'_> {
     /// Takes every valid row, as the orders pass does, so that a shard's trail lines up with the
     /// rows of that pass; only paying rows can fix a cohort.
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
-        Routed { user, value: d.ts[k], period: i32::from(d.amount[k] > self.threshold), index: row_index(k) }
+        Routed { user, value: d.ts[k], period: i32::from(self.paying.pays(d.amount[k])), index: row_index(k) }
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, _acc: &mut Acc, share: &Share, r: &Routed) {
@@ -394,7 +410,7 @@ impl Pass for FirstPurchasePass<'_> {
 struct OrdersPass<'a> {
     set: &'a ColumnSet,
     strict: bool,
-    threshold: i64,
+    paying: Paying,
     at: Attribution<'a>,
 }
 
@@ -420,7 +436,7 @@ impl Pass for OrdersPass<'_> {
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, acc: &mut Acc, _share: &Share, r: &Routed) {
-        let rec = CellRec { user: r.user, amount: r.value, period: r.period, paying: r.value > self.threshold };
+        let rec = CellRec { user: r.user, amount: r.value, period: r.period, paying: self.paying.pays(r.value) };
         users.attribute_order(&rec, &self.at, &mut acc.cells, &mut acc.tally)
     }
 }
@@ -899,7 +915,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
     // First-purchase cohorts: the earliest paying order of each user.
     let stream = Stream::open("orders", orders)?;
     let orders_set = runner.columns(&stream, orders_names(names.segment.as_deref()))?;
-    let threshold = paying_threshold(runner.spec.min_amount, orders_set.scale);
+    let paying = Paying::new(runner.spec.min_amount, orders_set.scale);
     let schema = stream.schema.clone();
     let mut kept = Vec::new();
     let keep = if orders.reopenable() { None } else { Some(&mut kept) };
@@ -908,7 +924,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
         runner.shards.iter_mut().for_each(Users::record_trail);
     }
     let accs = runner.fresh_accs(0)?;
-    let pass = FirstPurchasePass { set: &orders_set, strict, threshold };
+    let pass = FirstPurchasePass { set: &orders_set, strict, paying };
     runner.scan(stream, &orders_set, "orders: first purchases", keep, accs, &pass)?;
     let second = if orders.reopenable() {
         Stream::open("orders", orders)?
@@ -1180,13 +1196,13 @@ fn finish(
     trace("seal", sealing);
     let group_cohort: Vec<i32> = groups.iter().map(|g| g.1).collect();
     let n_cells = groups.len() * horizon as usize;
-    let threshold = paying_threshold(runner.spec.min_amount, orders_set.scale);
+    let paying = Paying::new(runner.spec.min_amount, orders_set.scale);
     let missing = if has_signups { Reason::UnknownUser } else { Reason::NeverPaid };
 
     // Pass 2: orders into cells.
     let at = Attribution { horizon, group_cohort: &group_cohort, missing };
     let accs = runner.fresh_accs(n_cells)?;
-    let pass = OrdersPass { set: &orders_set, strict, threshold, at };
+    let pass = OrdersPass { set: &orders_set, strict, paying, at };
     let accs = runner.scan(stream, &orders_set, "orders", None, accs, &pass)?;
     runner.shards.iter_mut().for_each(Users::end_trail);
     let orders_acc = sum_accs(accs);
@@ -1518,6 +1534,21 @@ mod tests {
             Err(CoreError::OutOfMemory(m)) => assert_eq!(m, "a test"),
             other => panic!("expected OutOfMemory, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn paying_is_decided_exactly_whatever_min_amount() {
+        let at = |min_amount, scale| Paying::new(min_amount, scale);
+        // 0.57 at scale 2: 57 does not pay, 58 does.
+        assert!(!at((57, -2), 2).pays(57) && at((57, -2), 2).pays(58));
+        // 0.575 at scale 2: the floor is 57, so 57 does not pay and 58 does.
+        assert!(!at((575, -3), 2).pays(57) && at((575, -3), 2).pays(58));
+        // -0.5 at scale 0: the floor is -1, so 0 pays and -1 does not.
+        assert!(at((-5, -1), 0).pays(0) && !at((-5, -1), 0).pays(-1));
+        // Below every i64: everything pays, i64::MIN too. Above every i64: nothing pays.
+        assert!(at((-1, 30), 0).pays(i64::MIN));
+        assert!(!at((1, 30), 0).pays(i64::MAX));
+        assert!(!at((i64::MIN.into(), 0), 0).pays(i64::MIN) && at((i64::MIN.into(), 0), 0).pays(i64::MIN + 1));
     }
 
     #[test]
