@@ -93,9 +93,18 @@ def period_start_date(idx: int, period: str) -> dt.date:
 
 
 def local_date_of_instant(seconds: int, tz: str) -> dt.date:
-    """Local calendar date in ``tz`` of the instant ``seconds`` after the Unix epoch (UTC)."""
-    instant = dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(seconds=seconds)
-    return instant.astimezone(ZoneInfo(tz)).date()
+    """Local calendar date in ``tz`` of the instant ``seconds`` after the Unix epoch (UTC).
+
+    Raises ``OverflowError`` when that date is outside years 1-9999. An instant whose UTC date is just
+    outside while its local date is inside (10000-01-01T00:00Z is 9999-12-31 in Sao Paulo) is taken a
+    day nearer and its local date moved back by a day (no zone changes its offset at those dates)."""
+    try:
+        instant = dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(seconds=seconds)
+        return instant.astimezone(ZoneInfo(tz)).date()
+    except OverflowError:
+        step = -86_400 if seconds > 0 else 86_400
+        nearer = dt.datetime(1970, 1, 1, tzinfo=UTC) + dt.timedelta(seconds=seconds + step)
+        return nearer.astimezone(ZoneInfo(tz)).date() - dt.timedelta(seconds=step)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -239,6 +239,15 @@ def test_values_are_not_changed_on_the_way_in(with_by: bool):
         assert all(c.year == 2023 or c.year == 2024 for c in table.cohorts)
 
 
+def test_a_segment_value_polars_cannot_hold_is_refused():
+    orders = pa.table({"user_id": [1, 2], "ts": pa.array([1_704_067_200] * 2, pa.timestamp("s")), "amount": [1.0, 2.0],
+                       "launch": pa.array([1_700_000_000, 2**62], pa.timestamp("s"))})  # fmt: skip
+    with pytest.raises(ltrcore.InvalidArgumentError, match="launch"):
+        ltrcore.cohorts(orders, by="launch")
+    table = quiet(orders.slice(0, 1), by="launch", as_of=AS_OF)
+    assert table.to_polars()["launch"].to_list()[0] == dt.datetime(2023, 11, 14, 22, 13, 20)
+
+
 def test_as_of_and_since_outside_the_supported_years():
     orders = pa.table({"user_id": [1], "ts": pa.array([dt.datetime(2024, 1, 5)], pa.timestamp("s")), "amount": [1.0]})
     for kw in ({"as_of": dt.datetime.min}, {"as_of": dt.date(1, 1, 15)}, {"since": dt.datetime.max}):
@@ -466,3 +475,33 @@ def test_a_shared_grid_gives_the_same_result():
         for threads in (1, 2):
             shared = quiet(orders, activity=activity, threads=threads, _cells_budget=0, **kw)
             assert_same_result(private, shared)
+
+
+# ---------------------------------------------------------------------------------------------------
+# 8. running out of memory is a MemoryError, never an abort
+# ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("headroom_mib", [48, 160, 300])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"period": "day", "horizon": 365},
+        {"period": "day", "horizon": 1000, "_cells_budget": 0},
+        {"strings": True},
+        {"reader": True},
+    ],
+)
+def test_out_of_memory_is_a_memory_error(kw: dict, headroom_mib: int):
+    import json
+    import subprocess
+    import sys
+
+    script = Path(__file__).with_name("limited_memory.py")
+    args = [sys.executable, str(script), "3000000", str(headroom_mib), "2", json.dumps(kw)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])  # -6 would be an abort
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["outcome"].startswith(("OutOfMemoryError", "returned")), result
+    if result["outcome"].startswith("OutOfMemoryError"):
+        assert "could not allocate" in result["outcome"] and "MiB" in result["outcome"], result
+    assert result["next_ok"], result

@@ -43,6 +43,8 @@ def feeds(draw: Any, orders: pa.Table) -> tuple[Any, dict[str, Any]]:
     knobs = {
         "threads": draw(st.sampled_from([1, 2, None])),
         "_chunk_rows": draw(st.sampled_from([None, 1, 3, 7, 64])),
+        # 0: the cohort grid is shared by the workers, as large grids are
+        "_cells_budget": draw(st.sampled_from([None, 0])),
     }
     if kind == "table":
         return orders, knobs
@@ -327,3 +329,30 @@ def test_the_user_whose_id_is_the_vacant_marker_counts_like_any_other(kind: str,
         feed = str(tmp_path / "orders.parquet")
     table, _ = cohorts(feed, **kw, threads=threads, _chunk_rows=256)
     assert_matches_reference(table, ref, orders, "amount", 4, [])
+
+
+@settings(max_examples=60)
+@given(case=st.booleans().flatmap(lambda s: cases(signups=s, min_rows=1, max_rows=40)), data=st.data())
+def test_a_source_failing_mid_stream_never_yields_a_table(case: dict, data: Any) -> None:
+    """A stream that fails part-way raises StreamError (no partial table), whatever batch it fails
+    at; the same stream cannot be read again, and a fresh one gives the clean result."""
+    orders, kw = case["orders"], case["kw"]
+    base, _ = cohorts(orders, **kw)
+    cuts = data.draw(st.lists(st.integers(0, orders.num_rows), max_size=4), label="cuts")
+    batches = split_batches(orders, cuts)
+    fail_at = data.draw(st.integers(0, len(batches)), label="fail_at")
+
+    def failing() -> Any:
+        for k, b in enumerate(batches):
+            if k == fail_at:
+                raise OSError("the connection dropped")
+            yield b
+        raise OSError("the connection dropped at the end")
+
+    reader = pa.RecordBatchReader.from_batches(orders.schema, failing())
+    with pytest.raises(ltrcore.StreamError):
+        ltrcore.cohorts(reader, **kw)
+    with pytest.raises(ltrcore.InvalidArgumentError, match="already read"):
+        ltrcore.cohorts(reader, **kw)
+    fresh, _ = cohorts(pa.RecordBatchReader.from_batches(orders.schema, batches), **kw)
+    assert_same_result(base, fresh)

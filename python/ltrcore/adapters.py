@@ -319,9 +319,25 @@ class SegmentCoder:
     def encode(self, table: pa.Table) -> pa.Table:
         """``table`` with the code column appended."""
         self.source_schema = table.schema
-        keys = pl.from_arrow(table.select(self.by))
+        return table.append_column(SEGMENT_CODE, self.codes(self.keys(table)))
+
+    def keys(self, data: pa.Table | pa.RecordBatch) -> pl.DataFrame:
+        """The ``by`` columns as Polars values. Polars holds timestamps in ms at the coarsest, and
+        turns a ``timestamp[s]`` it cannot hold into 1970 without a word: such a value is refused."""
+        columns = {}
+        for name in self.by:
+            col = data.column(name)
+            if pa.types.is_timestamp(col.type) and col.type.unit == "s":
+                try:
+                    col = col.cast(pa.timestamp("ms", col.type.tz), safe=True)
+                except pa.ArrowInvalid:
+                    raise InvalidArgumentError(
+                        f"by column {name!r}: a timestamp[s] value is too far out to be kept as a segment value"
+                    ) from None
+            columns[name] = col
+        keys = pl.from_arrow(pa.table(columns))
         assert isinstance(keys, pl.DataFrame)
-        return table.append_column(SEGMENT_CODE, self.codes(keys))
+        return keys
 
     def dictionary(self) -> pl.DataFrame:
         """``by`` columns plus the code, one row per code (empty, with the input's dtypes, if none)."""
@@ -351,9 +367,7 @@ class SegmentCoder:
 
             def coded() -> Iterator[pa.RecordBatch]:
                 for batch in stream:
-                    keys = pl.from_arrow(batch.select(self.by))
-                    assert isinstance(keys, pl.DataFrame)
-                    yield pa.RecordBatch.from_arrays([*batch.select(keep).columns, self.codes(keys)], schema=schema)
+                    yield pa.RecordBatch.from_arrays([*batch.select(keep).columns, self.codes(self.keys(batch))], schema=schema)
 
             return Batches(schema, coded(), table=table)
 

@@ -46,7 +46,10 @@ def _progress_bar() -> Any:
 
     def show(phase: str, rows: int) -> None:
         elapsed = max(time.perf_counter() - start, 1e-9)
-        sys.stderr.write(f"\r\x1b[2K{phase}: {rows:,} rows ({rows / elapsed / 1e6:.1f} M rows/s)")
+        if phase in ("cohorts", "finalizing"):  # walks over the users, not the rows
+            sys.stderr.write(f"\r\x1b[2K{phase} ({elapsed:.1f} s)")
+        else:
+            sys.stderr.write(f"\r\x1b[2K{phase}: {rows:,} rows ({rows / elapsed / 1e6:.1f} M rows/s)")
         sys.stderr.flush()
 
     return show

@@ -178,7 +178,7 @@ def cohorts(
         raise InvalidArgumentError("progress must be callable as progress(phase, rows_done)")
     chunk_rows = DEFAULT_CHUNK_ROWS
     if _chunk_rows is not None:
-        chunk_rows = _check_int("_chunk_rows", _chunk_rows, 1, 1 << 40)
+        chunk_rows = _check_int("_chunk_rows", _chunk_rows, 1, 1 << 24)
 
     coder = SegmentCoder(by_cols) if by_cols else None
     signup_source: Source | None = None

@@ -45,6 +45,7 @@ RECON_HELP = {
     "used": "attributed to a complete cell",
     "null_user": "no user id",
     "null_ts": "no timestamp",
+    "ts_out_of_range": "timestamp's local date outside years 1-9999",
     "null_amount": "no amount",
     "nan_amount": "amount is NaN or infinite",
     "unknown_user": "user not in the signups table",

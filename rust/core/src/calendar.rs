@@ -111,6 +111,9 @@ struct DayOffset {
     several: bool,
 }
 
+/// `DayOffset::change_at` of a day without a transition.
+const NEVER_IN_THE_DAY: i32 = 86_400;
+
 /// Offset table for instants between these years; outside it every lookup asks jiff directly.
 const TABLE_FIRST_DAY: i64 = -25_567; // 1900-01-01
 const TABLE_DAYS: usize = 73_049; // up to 2100-01-01
@@ -166,11 +169,11 @@ impl Calendar {
                 next += 1;
             }
             let start = current;
-            let mut entry = DayOffset { start, change_at: SECONDS_PER_DAY as i32, after: start, several: false };
+            let mut entry = DayOffset { start, change_at: NEVER_IN_THE_DAY, after: start, several: false };
             let mut k = next;
             while k < transitions.len() && transitions[k].0 < day_end {
                 if k == next {
-                    entry.change_at = (transitions[k].0 - day_start) as i32;
+                    entry.change_at = i32::try_from(transitions[k].0 - day_start).unwrap_or(NEVER_IN_THE_DAY);
                     entry.after = transitions[k].1;
                 } else {
                     entry.several = true;
@@ -202,11 +205,11 @@ impl Calendar {
         }
         let day = second.div_euclid(SECONDS_PER_DAY);
         let idx = day - TABLE_FIRST_DAY;
-        if idx >= 0 && (idx as usize) < self.table.len() {
-            let e = self.table[idx as usize];
+        if let Some(&e) = usize::try_from(idx).ok().and_then(|i| self.table.get(i)) {
             if e.several {
                 return self.offset_slow(second);
             }
+            #[allow(clippy::cast_possible_truncation)] // seconds into the day: 0..86_400
             let within = (second - day * SECONDS_PER_DAY) as i32;
             if within < e.change_at {
                 e.start
@@ -227,9 +230,9 @@ impl Calendar {
     /// Period holding a local civil day.
     #[inline(always)]
     pub fn period_of_day(&self, day: i64) -> i32 {
-        match self.day_period.get((day - TABLE_FIRST_DAY) as usize) {
-            Some(&p) if day >= TABLE_FIRST_DAY => p,
-            _ => self.kind.period_of_day(day),
+        match usize::try_from(day - TABLE_FIRST_DAY).ok().and_then(|i| self.day_period.get(i)) {
+            Some(&p) => p,
+            None => self.kind.period_of_day(day),
         }
     }
 
@@ -295,6 +298,7 @@ fn civil_date(day: i64) -> Option<jiff::civil::Date> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 

@@ -9,8 +9,10 @@ use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_buffer::NullBuffer;
 use arrow_schema::{DataType, Schema, TimeUnit};
+use std::hash::BuildHasher;
+
 use foldhash::fast::FixedState;
-use hashbrown::HashMap;
+use hashbrown::HashTable;
 
 use crate::calendar::{day_in_range, Calendar, MAX_DAY, MIN_DAY, SECONDS_PER_DAY};
 use crate::kernel::prefetch_read;
@@ -146,19 +148,45 @@ impl ColumnSet {
 }
 
 /// Gives every distinct string user id a dense key, shared by all tables of one run.
+///
+/// The strings are copied into one arena, not boxed one by one: a run with tens of millions of ids
+/// would otherwise spend a second just freeing them (after Ctrl-C too), and twice the memory.
 #[derive(Default)]
 pub struct Interner {
-    map: HashMap<Box<[u8]>, u64, FixedState>,
+    /// Every distinct id's bytes, back to back.
+    bytes: Vec<u8>,
+    /// Every id: its hash (so the table grows without hashing the strings again), its key, and
+    /// where its bytes are (so a lookup reads the bucket and then the bytes, nothing in between).
+    table: HashTable<Interned>,
+    hasher: FixedState,
+}
+
+#[derive(Clone, Copy)]
+struct Interned {
+    hash: u64,
+    key: u64,
+    start: usize,
+    len: usize,
 }
 
 impl Interner {
-    fn key(&mut self, bytes: &[u8]) -> u64 {
-        if let Some(&k) = self.map.get(bytes) {
-            return k;
+    fn key(&mut self, s: &[u8]) -> Result<u64> {
+        let hash = self.hasher.hash_one(s);
+        let Interner { bytes, table, .. } = self;
+        if let Some(found) = table.find(hash, |e| e.hash == hash && &bytes[e.start..e.start + e.len] == s) {
+            return Ok(found.key);
         }
-        let k = self.map.len() as u64;
-        self.map.insert(bytes.into(), k);
-        k
+        let key = table.len() as u64;
+        // Both grow by doubling: what a failure asked for is about their size again.
+        if bytes.try_reserve(s.len()).is_err() {
+            return Err(out_of_memory(bytes.capacity().max(s.len()), "the text of the interned user ids"));
+        }
+        if table.try_reserve(1, |e| e.hash).is_err() {
+            return Err(out_of_memory(table.capacity().max(16) * 2 * size_of::<Interned>(), "the table of interned user ids"));
+        }
+        table.insert_unique(hash, Interned { hash, key, start: bytes.len(), len: s.len() }, |e| e.hash);
+        bytes.extend_from_slice(s);
+        Ok(key)
     }
 
     /// Strings interned between two calls of `poll`: a few milliseconds of work.
@@ -174,7 +202,7 @@ impl Interner {
                     poll()?;
                     for i in start..a.len().min(start + Self::POLL_EVERY) {
                         // Null slots get a dummy key; validity is checked separately.
-                        out.push(if a.is_valid(i) { self.key(a.value(i).as_bytes()) } else { u64::MAX });
+                        out.push(if a.is_valid(i) { self.key(a.value(i).as_bytes())? } else { u64::MAX });
                     }
                 }
             }};
@@ -309,6 +337,9 @@ fn round_float(x: f64, factor: f64) -> Amount {
     }
 }
 
+/// 2^63, exactly: a float below it in magnitude truncates into an i64.
+const TWO_POW_63: f64 = 9_223_372_036_854_775_808.0;
+
 /// `x × factor` rounded half away from zero, and whether it was a finite value in range (else the
 /// value is 0). Branch-free, so a column of floats decodes in a tight loop.
 #[inline(always)]
@@ -317,9 +348,10 @@ fn round_scaled(x: f64, factor: f64) -> (i64, bool) {
     // libm call on baseline x86-64, and truncation is one instruction.
     let y = x * factor;
     let a = y.abs();
-    let ok = a < 9.2e18; // false for NaN and ±inf too
+    let ok = a < TWO_POW_63; // false for NaN and ±inf too
     let a = if ok { a } else { 0.0 };
-    // SAFETY: 0 ≤ a < 9.2e18 < 2^63, so the truncated value is representable.
+    // SAFETY: 0 ≤ a < 2^63, so the truncated value is representable (and from 2^52 on `a` is a
+    // whole number, so rounding adds nothing).
     let whole: i64 = unsafe { a.to_int_unchecked() };
     let frac = a - whole as f64; // exact: `whole` has at most as many significant bits as `a`
     let rounded = whole + (frac >= 0.5) as i64;
@@ -904,6 +936,7 @@ fn internal_dtype(column: &str, dt: &DataType) -> CoreError {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 
@@ -942,6 +975,12 @@ mod tests {
         assert_eq!(round_float(0.49999999999999994, 1.0), Amount::Value(0));
         assert_eq!(round_float(-2.5, 1.0), Amount::Value(-3));
         assert_eq!(round_float(4503599627370497.0, 1.0), Amount::Value(4503599627370497));
+        // Every float that fits an i64 is taken, up to the largest below 2^63.
+        let largest = TWO_POW_63 - 1024.0; // the float just below 2^63
+        assert_eq!(round_float(largest, 1.0), Amount::Value(9_223_372_036_854_774_784));
+        assert_eq!(round_float(-largest, 1.0), Amount::Value(-9_223_372_036_854_774_784));
+        assert_eq!(round_float(TWO_POW_63, 1.0), Amount::OutOfRange);
+        assert_eq!(round_float(-TWO_POW_63, 1.0), Amount::OutOfRange);
         // Agrees with f64::round on a sweep of awkward values.
         let mut x = -1000.0f64;
         while x < 1000.0 {

@@ -74,8 +74,8 @@ impl Spec {
         if self.threads == 0 || self.threads > 1024 {
             return Err(CoreError::InvalidArgument(format!("threads must be between 1 and 1024; got {}", self.threads)));
         }
-        if self.chunk_rows == 0 {
-            return Err(CoreError::InvalidArgument("chunk_rows must be positive".into()));
+        if !(1..=MAX_CHUNK_ROWS).contains(&self.chunk_rows) {
+            return Err(CoreError::InvalidArgument(format!("chunk_rows must be between 1 and {MAX_CHUNK_ROWS}")));
         }
         Ok(())
     }
@@ -219,19 +219,35 @@ struct Totals {
 }
 
 
-/// Floor of `mantissa × 10^(exponent + scale)`, clamped to i64: amounts above it are paying.
-pub fn paying_threshold(min_amount: (i128, i32), scale: u8) -> i64 {
-    let (m, e) = min_amount;
-    let shift = e + scale as i32;
-    let v: i128 = if shift >= 0 {
-        10i128.checked_pow(shift as u32).and_then(|p| m.checked_mul(p)).unwrap_or(if m < 0 { i128::MIN } else { i128::MAX })
-    } else {
-        match 10i128.checked_pow((-shift) as u32) {
-            Some(p) => m.div_euclid(p),
-            None => if m < 0 { -1 } else { 0 },
-        }
-    };
-    v.clamp(i64::MIN as i128, i64::MAX as i128) as i64
+/// Which amounts are paying orders: those above `min_amount`, decided exactly on fixed-point values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Paying {
+    /// Amounts above this pay: the floor of `min_amount` at the amounts' scale, clamped to i64.
+    above: i64,
+    /// `min_amount` is below every i64 (then even `i64::MIN` pays, which the clamp alone would miss).
+    all: bool,
+}
+
+impl Paying {
+    /// From `min_amount` as `mantissa × 10^exponent`, for amounts at `scale`.
+    pub fn new(min_amount: (i128, i32), scale: u8) -> Self {
+        let (m, e) = min_amount;
+        let shift = e + i32::from(scale);
+        let floor: i128 = if shift >= 0 {
+            10i128.checked_pow(shift.unsigned_abs()).and_then(|p| m.checked_mul(p)).unwrap_or(if m < 0 { i128::MIN } else { i128::MAX })
+        } else {
+            match 10i128.checked_pow(shift.unsigned_abs()) {
+                Some(p) => m.div_euclid(p),
+                None => if m < 0 { -1 } else { 0 },
+            }
+        };
+        Paying { above: i64::try_from(floor).unwrap_or(if floor < 0 { i64::MIN } else { i64::MAX }), all: floor < i128::from(i64::MIN) }
+    }
+
+    #[inline(always)]
+    pub fn pays(self, amount: i64) -> bool {
+        amount > self.above || self.all
+    }
 }
 
 /// A valid row routed to its user's shard, with what the shard's loop reads packed together: the
@@ -317,6 +333,18 @@ fn route<P: Pass>(pass: &P, block: &Decoded, by_shard: &mut [Vec<Routed>], offse
 /// nearest caches when `route` reads them back.
 const BLOCK_ROWS: usize = 4096;
 
+/// Most rows per step (`Spec::chunk_rows`): a row's index within its worker's share of a step is
+/// kept in 32 bits.
+pub const MAX_CHUNK_ROWS: usize = 1 << 24;
+
+/// A row's index within a worker's share of a step, below `MAX_CHUNK_ROWS` (`Spec::validate`).
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)]
+fn row_index(k: usize) -> u32 {
+    debug_assert!(k < MAX_CHUNK_ROWS);
+    k as u32
+}
+
 /// Signups: each user's earliest signup fixes the cohort; later ones are duplicates.
 struct SignupPass<'a> {
     set: &'a ColumnSet,
@@ -334,7 +362,7 @@ impl Pass for SignupPass<'_> {
         count_bad(status_reason(d.status[k]), 0, self.strict, acc, self.set, row)
     }
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
-        Routed { user, value: d.ts[k], period: 0, index: k as u32 }
+        Routed { user, value: d.ts[k], period: 0, index: row_index(k) }
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, acc: &mut Acc, share: &Share, r: &Routed) {
@@ -350,7 +378,7 @@ impl Pass for SignupPass<'_> {
 struct FirstPurchasePass<'a> {
     set: &'a ColumnSet,
     strict: bool,
-    threshold: i64,
+    paying: Paying,
 }
 
 impl Pass for FirstPurchasePass<'_> {
@@ -366,7 +394,7 @@ impl Pass for FirstPurchasePass<'_> {
     /// Takes every valid row, as the orders pass does, so that a shard's trail lines up with the
     /// rows of that pass; only paying rows can fix a cohort.
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
-        Routed { user, value: d.ts[k], period: i32::from(d.amount[k] > self.threshold), index: k as u32 }
+        Routed { user, value: d.ts[k], period: i32::from(self.paying.pays(d.amount[k])), index: row_index(k) }
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, _acc: &mut Acc, share: &Share, r: &Routed) {
@@ -382,7 +410,7 @@ impl Pass for FirstPurchasePass<'_> {
 struct OrdersPass<'a> {
     set: &'a ColumnSet,
     strict: bool,
-    threshold: i64,
+    paying: Paying,
     at: Attribution<'a>,
 }
 
@@ -404,11 +432,11 @@ impl Pass for OrdersPass<'_> {
         count_bad(status_reason(d.status[k]), d.amount[k], self.strict, acc, self.set, row)
     }
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
-        Routed { user, value: d.amount[k], period: d.period[k], index: k as u32 }
+        Routed { user, value: d.amount[k], period: d.period[k], index: row_index(k) }
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, acc: &mut Acc, _share: &Share, r: &Routed) {
-        let rec = CellRec { user: r.user, amount: r.value, period: r.period, paying: r.value > self.threshold };
+        let rec = CellRec { user: r.user, amount: r.value, period: r.period, paying: self.paying.pays(r.value) };
         users.attribute_order(&rec, &self.at, &mut acc.cells, &mut acc.tally)
     }
 }
@@ -431,7 +459,7 @@ impl Pass for ActivityPass<'_> {
         count_bad(status_reason(d.status[k]), 0, self.strict, acc, self.set, row)
     }
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed {
-        Routed { user, value: 0, period: d.period[k], index: k as u32 }
+        Routed { user, value: 0, period: d.period[k], index: row_index(k) }
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, acc: &mut Acc, _share: &Share, r: &Routed) {
@@ -576,7 +604,7 @@ fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users], accs: &mut
                         round.view.prefetch(end, b.min(end + BLOCK_ROWS));
                         round.view.decode(start, end, round.cal, round.want, &mut block)?;
                         block.base = round.row0 + start as u64;
-                        route(round.pass, &block, &mut mine.by_shard, (start - a) as u32, acc)?;
+                        route(round.pass, &block, &mut mine.by_shard, row_index(start - a), acc)?;
                         mine.segment.extend_from_slice(&block.segment);
                     }
                     Ok(())
@@ -618,11 +646,16 @@ struct SpinBarrier {
     arrived: AtomicUsize,
     generation: AtomicUsize,
     parties: usize,
+    /// How long a waiter spins before it yields: not at all when there are more parties than cores
+    /// (a spinning waiter would then hold the core the last one needs to arrive).
+    spins: u32,
 }
 
 impl SpinBarrier {
     fn new(parties: usize) -> Self {
-        SpinBarrier { arrived: AtomicUsize::new(0), generation: AtomicUsize::new(0), parties }
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let spins = if parties <= cores { 1 << 14 } else { 0 };
+        SpinBarrier { arrived: AtomicUsize::new(0), generation: AtomicUsize::new(0), parties, spins }
     }
 
     fn wait(&self) {
@@ -634,7 +667,7 @@ impl SpinBarrier {
         }
         let mut spins = 0u32;
         while self.generation.load(Ordering::Acquire) == generation {
-            if spins < 1 << 14 {
+            if spins < self.spins {
                 std::hint::spin_loop();
                 spins += 1;
             } else {
@@ -882,7 +915,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
     // First-purchase cohorts: the earliest paying order of each user.
     let stream = Stream::open("orders", orders)?;
     let orders_set = runner.columns(&stream, orders_names(names.segment.as_deref()))?;
-    let threshold = paying_threshold(runner.spec.min_amount, orders_set.scale);
+    let paying = Paying::new(runner.spec.min_amount, orders_set.scale);
     let schema = stream.schema.clone();
     let mut kept = Vec::new();
     let keep = if orders.reopenable() { None } else { Some(&mut kept) };
@@ -891,7 +924,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
         runner.shards.iter_mut().for_each(Users::record_trail);
     }
     let accs = runner.fresh_accs(0)?;
-    let pass = FirstPurchasePass { set: &orders_set, strict, threshold };
+    let pass = FirstPurchasePass { set: &orders_set, strict, paying };
     runner.scan(stream, &orders_set, "orders: first purchases", keep, accs, &pass)?;
     let second = if orders.reopenable() {
         Stream::open("orders", orders)?
@@ -1163,13 +1196,13 @@ fn finish(
     trace("seal", sealing);
     let group_cohort: Vec<i32> = groups.iter().map(|g| g.1).collect();
     let n_cells = groups.len() * horizon as usize;
-    let threshold = paying_threshold(runner.spec.min_amount, orders_set.scale);
+    let paying = Paying::new(runner.spec.min_amount, orders_set.scale);
     let missing = if has_signups { Reason::UnknownUser } else { Reason::NeverPaid };
 
     // Pass 2: orders into cells.
     let at = Attribution { horizon, group_cohort: &group_cohort, missing };
     let accs = runner.fresh_accs(n_cells)?;
-    let pass = OrdersPass { set: &orders_set, strict, threshold, at };
+    let pass = OrdersPass { set: &orders_set, strict, paying, at };
     let accs = runner.scan(stream, &orders_set, "orders", None, accs, &pass)?;
     runner.shards.iter_mut().for_each(Users::end_trail);
     let orders_acc = sum_accs(accs);
@@ -1327,7 +1360,7 @@ fn finalize(
         }
     }
     Ok(CohortResult {
-        horizon: h as u32,
+        horizon: runner.spec.horizon,
         scale,
         period: runner.cal.kind,
         cohorts,
@@ -1349,6 +1382,7 @@ fn finalize(
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use std::sync::Arc;
 
@@ -1356,6 +1390,7 @@ mod tests {
     use arrow_schema::{DataType, Field, Schema, TimeUnit};
 
     use super::*;
+    use crate::error::AllocFailure;
 
     /// Counts rows; panics while processing one row, or fails on a bad (null-user) row the way
     /// `strict` does, to check that a round stops cleanly.
@@ -1445,6 +1480,75 @@ mod tests {
                 other => panic!("expected the bad row's error, got {other:?}"),
             }
         }
+    }
+
+    /// Hooks whose `tick` fails from the `fail_at`-th call on, as Ctrl-C does.
+    struct FailingHooks {
+        calls: AtomicUsize,
+        fail_at: usize,
+    }
+
+    impl Hooks for FailingHooks {
+        fn tick(&self, _phase: &'static str, _rows: u64, _done: bool) -> Result<()> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) + 1 >= self.fail_at {
+                return Err(CoreError::InvalidArgument("interrupted".into()));
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn watched_work_stops_soon_after_a_tick_fails() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let hooks = FailingHooks { calls: AtomicUsize::new(0), fail_at: 3 };
+        let steps = AtomicUsize::new(0);
+        let started = Instant::now();
+        // Work that would take minutes, checking the flag as the walks over users do.
+        let outcome = watched(&pool, &hooks, "test", |stop| {
+            (0..2).into_par_iter().for_each(|_| {
+                let mut check = StopCheck::new(stop);
+                for _ in 0..u64::MAX {
+                    check.check();
+                    steps.fetch_add(1, Ordering::Relaxed);
+                    std::hint::spin_loop();
+                }
+            })
+        });
+        match outcome {
+            Err(CoreError::InvalidArgument(m)) => assert_eq!(m, "interrupted"),
+            other => panic!("expected the tick's error, got {:?}", other.map(|_| ())),
+        }
+        // Three ticks, 100 ms apart; the workers stop within a few thousand steps of the third.
+        assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        let after = steps.load(Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(steps.load(Ordering::Relaxed), after, "a worker is still running");
+    }
+
+    #[test]
+    fn watched_work_returns_its_result_or_its_panic() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        let hooks = FailingHooks { calls: AtomicUsize::new(0), fail_at: usize::MAX };
+        assert_eq!(watched(&pool, &hooks, "test", |_| 42).unwrap(), 42);
+        match watched(&pool, &hooks, "test", |_| -> u32 { std::panic::resume_unwind(Box::new(AllocFailure("a test".into()))) }) {
+            Err(CoreError::OutOfMemory(m)) => assert_eq!(m, "a test"),
+            other => panic!("expected OutOfMemory, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn paying_is_decided_exactly_whatever_min_amount() {
+        let at = |min_amount, scale| Paying::new(min_amount, scale);
+        // 0.57 at scale 2: 57 does not pay, 58 does.
+        assert!(!at((57, -2), 2).pays(57) && at((57, -2), 2).pays(58));
+        // 0.575 at scale 2: the floor is 57, so 57 does not pay and 58 does.
+        assert!(!at((575, -3), 2).pays(57) && at((575, -3), 2).pays(58));
+        // -0.5 at scale 0: the floor is -1, so 0 pays and -1 does not.
+        assert!(at((-5, -1), 0).pays(0) && !at((-5, -1), 0).pays(-1));
+        // Below every i64: everything pays, i64::MIN too. Above every i64: nothing pays.
+        assert!(at((-1, 30), 0).pays(i64::MIN));
+        assert!(!at((1, 30), 0).pays(i64::MAX));
+        assert!(!at((i64::MIN.into(), 0), 0).pays(i64::MIN) && at((i64::MIN.into(), 0), 0).pays(i64::MIN + 1));
     }
 
     #[test]

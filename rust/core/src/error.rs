@@ -42,7 +42,16 @@ pub fn try_vec<T: Clone>(n: usize, value: T, what: &str) -> Result<Vec<T>> {
 }
 
 pub fn out_of_memory(bytes: usize, what: &str) -> CoreError {
-    CoreError::OutOfMemory(format!("could not allocate {} MiB for {what}", bytes.div_ceil(1 << 20)))
+    CoreError::OutOfMemory(alloc_message(bytes, what))
+}
+
+/// Unwinds with `AllocFailure`: for allocations in the workers' loops, which cannot return an error.
+pub fn unwind_out_of_memory(bytes: usize, what: &str) -> ! {
+    std::panic::resume_unwind(Box::new(AllocFailure(alloc_message(bytes, what))))
+}
+
+fn alloc_message(bytes: usize, what: &str) -> String {
+    format!("could not allocate {} MiB for {what}", bytes.div_ceil(1 << 20))
 }
 
 /// The payload a worker unwinds with when an allocation in a hot loop fails (`resume_unwind`, so

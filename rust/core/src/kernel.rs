@@ -14,7 +14,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::error::{out_of_memory, AllocFailure, CoreError, Result};
+use crate::error::{out_of_memory, unwind_out_of_memory, Result};
 use crate::reconcile::{Reason, Tally};
 
 /// `n` copies of `value`, or an unwind with `AllocFailure` (no message printed): for allocations in
@@ -22,8 +22,7 @@ use crate::reconcile::{Reason, Tally};
 pub fn vec_or_unwind<T: Clone>(n: usize, value: T, what: &str) -> Vec<T> {
     let mut v = Vec::new();
     if v.try_reserve_exact(n).is_err() {
-        let CoreError::OutOfMemory(message) = out_of_memory(n.saturating_mul(size_of::<T>()), what) else { unreachable!() };
-        std::panic::resume_unwind(Box::new(AllocFailure(message)));
+        unwind_out_of_memory(n.saturating_mul(size_of::<T>()), what);
     }
     v.resize(n, value);
     v
@@ -41,6 +40,21 @@ pub fn hash_key(key: u64) -> u64 {
     h ^= h >> 33;
     h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     h ^ (h >> 33)
+}
+
+/// The bucket of a user id in a table of `mask + 1` buckets: its low bits. (On a 32-bit target
+/// the cast drops high bits the mask drops anyway.)
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)]
+fn home_bucket(id: u64, mask: usize) -> usize {
+    id as usize & mask
+}
+
+/// A sealed bucket's group: the low `group_bits` (at most 32) bits of its value.
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)]
+fn group_of(val: u64, group_mask: u64) -> u32 {
+    (val & group_mask) as u32
 }
 
 /// Which of `shards` shards holds a user id (from its high bits; buckets use the low bits).
@@ -108,7 +122,9 @@ const WALK_CHUNK: usize = 512;
 fn occupied_in(chunk: &[Entry], found: &mut [u32; WALK_CHUNK]) -> usize {
     let mut n = 0;
     for (j, e) in chunk.iter().enumerate() {
-        found[n] = j as u32;
+        #[allow(clippy::cast_possible_truncation)] // j < WALK_CHUNK
+        let j = j as u32;
+        found[n] = j;
         n += usize::from(e.key != VACANT_KEY);
     }
     n
@@ -162,8 +178,7 @@ impl Trail {
     fn grow(&mut self) {
         let more = self.nibbles.capacity().max(1 << 16);
         if self.nibbles.try_reserve(more).is_err() {
-            let CoreError::OutOfMemory(message) = out_of_memory(more * 2, "the trail of the first pass") else { unreachable!() };
-            std::panic::resume_unwind(Box::new(AllocFailure(message)));
+            unwind_out_of_memory(more * 2, "the trail of the first pass");
         }
     }
 
@@ -332,7 +347,7 @@ impl Users {
     /// Starts loading the home bucket of a user id, to be probed a few rows later.
     #[inline(always)]
     pub fn prefetch(&self, user: u64) {
-        prefetch_read(self.entries.as_ptr().wrapping_add(user as usize & self.mask));
+        prefetch_read(self.entries.as_ptr().wrapping_add(home_bucket(user, self.mask)));
     }
 
     /// Whether some per-user state lives outside the table (then `prefetch_state` is worth calling).
@@ -359,7 +374,7 @@ impl Users {
         if user == VACANT_KEY {
             return self.mask + 1;
         }
-        let mut i = user as usize & self.mask;
+        let mut i = home_bucket(user, self.mask);
         loop {
             let k = self.entries[i].key;
             if k == user || k == VACANT_KEY {
@@ -434,7 +449,8 @@ impl Users {
         let i = self.probe(rec.user);
         if self.trail_mode == TrailMode::Record {
             // Before any growth below, which invalidates the trail so far.
-            let distance = i.wrapping_sub(rec.user as usize) & self.mask;
+            let distance = i.wrapping_sub(home_bucket(rec.user, usize::MAX)) & self.mask;
+            #[allow(clippy::cast_possible_truncation)] // distance < PROBE
             self.trail.push(if i <= self.mask && distance < PROBE as usize { distance as u8 } else { PROBE });
         }
         if !self.tracks_segments {
@@ -517,7 +533,7 @@ impl Users {
     pub fn prefetch_replayed(&self, ahead: usize, user: u64) {
         let distance = self.trail.get(self.trail.pos + ahead) as usize;
         let distance = if distance == PROBE as usize { 0 } else { distance };
-        prefetch_read(self.entries.as_ptr().wrapping_add(user.wrapping_add(distance as u64) as usize & self.mask));
+        prefetch_read(self.entries.as_ptr().wrapping_add(home_bucket(user.wrapping_add(distance as u64), self.mask)));
     }
 
     /// Replaces every user's earliest timestamp `ts` by `f(ts, segment)` (before sealing): the
@@ -559,7 +575,7 @@ impl Users {
         let group_mask = self.group_mask();
         self.for_each_occupied(|i| {
             let val = self.entries[i].val;
-            let group = (val & group_mask) as u32;
+            let group = group_of(val, group_mask);
             if self.inline_bits {
                 let word = [val >> self.group_bits];
                 f(group, UserBits { words: &word, horizon: self.horizon });
@@ -807,7 +823,7 @@ impl Users {
         let distance = self.trail.get(self.trail.pos);
         self.trail.pos += 1;
         if distance != PROBE {
-            let i = user.wrapping_add(distance as u64) as usize & self.mask;
+            let i = home_bucket(user.wrapping_add(u64::from(distance)), self.mask);
             if self.entries[i].key == user && user != VACANT_KEY {
                 return Some(i);
             }
@@ -823,7 +839,7 @@ impl Users {
             tally.add(at.missing, rec.amount);
             return;
         };
-        let group = (self.entries[i].val & self.group_mask()) as u32;
+        let group = group_of(self.entries[i].val, self.group_mask());
         let Some(age) = self.age(group, rec.period, at, tally, rec.amount) else { return };
         let cell = group as usize * at.horizon as usize + age as usize;
         cells.add_order(cell, rec.amount, rec.paying);
@@ -839,7 +855,7 @@ impl Users {
             tally.add(at.missing, 0);
             return;
         };
-        let group = (self.entries[i].val & self.group_mask()) as u32;
+        let group = group_of(self.entries[i].val, self.group_mask());
         let Some(age) = self.age(group, rec.period, at, tally, 0) else { return };
         let cell = group as usize * at.horizon as usize + age as usize;
         cells.add_activity(cell);
@@ -856,12 +872,14 @@ impl Users {
             tally.add(Reason::BeyondHorizon, amount);
             None
         } else {
+            #[allow(clippy::cast_possible_truncation)] // 0 ≤ age < horizon ≤ 1000
             Some(age as u32)
         }
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation)]
 mod tests {
     use super::*;
 

@@ -6,6 +6,10 @@
 //! * [`reconcile`]: the reasons every input row lands under.
 //! * [`engine`]: one run over the inputs, and the final cohort arrays.
 
+// Every narrowing cast is checked or carries an `allow` saying why it cannot truncate: a period
+// index that silently wrapped once turned far-future timestamps into invented cohorts.
+#![warn(clippy::cast_possible_truncation)]
+
 pub mod calendar;
 pub mod columns;
 pub mod engine;
