@@ -192,7 +192,7 @@ fn tolerated(case: &Case, got: &ltrcore_core::Result<CohortResult>) -> Option<&'
     }
     match got {
         Err(CoreError::InvalidArgument(msg)) if msg.contains("does not fit 64-bit fixed point") && reference::has_float_band_amount(case) => {
-            Some("F1: float amount in [9.2e18, 2^63) refused")
+            Some("F1b: float amount of exactly -2^63 refused")
         }
         _ => None,
     }

@@ -51,9 +51,9 @@ fn used_rows(r: &ltrcore_core::CohortResult) -> u64 {
     r.orders_reconciliation.iter().find(|l| l.0 == Reason::Used).unwrap().1
 }
 
-/// F1: 9.21e18 at scale 0 fits i64 (max 9.223e18), but the core refuses it as out of range.
+/// F1: 9.21e18 at scale 0 fits i64 (max 9.223e18), but the core refused it as out of range
+/// (fixed on main in bcf1611).
 #[test]
-#[ignore = "finding F1: the core's float range check stops at 9.2e18, not 2^63"]
 fn f1_a_float_amount_that_fits_i64_is_accepted() {
     let mut src = orders(Arc::new(Float64Array::from(vec![9.21e18])));
     let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None };
@@ -62,9 +62,9 @@ fn f1_a_float_amount_that_fits_i64_is_accepted() {
     assert_eq!(used_rows(&r), 1);
 }
 
-/// F2: with min_amount = -1e20, an amount of i64::MIN (> -1e20) is a paying order.
+/// F2: with min_amount = -1e20, an amount of i64::MIN (> -1e20) is a paying order (the core
+/// clamped the threshold to i64, so i64::MIN never paid; fixed on main in bcf1611).
 #[test]
-#[ignore = "finding F2: the paying threshold is clamped to i64, so i64::MIN never pays"]
 fn f2_i64_min_pays_when_min_amount_is_below_it() {
     let mut src = orders(Arc::new(Int64Array::from(vec![i64::MIN])));
     let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None };
@@ -74,6 +74,16 @@ fn f2_i64_min_pays_when_min_amount_is_below_it() {
     assert_eq!((used_rows(&r), never_paid), (1, 0), "{:?}", r.orders_reconciliation);
     assert_eq!(r.cohorts.len(), 1);
     assert_eq!(r.cells.orders[0], 1);
+}
+
+/// F1b: a float amount of exactly −2^63 (at scale 0) is i64::MIN, which fits; the core refuses it.
+#[test]
+#[ignore = "finding F1b: the core's float range check is |x| < 2^63, which refuses -2^63"]
+fn f1b_a_float_amount_of_exactly_minus_2_pow_63_is_accepted() {
+    let mut src = orders(Arc::new(Float64Array::from(vec![-9_223_372_036_854_775_808.0])));
+    let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None };
+    let r = ltrcore_core::run(spec((i128::MIN, 0)), inputs, &NoHooks).expect("-2^63 is i64::MIN");
+    assert_eq!(r.input_amount, i64::MIN as i128);
 }
 
 /// The same cases with amounts one step inside the core's limits pass (the tests above fail only
