@@ -97,3 +97,22 @@ fn just_inside_the_edges() {
     let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None };
     assert_eq!(used_rows(&ltrcore_core::run(spec((-(10i128.pow(20)), 0)), inputs, &NoHooks).unwrap()), 1);
 }
+
+/// F3: `since` = 9999-12-31 00:00 in Berlin, as an instant (9999-12-30 23:00 UTC), is exactly the
+/// start of the day period 9999-12-31, so that is the first usable period. The core computes the
+/// period's start instant with jiff, which cannot represent instants after 9999-12-30 22:00 UTC,
+/// falls back to midnight UTC, finds that `since` is not a period start, and moves on to the next
+/// period, which is past year 9999: an InvalidArgument instead of a result.
+#[test]
+#[ignore = "finding F3: a period start past jiff's last instant is taken as midnight UTC"]
+fn f3_since_at_the_start_of_the_last_day_in_a_zone_east_of_utc() {
+    let mut s = spec((0, 0));
+    s.tz = "Europe/Berlin".into();
+    s.period = "day".into();
+    let max_day = 2_932_896i64; // 9999-12-31
+    s.since = Some(TimePoint::InstantMicros((max_day * 86_400 - 3_600) * 1_000_000));
+    let mut src = orders(Arc::new(Int64Array::from(vec![5])));
+    let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None };
+    let r = ltrcore_core::run(s, inputs, &NoHooks).expect("since is the start of the day 9999-12-31 in Berlin");
+    assert_eq!(r.first_usable_period, Some(max_day as i32));
+}
