@@ -956,7 +956,10 @@ fn gen_point(g: &mut G, tz: &str) -> TimePoint {
         6 => {
             let edge = if g.chance(1, 2) { MIN_DAY as i128 * 86_400_000_000 } else { (MAX_DAY as i128 + 1) * 86_400_000_000 };
             let delta = g.pick(&[0i128, -1, 1, -86_400_000_000, 86_400_000_000, -40 * 86_400_000_000, 40 * 86_400_000_000, 3_600_000_000]);
-            (edge + delta) as i64
+            // Half-hour steps around the edge: the local midnights of the first and last days in
+            // zones east and west of UTC.
+            let hours = if g.chance(1, 2) { g.int(-28, 28) as i128 * 1_800_000_000 } else { 0 };
+            (edge + delta + hours) as i64
         }
         _ => {
             let any = g.i64();
