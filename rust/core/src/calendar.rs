@@ -287,7 +287,12 @@ impl Calendar {
         match civil_date(day).and_then(|d| d.to_zoned(self.tz.clone()).ok()) {
             // `to_zoned` on a date gives the first instant of that day, even when midnight was skipped.
             Some(z) => z.timestamp().as_microsecond(),
-            None => day * SECONDS_PER_DAY * 1_000_000,
+            // Past jiff's last instant (9999-12-30T22:00Z, so that every offset can show it), as on
+            // 9999-12-31 east of UTC: local midnight at the zone's last offset.
+            None => {
+                let midnight = day * SECONDS_PER_DAY;
+                (midnight - i64::from(self.offset_slow(midnight))) * 1_000_000
+            }
         }
     }
 }
@@ -384,6 +389,16 @@ mod tests {
         let amman = Calendar::new(PeriodKind::Month, "Asia/Amman").unwrap();
         assert_eq!(amman.period_of_instant(instant("2021-10-31T21:59:59Z")), (2021 - 1970) * 12 + 9);
         assert_eq!(amman.period_of_instant(instant("2021-10-31T22:00:00Z")), (2021 - 1970) * 12 + 10);
+    }
+
+    #[test]
+    fn the_last_day_starts_at_local_midnight_east_of_utc() {
+        // 9999-12-31 starts at 9999-12-30T23:00Z in Berlin, after jiff's last instant.
+        let cal = Calendar::new(PeriodKind::Day, "Europe/Berlin").unwrap();
+        let last = day(9999, 12, 31);
+        let start = (last * SECONDS_PER_DAY - 3600) * 1_000_000;
+        assert_eq!(cal.period_start_instant_micros(last as i32), start);
+        assert_eq!(cal.first_period_starting_at_or_after_instant(start), last as i32);
     }
 
     #[test]

@@ -348,14 +348,16 @@ fn round_scaled(x: f64, factor: f64) -> (i64, bool) {
     // libm call on baseline x86-64, and truncation is one instruction.
     let y = x * factor;
     let a = y.abs();
-    let ok = a < TWO_POW_63; // false for NaN and ±inf too
-    let a = if ok { a } else { 0.0 };
+    let below = a < TWO_POW_63; // false for NaN and ±inf too
+    let min = y == -TWO_POW_63; // i64::MIN, the one value of magnitude 2^63 that fits
+    let a = if below { a } else { 0.0 };
     // SAFETY: 0 ≤ a < 2^63, so the truncated value is representable (and from 2^52 on `a` is a
     // whole number, so rounding adds nothing).
     let whole: i64 = unsafe { a.to_int_unchecked() };
     let frac = a - whole as f64; // exact: `whole` has at most as many significant bits as `a`
-    let rounded = whole + (frac >= 0.5) as i64;
-    (if y < 0.0 { -rounded } else { rounded }, ok)
+    let rounded = whole + i64::from(frac >= 0.5);
+    let value = if y < 0.0 { -rounded } else { rounded };
+    (if min { i64::MIN } else { value }, below || min)
 }
 
 impl AmountReader<'_> {
@@ -980,7 +982,8 @@ mod tests {
         assert_eq!(round_float(largest, 1.0), Amount::Value(9_223_372_036_854_774_784));
         assert_eq!(round_float(-largest, 1.0), Amount::Value(-9_223_372_036_854_774_784));
         assert_eq!(round_float(TWO_POW_63, 1.0), Amount::OutOfRange);
-        assert_eq!(round_float(-TWO_POW_63, 1.0), Amount::OutOfRange);
+        assert_eq!(round_float(-TWO_POW_63, 1.0), Amount::Value(i64::MIN));
+        assert_eq!(round_float(-TWO_POW_63 - 2048.0, 1.0), Amount::OutOfRange);
         // Agrees with f64::round on a sweep of awkward values.
         let mut x = -1000.0f64;
         while x < 1000.0 {
