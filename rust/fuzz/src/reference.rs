@@ -296,19 +296,6 @@ fn pays(a: i64, (m, e): (i128, i32), scale: u8) -> bool {
     }
 }
 
-/// Whether some non-null float amount of the orders, scaled, is exactly −2^63: it is i64::MIN,
-/// but the core's range check (|x| < 2^63) refuses it (finding F1b in `rust/fuzz/FINDINGS.md`),
-/// so an InvalidArgument for it is tolerated unless LTRCORE_FUZZ_STRICT is set. (Before main's
-/// commit bcf1611 the check stopped at 9.2e18: finding F1.)
-pub fn has_float_band_amount(case: &Case) -> bool {
-    let Some(AmountT::F32 | AmountT::F64) = case.orders.amount_t else { return false };
-    let factor = POW10.get(case.spec.float_scale as usize).copied().unwrap_or(1.0);
-    case.orders.rows.iter().flatten().any(|r| match r.amount {
-        Amt::Float(x) => x * factor == -9.223_372_036_854_775_808e18,
-        _ => false,
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
 // Columns and batches: which error a table raises first.
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! Minimal reproducers of the findings in FINDINGS.md, written out by hand. They state what the
-//! README's semantics require, so they fail on a core that still has the finding: they are
-//! `#[ignore]`d until it is fixed (`cargo test --manifest-path rust/fuzz/Cargo.toml -- --ignored`).
+//! README's semantics require, so they fail on a core that still has the finding (an open finding's
+//! test is `#[ignore]`d until it is fixed; all four are fixed on main as of 072c553).
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
@@ -76,9 +76,9 @@ fn f2_i64_min_pays_when_min_amount_is_below_it() {
     assert_eq!(r.cells.orders[0], 1);
 }
 
-/// F1b: a float amount of exactly −2^63 (at scale 0) is i64::MIN, which fits; the core refuses it.
+/// F1b: a float amount of exactly −2^63 (at scale 0) is i64::MIN, which fits; the core refused it
+/// (fixed on main in 072c553).
 #[test]
-#[ignore = "finding F1b: the core's float range check is |x| < 2^63, which refuses -2^63"]
 fn f1b_a_float_amount_of_exactly_minus_2_pow_63_is_accepted() {
     let mut src = orders(Arc::new(Float64Array::from(vec![-9_223_372_036_854_775_808.0])));
     let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None };
@@ -102,9 +102,9 @@ fn just_inside_the_edges() {
 /// start of the day period 9999-12-31, so that is the first usable period. The core computes the
 /// period's start instant with jiff, which cannot represent instants after 9999-12-30 22:00 UTC,
 /// falls back to midnight UTC, finds that `since` is not a period start, and moves on to the next
-/// period, which is past year 9999: an InvalidArgument instead of a result.
+/// period, which is past year 9999: an InvalidArgument instead of a result (fixed on main in
+/// 072c553).
 #[test]
-#[ignore = "finding F3: a period start past jiff's last instant is taken as midnight UTC"]
 fn f3_since_at_the_start_of_the_last_day_in_a_zone_east_of_utc() {
     let mut s = spec((0, 0));
     s.tz = "Europe/Berlin".into();
