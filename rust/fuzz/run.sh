@@ -15,8 +15,13 @@
 #   cd rust/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir . -s none --no-trace-compares batches artifacts/batches/crash-…
 #   cargo run --example show -- artifacts/batches/crash-…     # the case in full and the verdict (stable)
 # Minimise one:  RUSTC_BOOTSTRAP=1 cargo fuzz tmin --fuzz-dir . batches artifacts/batches/crash-…
-# Shrink the corpus after a run (what was committed):
-#   RUSTC_BOOTSTRAP=1 cargo fuzz cmin --fuzz-dir . batches corpus/batches   # after copying target/corpus-work in
+# Shrink the corpus after a run (what was done for the committed corpus): put target/corpus-work
+# and corpus/batches together in target/cmin-all, then
+#   RUSTC_BOOTSTRAP=1 cargo fuzz cmin --fuzz-dir . -s none --no-trace-compares batches target/cmin-all
+# (keeps every input that adds an edge or a hit-count bucket: thousands), and to a small set that
+# still covers every edge (libFuzzer's greedy set cover, edges only):
+#   target/x86_64-unknown-linux-gnu/release/batches -set_cover_merge=1 -use_counters=0 \
+#       corpus/batches target/cmin-all          # into an emptied corpus/batches
 # Replay the committed corpus without the fuzzer (stable): cargo test --manifest-path rust/fuzz/Cargo.toml
 #
 # The machine has only a stable rustc: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its nightly flags
