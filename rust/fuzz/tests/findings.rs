@@ -116,3 +116,101 @@ fn f3_since_at_the_start_of_the_last_day_in_a_zone_east_of_utc() {
     let r = ltrcore_core::run(s, inputs, &NoHooks).expect("since is the start of the day 9999-12-31 in Berlin");
     assert_eq!(r.first_usable_period, Some(max_day as i32));
 }
+
+/// A re-openable source whose second opening lists the same columns in another order (a parquet
+/// directory or glob rewritten between the passes, say).
+struct Reordering {
+    opened: usize,
+}
+
+impl BatchSource for Reordering {
+    fn open(&mut self) -> ltrcore_core::Result<Box<dyn arrow_array::RecordBatchReader + Send>> {
+        self.opened += 1;
+        let ts = || Arc::new(TimestampMicrosecondArray::from(vec![1_705_276_800_000_000; 2])) as ArrayRef;
+        let (users, amounts) = (Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef, Arc::new(Int64Array::from(vec![100, 200])) as ArrayRef);
+        let field = |name: &str, dt: DataType| Field::new(name, dt, true);
+        let tsf = || field("ts", DataType::Timestamp(TimeUnit::Microsecond, None));
+        let (schema, columns) = if self.opened == 1 {
+            (Schema::new(vec![field("user", DataType::Int64), tsf(), field("amount", DataType::Int64)]), vec![users, ts(), amounts])
+        } else {
+            (Schema::new(vec![field("amount", DataType::Int64), tsf(), field("user", DataType::Int64)]), vec![amounts, ts(), users])
+        };
+        let schema = Arc::new(schema);
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        Ok(Box::new(arrow_array::RecordBatchIterator::new(vec![Ok(batch)], schema)))
+    }
+    fn reopenable(&self) -> bool {
+        true
+    }
+    fn held_in_memory(&self) -> bool {
+        false
+    }
+}
+
+/// F4: first-purchase cohorts read the orders twice; the second opening's columns are taken at
+/// the first opening's positions. When a re-opened source lists its columns in another order
+/// (same dtypes), the second pass reads amounts as user ids and user ids as amounts: every row is
+/// `never_paid`, with a reconciliation that adds up (to the wrong total), and no error.
+#[test]
+#[ignore = "finding F4: the re-opened orders' schema is not checked against the first pass's"]
+fn f4_a_reopened_source_with_reordered_columns_is_refused_or_read_by_name() {
+    let mut src = Reordering { opened: 0 };
+    let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None };
+    match ltrcore_core::run(spec((0, 0)), inputs, &NoHooks) {
+        // Refusing the changed stream is fine; reading it by name is fine too.
+        Err(e) => assert!(!matches!(e, ltrcore_core::CoreError::Internal(_)), "{e:?}"),
+        Ok(r) => {
+            assert_eq!(r.input_amount, 300, "{:?}", r.orders_reconciliation);
+            assert_eq!(used_rows(&r), 2, "{:?}", r.orders_reconciliation);
+        }
+    }
+}
+
+/// F4, second face: with a segment column, the second opening's column at the segment's first
+/// position is read as `uint32` without a look at its dtype (`as_primitive::<UInt32Type>()` in
+/// `BatchView::with_user`): another dtype there panics on the calling thread, out of `run` (the
+/// Python binding turns it into an InternalError).
+#[test]
+#[ignore = "finding F4: the re-opened orders' schema is not checked against the first pass's"]
+fn f4_a_reopened_source_with_another_dtype_at_the_segment_position_is_a_clean_error() {
+    struct SegmentMoves {
+        opened: usize,
+    }
+    impl BatchSource for SegmentMoves {
+        fn open(&mut self) -> ltrcore_core::Result<Box<dyn arrow_array::RecordBatchReader + Send>> {
+            self.opened += 1;
+            let ts = Arc::new(TimestampMicrosecondArray::from(vec![1_705_276_800_000_000; 2])) as ArrayRef;
+            let users = Arc::new(Int64Array::from(vec![1, 2])) as ArrayRef;
+            let amounts = Arc::new(Int64Array::from(vec![100, 200])) as ArrayRef;
+            let seg = Arc::new(arrow_array::UInt32Array::from(vec![0, 1])) as ArrayRef;
+            let f = |name: &str, dt: DataType| Field::new(name, dt, true);
+            let tsf = f("ts", DataType::Timestamp(TimeUnit::Microsecond, None));
+            let (fields, columns) = if self.opened == 1 {
+                (vec![f("user", DataType::Int64), tsf, f("amount", DataType::Int64), f("seg", DataType::UInt32)], vec![users, ts, amounts, seg])
+            } else {
+                (vec![f("user", DataType::Int64), tsf, f("seg", DataType::UInt32), f("amount", DataType::Int64)], vec![users, ts, seg, amounts])
+            };
+            let schema = Arc::new(Schema::new(fields));
+            let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+            Ok(Box::new(arrow_array::RecordBatchIterator::new(vec![Ok(batch)], schema)))
+        }
+        fn reopenable(&self) -> bool {
+            true
+        }
+        fn held_in_memory(&self) -> bool {
+            false
+        }
+    }
+    let mut s = spec((0, 0));
+    s.segment = Some("seg".into());
+    let mut src = SegmentMoves { opened: 0 };
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None };
+        ltrcore_core::run(s, inputs, &NoHooks).map(|r| r.input_amount)
+    }));
+    match outcome {
+        Err(_) => panic!("the core panicked"),
+        Ok(Err(e)) => assert!(!matches!(e, ltrcore_core::CoreError::Internal(_)), "{e:?}"),
+        Ok(Ok(amount)) => assert_eq!(amount, 300),
+    }
+}
