@@ -505,3 +505,19 @@ def test_out_of_memory_is_a_memory_error(kw: dict, headroom_mib: int):
     if result["outcome"].startswith("OutOfMemoryError"):
         assert "could not allocate" in result["outcome"] and "MiB" in result["outcome"], result
     assert result["next_ok"], result
+
+
+def test_a_file_rewritten_between_the_two_readings_is_a_stream_error(tmp_path):
+    """First-purchase cohorts read a path twice; a file rewritten in between (here with its columns in
+    another order) is an error, never read by the first reading's column positions. (The core refuses a
+    re-opened source whose columns changed, found by the fuzz target: F4.)"""
+    path = tmp_path / "orders.parquet"
+    orders = clean_table(2, 1_000)
+    pq.write_table(orders, path)
+
+    def rewrite(phase: str, rows: int) -> None:
+        if phase == "cohorts":  # between the two readings
+            pq.write_table(orders.select(["amount", "ts", "user_id"]), path)
+
+    with pytest.raises(ltrcore.StreamError, match="orders"):
+        ltrcore.cohorts(path, progress=rewrite)

@@ -721,32 +721,28 @@ impl Stream {
 
 /// A batch must have the stream's columns, in order, with the same names and dtypes.
 fn check_batch_schema(table: &str, index: usize, expected: &arrow_schema::Schema, batch: &RecordBatch) -> Result<()> {
-    let got = batch.schema();
+    match schema_mismatch(expected, &batch.schema()) {
+        None => Ok(()),
+        Some(what) => Err(CoreError::Stream { table: table.to_string(), message: format!("batch {index} {what}") }),
+    }
+}
+
+/// How `got` differs from `expected` (columns, in order, by name and dtype), if it does.
+fn schema_mismatch(expected: &arrow_schema::Schema, got: &arrow_schema::Schema) -> Option<String> {
     if got.fields().len() != expected.fields().len() {
-        return Err(CoreError::Stream {
-            table: table.to_string(),
-            message: format!(
-                "batch {index} has {} columns where the stream's schema has {}",
-                got.fields().len(),
-                expected.fields().len()
-            ),
-        });
+        return Some(format!("has {} columns where the stream's schema has {}", got.fields().len(), expected.fields().len()));
     }
-    for (j, (g, e)) in got.fields().iter().zip(expected.fields()).enumerate() {
-        if g.name() != e.name() || g.data_type() != e.data_type() {
-            return Err(CoreError::Stream {
-                table: table.to_string(),
-                message: format!(
-                    "batch {index} does not match the stream's schema: column {j} is {:?} ({}) where the schema has {:?} ({})",
-                    g.name(),
-                    g.data_type(),
-                    e.name(),
-                    e.data_type()
-                ),
-            });
-        }
-    }
-    Ok(())
+    got.fields().iter().zip(expected.fields()).enumerate().find_map(|(j, (g, e))| {
+        (g.name() != e.name() || g.data_type() != e.data_type()).then(|| {
+            format!(
+                "does not match the stream's schema: column {j} is {:?} ({}) where the schema has {:?} ({})",
+                g.name(),
+                g.data_type(),
+                e.name(),
+                e.data_type()
+            )
+        })
+    })
 }
 
 impl<'h> Runner<'h> {
@@ -927,7 +923,15 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
     let pass = FirstPurchasePass { set: &orders_set, strict, paying };
     runner.scan(stream, &orders_set, "orders: first purchases", keep, accs, &pass)?;
     let second = if orders.reopenable() {
-        Stream::open("orders", orders)?
+        // Columns were found by position in the first reading: the second must have the same.
+        let again = Stream::open("orders", orders)?;
+        if let Some(what) = schema_mismatch(&schema, &again.schema) {
+            return Err(CoreError::Stream {
+                table: "orders".into(),
+                message: format!("the source changed between its two readings: the second reading {what}"),
+            });
+        }
+        again
     } else {
         Stream::replay("orders", schema, kept)
     };
