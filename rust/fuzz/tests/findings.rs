@@ -1,6 +1,6 @@
 //! Minimal reproducers of the findings in FINDINGS.md, written out by hand. They state what the
 //! README's semantics require, so they fail on a core that still has the finding (an open finding's
-//! test is `#[ignore]`d until it is fixed; all four are fixed on main as of 072c553).
+//! test is `#[ignore]`d until it is fixed; all are fixed on main as of d158d23).
 use std::sync::Arc;
 
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
@@ -152,7 +152,6 @@ impl BatchSource for Reordering {
 /// (same dtypes), the second pass reads amounts as user ids and user ids as amounts: every row is
 /// `never_paid`, with a reconciliation that adds up (to the wrong total), and no error.
 #[test]
-#[ignore = "finding F4: the re-opened orders' schema is not checked against the first pass's"]
 fn f4_a_reopened_source_with_reordered_columns_is_refused_or_read_by_name() {
     let mut src = Reordering { opened: 0 };
     let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None };
@@ -171,7 +170,6 @@ fn f4_a_reopened_source_with_reordered_columns_is_refused_or_read_by_name() {
 /// `BatchView::with_user`): another dtype there panics on the calling thread, out of `run` (the
 /// Python binding turns it into an InternalError).
 #[test]
-#[ignore = "finding F4: the re-opened orders' schema is not checked against the first pass's"]
 fn f4_a_reopened_source_with_another_dtype_at_the_segment_position_is_a_clean_error() {
     struct SegmentMoves {
         opened: usize,
