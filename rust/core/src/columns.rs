@@ -765,24 +765,31 @@ impl<'a> BatchView<'a> {
     }
 
     /// Appends the periods of rows `lo..hi`; returns whether some row was outside the band of
-    /// surely-in-range values. Such values are clamped into the band first, so the arithmetic never
-    /// overflows, and `decode` then fixes or rejects them row by row.
+    /// surely-in-range values. A block with such rows has its values clamped into the band first, so
+    /// the arithmetic never overflows, and `decode` then fixes or rejects those rows one by one; a
+    /// block without (nearly always) takes the values as they are.
     fn decode_periods(&self, lo: usize, hi: usize, cal: &Calendar, out: &mut Vec<i32>) -> bool {
+        let outside = self.any_outside_band(lo, hi);
+        if outside {
+            let (blo, bhi) = self.ts_kind().band();
+            self.periods_of(lo, hi, cal, out, |t| t.clamp(blo, bhi));
+        } else {
+            self.periods_of(lo, hi, cal, out, |t| t);
+        }
+        outside
+    }
+
+    /// Appends the periods of rows `lo..hi`, each raw value passed through `fix` first.
+    #[inline(always)]
+    fn periods_of(&self, lo: usize, hi: usize, cal: &Calendar, out: &mut Vec<i32>, fix: impl Fn(i64) -> i64) {
         // Straight from the column, one loop per kind: the per-row work has no branch on the dtype.
-        let kind = self.ts_kind();
-        let (blo, bhi) = kind.band();
-        let mut outside = false;
-        let mut clamped = |t: i64| {
-            outside |= t < blo || t > bhi;
-            t.clamp(blo, bhi)
-        };
         match self.ts {
             // In UTC the local day is one division away; by a constant, so it compiles to a multiply.
             TsReader::Instant(v, unit) if cal.is_utc() => {
                 let v = &v[lo..hi];
                 macro_rules! days {
                     ($per_day:expr) => {
-                        out.extend(v.iter().map(|&t| cal.period_of_day(clamped(t).div_euclid($per_day))))
+                        out.extend(v.iter().map(|&t| cal.period_of_day(fix(t).div_euclid($per_day))))
                     };
                 }
                 match unit {
@@ -792,16 +799,13 @@ impl<'a> BatchView<'a> {
                     TimeUnit::Nanosecond => days!(SECONDS_PER_DAY * 1_000_000_000),
                 }
             }
-            TsReader::Instant(v, unit) => {
-                out.extend(v[lo..hi].iter().map(|&t| cal.period_of_instant(to_seconds(clamped(t), unit))))
-            }
+            TsReader::Instant(v, unit) => out.extend(v[lo..hi].iter().map(|&t| cal.period_of_instant(to_seconds(fix(t), unit)))),
             TsReader::Local(v, _) | TsReader::Date64(v) => {
-                let per_day = kind.per_day();
-                out.extend(v[lo..hi].iter().map(|&t| cal.period_of_day(clamped(t).div_euclid(per_day))))
+                let per_day = self.ts_kind().per_day();
+                out.extend(v[lo..hi].iter().map(|&t| cal.period_of_day(fix(t).div_euclid(per_day))))
             }
-            TsReader::Date32(v) => out.extend(v[lo..hi].iter().map(|&d| cal.period_of_day(clamped(i64::from(d))))),
+            TsReader::Date32(v) => out.extend(v[lo..hi].iter().map(|&d| cal.period_of_day(fix(i64::from(d))))),
         }
-        outside
     }
 
     /// Whether some timestamp of rows `lo..hi` is outside the band of surely-in-range values.

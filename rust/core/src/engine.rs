@@ -18,7 +18,9 @@ use rayon::prelude::*;
 use crate::calendar::{day_in_range, Calendar, PeriodKind};
 use crate::columns::{status, BatchView, ColumnNames, ColumnSet, Decoded, Interner, TsKind, UserFamily, Want};
 use crate::error::{from_panic, out_of_memory, CoreError, Result};
-use crate::kernel::{hash_key, shard_of, vec_or_unwind, Attribution, CellRec, CellSink, Cells, FirstRec, Users, ACTIVE, MULTI, PAID, PENDING_ROWS};
+use crate::kernel::{
+    hash_key, shard_of, vec_or_unwind, Attribution, CellAdd, CellRec, CellSink, Cells, FirstRec, Users, ACTIVE, MULTI, PAID, PENDING_ROWS,
+};
 use crate::reconcile::{Reason, Tally};
 
 /// A point in time given by the caller: an instant, or a wall-clock time in the run's zone.
@@ -287,11 +289,20 @@ trait Pass: Sync {
     /// Packs what `process` needs of valid row `k`, whose user id is `user`.
     fn routed(&self, d: &Decoded, k: usize, user: u64) -> Routed;
     /// Processes a valid row in its user's shard.
-    fn process(&self, users: &mut Users, acc: &mut Acc, share: &Share, r: &Routed);
+    fn process(&self, users: &mut Users, cells: &mut impl CellAdd, tally: &mut Tally, share: &Share, r: &Routed);
     /// Processes a shard's rows of one share, each row's bucket asked for a few rows ahead. One
-    /// call per share, not per row, so that `process` is inlined into the loop.
+    /// call per share, not per row, so that `process` is inlined into the loop, and the kind of
+    /// cell sink is settled once per share too.
     #[inline(never)]
     fn process_rows(&self, users: &mut Users, acc: &mut Acc, share: &Share, rows: &[Routed]) {
+        match &mut acc.cells {
+            CellSink::Private(cells) => self.process_each(users, cells, &mut acc.tally, share, rows),
+            CellSink::Shared(cells) => self.process_each(users, cells, &mut acc.tally, share, rows),
+        }
+    }
+
+    #[inline(always)]
+    fn process_each(&self, users: &mut Users, cells: &mut impl CellAdd, tally: &mut Tally, share: &Share, rows: &[Routed]) {
         let state_outside = users.state_outside();
         let replaying = users.replaying();
         for (i, r) in rows.iter().enumerate() {
@@ -307,7 +318,7 @@ trait Pass: Sync {
                     users.prefetch_state(ahead.user);
                 }
             }
-            self.process(users, acc, share, r);
+            self.process(users, cells, tally, share, r);
         }
     }
 }
@@ -365,10 +376,10 @@ impl Pass for SignupPass<'_> {
         Routed { user, value: d.ts[k], period: 0, index: row_index(k) }
     }
     #[inline(always)]
-    fn process(&self, users: &mut Users, acc: &mut Acc, share: &Share, r: &Routed) {
+    fn process(&self, users: &mut Users, _cells: &mut impl CellAdd, tally: &mut Tally, share: &Share, r: &Routed) {
         let rec = FirstRec { user: r.user, ts: r.value, row: share.base + r.index as u64, segment: seg(share, r.index) };
         if !users.assign(&rec) {
-            acc.tally.add(Reason::DuplicateUser, 0);
+            tally.add(Reason::DuplicateUser, 0);
         }
     }
 }
@@ -397,7 +408,7 @@ impl Pass for FirstPurchasePass<'_> {
         Routed { user, value: d.ts[k], period: i32::from(self.paying.pays(d.amount[k])), index: row_index(k) }
     }
     #[inline(always)]
-    fn process(&self, users: &mut Users, _acc: &mut Acc, share: &Share, r: &Routed) {
+    fn process(&self, users: &mut Users, _cells: &mut impl CellAdd, _tally: &mut Tally, share: &Share, r: &Routed) {
         if r.period != 0 {
             users.assign(&FirstRec { user: r.user, ts: r.value, row: share.base + r.index as u64, segment: seg(share, r.index) });
         } else {
@@ -435,9 +446,9 @@ impl Pass for OrdersPass<'_> {
         Routed { user, value: d.amount[k], period: d.period[k], index: row_index(k) }
     }
     #[inline(always)]
-    fn process(&self, users: &mut Users, acc: &mut Acc, _share: &Share, r: &Routed) {
+    fn process(&self, users: &mut Users, cells: &mut impl CellAdd, tally: &mut Tally, _share: &Share, r: &Routed) {
         let rec = CellRec { user: r.user, amount: r.value, period: r.period, paying: self.paying.pays(r.value) };
-        users.attribute_order(&rec, &self.at, &mut acc.cells, &mut acc.tally)
+        users.attribute_order(&rec, &self.at, cells, tally)
     }
 }
 
@@ -462,9 +473,9 @@ impl Pass for ActivityPass<'_> {
         Routed { user, value: 0, period: d.period[k], index: row_index(k) }
     }
     #[inline(always)]
-    fn process(&self, users: &mut Users, acc: &mut Acc, _share: &Share, r: &Routed) {
+    fn process(&self, users: &mut Users, cells: &mut impl CellAdd, tally: &mut Tally, _share: &Share, r: &Routed) {
         let rec = CellRec { user: r.user, amount: 0, period: r.period, paying: false };
-        users.attribute_activity(&rec, &self.at, &mut acc.cells, &mut acc.tally)
+        users.attribute_activity(&rec, &self.at, cells, tally)
     }
 }
 
@@ -1413,13 +1424,12 @@ mod tests {
         fn routed(&self, _d: &Decoded, k: usize, user: u64) -> Routed {
             Routed { user, index: k as u32, ..Routed::default() }
         }
-        fn process(&self, _users: &mut Users, acc: &mut Acc, share: &Share, r: &Routed) {
+        fn process(&self, _users: &mut Users, _cells: &mut impl CellAdd, tally: &mut Tally, share: &Share, r: &Routed) {
             let row = share.base + r.index as u64;
             assert!(self.panic_at != Some(row), "deliberate panic at row {row}");
             // Row i's user is i % 97 (see `round_over`): the record must point back at its own row.
             assert_eq!(r.user, hash_key(row % 97), "row {row} carries another row's user");
-            acc.tally.add(Reason::Used, 0);
-            acc.input_amount += row as i128;
+            tally.add(Reason::Used, row as i64);
         }
     }
 
@@ -1450,7 +1460,7 @@ mod tests {
         let shares: Vec<[RwLock<Share>; 2]> = (0..threads).map(|_| Default::default()).collect();
         let round = Round { view: &view, cal: &cal, want: pass.want(), pass, shares: &shares, rows: 0..rows, step, row0: 0 };
         run_round(&pool, &mut shards, &mut accs, &round)?;
-        Ok((accs.iter().map(|a| a.tally.rows(Reason::Used)).sum(), accs.iter().map(|a| a.input_amount).sum()))
+        Ok((accs.iter().map(|a| a.tally.rows(Reason::Used)).sum(), accs.iter().map(|a| a.tally.amount(Reason::Used)).sum()))
     }
 
     #[test]

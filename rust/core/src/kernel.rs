@@ -648,22 +648,6 @@ impl Cells {
         })
     }
 
-    #[inline(always)]
-    fn add_order(&mut self, cell: usize, amount: i64, paying: bool) {
-        self.rows[cell] += 1;
-        if amount > 0 {
-            self.gross[cell] += i128::from(amount);
-        } else {
-            self.refunds[cell] += i128::from(amount);
-        }
-        self.orders[cell] += u64::from(paying);
-    }
-
-    #[inline(always)]
-    fn add_activity(&mut self, cell: usize) {
-        self.activity_rows[cell] += 1;
-    }
-
     /// Net amount of a cell: gross plus refunds (derived, so the hot path adds one number less).
     pub fn net(&self, cell: usize) -> i128 {
         self.gross[cell] + self.refunds[cell]
@@ -683,21 +667,52 @@ impl Cells {
     }
 }
 
+/// Where the attribution passes add a row to its cell.
+pub trait CellAdd {
+    fn add_order(&mut self, cell: usize, amount: i64, paying: bool);
+    fn add_activity(&mut self, cell: usize);
+}
+
+impl CellAdd for Cells {
+    #[inline(always)]
+    fn add_order(&mut self, cell: usize, amount: i64, paying: bool) {
+        self.rows[cell] += 1;
+        if amount > 0 {
+            self.gross[cell] += i128::from(amount);
+        } else {
+            self.refunds[cell] += i128::from(amount);
+        }
+        self.orders[cell] += u64::from(paying);
+    }
+
+    #[inline(always)]
+    fn add_activity(&mut self, cell: usize) {
+        self.activity_rows[cell] += 1;
+    }
+}
+
 /// Where a worker adds its rows' cells.
 ///
 /// While every worker's own copy of the grid fits the memory budget (a month grid of 100 cohorts ×
 /// 12 ages is 67 KB), each worker adds into its own (`Private`) and the copies are summed at the end.
 /// A grid too large to copy per worker (day periods with long horizons) is kept once (`Shared`):
 /// each worker notes its rows' cells in a small buffer and adds them in under a lock,
-/// `PENDING_ROWS` at a time. The sums are the same either way.
+/// `PENDING_ROWS` at a time. The sums are the same either way. The passes pick the kind once per
+/// share of rows, not once per row (see `engine::Pass::process_rows`).
 pub enum CellSink {
     Private(Cells),
-    Shared { grid: Arc<Mutex<Cells>>, pending: Vec<Pending> },
+    Shared(SharedCells),
+}
+
+/// A worker's way into a grid shared by all the workers.
+pub struct SharedCells {
+    grid: Arc<Mutex<Cells>>,
+    pending: Vec<Pending>,
 }
 
 /// A row's contribution to a shared grid, waiting to be added in.
 #[derive(Clone, Copy)]
-pub struct Pending {
+struct Pending {
     cell: u32,
     /// What the row adds: `PENDING_ORDER`, `PENDING_PAYING` or `PENDING_ACTIVITY`.
     what: u32,
@@ -729,73 +744,63 @@ impl CellSink {
             return Err(out_of_memory(n.saturating_mul(CELL_BYTES), "the cohort grid (more than 2^32 cells)"));
         }
         let grid = Arc::new(Mutex::new(Cells::new(n)?));
-        Ok((0..workers).map(|_| CellSink::Shared { grid: grid.clone(), pending: Vec::with_capacity(PENDING_ROWS) }).collect())
-    }
-
-    #[inline(always)]
-    fn add_order(&mut self, cell: usize, amount: i64, paying: bool) {
-        match self {
-            CellSink::Private(cells) => cells.add_order(cell, amount, paying),
-            #[allow(clippy::cast_possible_truncation)] // cell numbers fit 32 bits (`for_workers`)
-            CellSink::Shared { .. } => self.note(Pending { cell: cell as u32, what: if paying { PENDING_PAYING } else { PENDING_ORDER }, amount }),
-        }
-    }
-
-    #[inline(always)]
-    fn add_activity(&mut self, cell: usize) {
-        match self {
-            CellSink::Private(cells) => cells.add_activity(cell),
-            #[allow(clippy::cast_possible_truncation)] // cell numbers fit 32 bits (`for_workers`)
-            CellSink::Shared { .. } => self.note(Pending { cell: cell as u32, what: PENDING_ACTIVITY, amount: 0 }),
-        }
-    }
-
-    #[inline(always)]
-    fn note(&mut self, row: Pending) {
-        if let CellSink::Shared { pending, .. } = self {
-            pending.push(row);
-            if pending.len() == PENDING_ROWS {
-                self.flush();
-            }
-        }
-    }
-
-    /// Adds the buffered rows of a shared grid in (nothing to do for a private one).
-    pub fn flush(&mut self) {
-        if let CellSink::Shared { grid, pending } = self {
-            let mut cells = grid.lock().unwrap_or_else(PoisonError::into_inner);
-            for p in pending.drain(..) {
-                let cell = p.cell as usize;
-                match p.what {
-                    PENDING_ACTIVITY => cells.add_activity(cell),
-                    what => cells.add_order(cell, p.amount, what == PENDING_PAYING),
-                }
-            }
-        }
+        Ok((0..workers).map(|_| CellSink::Shared(SharedCells { grid: grid.clone(), pending: Vec::with_capacity(PENDING_ROWS) })).collect())
     }
 
     /// The sums of all the workers' sinks.
     pub fn total(sinks: Vec<CellSink>) -> Cells {
         let mut total: Option<Cells> = None;
-        for mut sink in sinks {
-            sink.flush();
+        for sink in sinks {
             match sink {
                 CellSink::Private(cells) => match total.as_mut() {
                     Some(t) => t.merge(&cells),
                     None => total = Some(cells),
                 },
-                CellSink::Shared { grid, .. } => {
-                    if total.is_none() {
-                        // Every sink holds the same grid: whoever sees it last can take it.
-                        match Arc::try_unwrap(grid) {
-                            Ok(m) => total = Some(m.into_inner().unwrap_or_else(PoisonError::into_inner)),
-                            Err(_still_shared) => {}
-                        }
+                CellSink::Shared(mut shared) => {
+                    shared.flush();
+                    // Every sink holds the same grid: the last one to let go of it takes it.
+                    if let Ok(grid) = Arc::try_unwrap(shared.grid) {
+                        total = Some(grid.into_inner().unwrap_or_else(PoisonError::into_inner));
                     }
                 }
             }
         }
         total.unwrap_or_default()
+    }
+}
+
+impl SharedCells {
+    #[inline(always)]
+    fn note(&mut self, row: Pending) {
+        self.pending.push(row);
+        if self.pending.len() == PENDING_ROWS {
+            self.flush();
+        }
+    }
+
+    /// Adds the buffered rows in.
+    fn flush(&mut self) {
+        let mut cells = self.grid.lock().unwrap_or_else(PoisonError::into_inner);
+        for p in self.pending.drain(..) {
+            let cell = p.cell as usize;
+            match p.what {
+                PENDING_ACTIVITY => cells.add_activity(cell),
+                what => cells.add_order(cell, p.amount, what == PENDING_PAYING),
+            }
+        }
+    }
+}
+
+#[allow(clippy::cast_possible_truncation)] // cell numbers of a shared grid fit 32 bits (`for_workers`)
+impl CellAdd for SharedCells {
+    #[inline(always)]
+    fn add_order(&mut self, cell: usize, amount: i64, paying: bool) {
+        self.note(Pending { cell: cell as u32, what: if paying { PENDING_PAYING } else { PENDING_ORDER }, amount });
+    }
+
+    #[inline(always)]
+    fn add_activity(&mut self, cell: usize) {
+        self.note(Pending { cell: cell as u32, what: PENDING_ACTIVITY, amount: 0 });
     }
 }
 
@@ -833,7 +838,7 @@ impl Users {
 
     /// Attributes one order to its cell; returns the reason it was not used, if any.
     #[inline]
-    pub fn attribute_order(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut CellSink, tally: &mut Tally) {
+    pub fn attribute_order(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut impl CellAdd, tally: &mut Tally) {
         let found = if self.trail_mode == TrailMode::Replay { self.replay(rec.user) } else { self.find(rec.user) };
         let Some(i) = found else {
             tally.add(at.missing, rec.amount);
@@ -850,7 +855,7 @@ impl Users {
 
     /// Marks a user active at an age.
     #[inline]
-    pub fn attribute_activity(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut CellSink, tally: &mut Tally) {
+    pub fn attribute_activity(&mut self, rec: &CellRec, at: &Attribution<'_>, cells: &mut impl CellAdd, tally: &mut Tally) {
         let Some(i) = self.find(rec.user) else {
             tally.add(at.missing, 0);
             return;
@@ -1052,13 +1057,12 @@ mod tests {
         u.assign(&FirstRec { user: 1, ts: 0, row: 0, segment: 0 });
         u.seal(|_, _| 0, 1, 3, 2);
         let at = Attribution { horizon: 3, group_cohort: &[10], missing: Reason::NeverPaid };
-        let mut sink = CellSink::Private(Cells::new(3).unwrap());
+        let mut cells = Cells::new(3).unwrap();
         let mut tally = Tally::default();
         let order = |key, period, amount| CellRec { user: key, amount, period, paying: amount > 0 };
         for rec in [order(1, 10, 500), order(1, 10, 200), order(1, 11, -100), order(1, 9, 5), order(1, 13, 7), order(2, 10, 9)] {
-            u.attribute_order(&rec, &at, &mut sink, &mut tally);
+            u.attribute_order(&rec, &at, &mut cells, &mut tally);
         }
-        let cells = CellSink::total(vec![sink]);
         assert_eq!(cells.rows, vec![2, 1, 0]);
         assert_eq!((0..3).map(|i| cells.net(i)).collect::<Vec<_>>(), vec![700, -100, 0]);
         assert_eq!(cells.gross, vec![700, 0, 0]);
@@ -1082,17 +1086,23 @@ mod tests {
             .collect();
         let run = |budget: usize| {
             let mut sinks = CellSink::for_workers(n, 3, budget).unwrap();
-            assert_eq!(matches!(sinks[0], CellSink::Shared { .. }), budget == 0);
+            assert_eq!(matches!(sinks[0], CellSink::Shared(_)), budget == 0);
             std::thread::scope(|s| {
                 for (w, sink) in sinks.iter_mut().enumerate() {
                     let rows = &rows;
                     s.spawn(move || {
-                        for (k, &(cell, amount, paying)) in rows.iter().enumerate() {
-                            if k % 3 == w {
-                                sink.add_order(cell, amount, paying);
-                            } else if k % 5 == w {
-                                sink.add_activity(cell);
+                        fn add_all(sink: &mut impl CellAdd, w: usize, rows: &[(usize, i64, bool)]) {
+                            for (k, &(cell, amount, paying)) in rows.iter().enumerate() {
+                                if k % 3 == w {
+                                    sink.add_order(cell, amount, paying);
+                                } else if k % 5 == w {
+                                    sink.add_activity(cell);
+                                }
                             }
+                        }
+                        match sink {
+                            CellSink::Private(cells) => add_all(cells, w, rows),
+                            CellSink::Shared(cells) => add_all(cells, w, rows),
                         }
                     });
                 }
