@@ -502,13 +502,13 @@ impl TsKind {
     /// for wall-clock values; for instants two days narrower at each end, since a zone's offset can
     /// move the local date a day either way. Values outside are checked exactly (`local_day`), row
     /// by row, which only the first and last days of the range and real junk ever need.
-    fn band(self) -> (i64, i64) {
+    pub fn band(self) -> Band {
         let per_day = i128::from(self.per_day());
         let margin = i128::from(matches!(self, Self::Instant(_))) * 2;
         let lo = (i128::from(MIN_DAY) + margin) * per_day;
         let hi = (i128::from(MAX_DAY) + 1 - margin) * per_day - 1;
         let clamp = |v: i128| i64::try_from(v.clamp(i64::MIN.into(), i64::MAX.into())).unwrap_or(0);
-        (clamp(lo), clamp(hi))
+        Band { lo: clamp(lo), hi: clamp(hi) }
     }
 
     /// The local day of a raw value, or `None` when it is outside the supported range.
@@ -529,17 +529,34 @@ impl TsKind {
         day_in_range(day).then_some(day)
     }
 
-    /// The period of a raw value known to be in range (rows outside it never reach a period).
+    /// The period of a raw value known to be in range (rows outside it never reach a period), with
+    /// the kind's `band` computed once by the caller.
     #[inline]
-    pub fn period(self, raw: i64, cal: &Calendar) -> i32 {
-        let (lo, hi) = self.band();
-        if (lo..=hi).contains(&raw) {
+    pub fn period(self, band: Band, raw: i64, cal: &Calendar) -> i32 {
+        if band.outside(raw) == 0 {
             return match self {
                 Self::Instant(unit) => cal.period_of_instant(to_seconds(raw, unit)),
                 _ => cal.period_of_day(raw.div_euclid(self.per_day())),
             };
         }
         cal.period_of_day(self.local_day(raw, cal).unwrap_or(0))
+    }
+}
+
+/// The raw values `lo ..= hi` of a timestamp kind whose local date is surely in range.
+#[derive(Clone, Copy, Debug)]
+pub struct Band {
+    lo: i64,
+    hi: i64,
+}
+
+impl Band {
+    /// 1 when `t` is outside the band, else 0: one subtraction and one unsigned compare, so a
+    /// column is checked without a branch per row.
+    #[inline(always)]
+    #[allow(clippy::cast_sign_loss)] // the wrapping difference, read as unsigned, is the point
+    fn outside(self, t: i64) -> u64 {
+        u64::from(t.wrapping_sub(self.lo) as u64 > self.hi.wrapping_sub(self.lo) as u64)
     }
 }
 
@@ -677,19 +694,27 @@ impl<'a> BatchView<'a> {
         }
         out.ts.clear();
         out.period.clear();
-        if want.ts {
-            match self.ts {
-                TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => out.ts.extend_from_slice(&v[lo..hi]),
-                TsReader::Date32(v) => out.ts.extend(v[lo..hi].iter().map(|&d| i64::from(d))),
-            }
-        }
         // Whether some row's timestamp lies outside the band where it is surely in range; such a
         // block is checked row by row below.
-        let ts_outside = if want.period {
-            self.decode_periods(lo, hi, cal, &mut out.period)
-        } else {
-            want.ts && self.any_outside_band(lo, hi)
-        };
+        let mut ts_outside = false;
+        if want.ts {
+            let band = self.ts_kind().band();
+            let mut outside = 0u64;
+            match self.ts {
+                TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => out.ts.extend(v[lo..hi].iter().map(|&t| {
+                    outside |= band.outside(t);
+                    t
+                })),
+                TsReader::Date32(v) => out.ts.extend(v[lo..hi].iter().map(|&d| {
+                    outside |= band.outside(i64::from(d));
+                    i64::from(d)
+                })),
+            }
+            ts_outside = outside != 0;
+        }
+        if want.period {
+            ts_outside = self.decode_periods(lo, hi, cal, &mut out.period);
+        }
         out.segment.clear();
         if let Some((codes, _)) = &self.segment {
             out.segment.extend_from_slice(&codes[lo..hi]);
@@ -735,7 +760,7 @@ impl<'a> BatchView<'a> {
             let mut ts_in_range = true;
             if ts_outside && !ts_null {
                 let raw = self.raw_ts(i);
-                if !(band.0..=band.1).contains(&raw) {
+                if band.outside(raw) != 0 {
                     match kind.local_day(raw, cal) {
                         Some(day) if want.period => out.period[k] = cal.period_of_day(day),
                         Some(_) => {}
@@ -769,10 +794,10 @@ impl<'a> BatchView<'a> {
     /// the arithmetic never overflows, and `decode` then fixes or rejects those rows one by one; a
     /// block without (nearly always) takes the values as they are.
     fn decode_periods(&self, lo: usize, hi: usize, cal: &Calendar, out: &mut Vec<i32>) -> bool {
-        let outside = self.any_outside_band(lo, hi);
+        let band = self.ts_kind().band();
+        let outside = self.any_outside(band, lo, hi);
         if outside {
-            let (blo, bhi) = self.ts_kind().band();
-            self.periods_of(lo, hi, cal, out, |t| t.clamp(blo, bhi));
+            self.periods_of(lo, hi, cal, out, |t| t.clamp(band.lo, band.hi));
         } else {
             self.periods_of(lo, hi, cal, out, |t| t);
         }
@@ -808,14 +833,13 @@ impl<'a> BatchView<'a> {
         }
     }
 
-    /// Whether some timestamp of rows `lo..hi` is outside the band of surely-in-range values.
-    fn any_outside_band(&self, lo: usize, hi: usize) -> bool {
-        let (blo, bhi) = self.ts_kind().band();
-        let outside = |t: i64| t < blo || t > bhi;
-        match self.ts {
-            TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => v[lo..hi].iter().fold(false, |a, &t| a | outside(t)),
-            TsReader::Date32(v) => v[lo..hi].iter().fold(false, |a, &d| a | outside(i64::from(d))),
-        }
+    /// Whether some timestamp of rows `lo..hi` is outside `band`.
+    fn any_outside(&self, band: Band, lo: usize, hi: usize) -> bool {
+        let outside = match self.ts {
+            TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => v[lo..hi].iter().fold(0, |a, &t| a | band.outside(t)),
+            TsReader::Date32(v) => v[lo..hi].iter().fold(0, |a, &d| a | band.outside(i64::from(d))),
+        };
+        outside != 0
     }
 
     fn raw_ts(&self, i: usize) -> i64 {

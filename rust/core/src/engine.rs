@@ -1142,6 +1142,7 @@ fn count_users(
 fn seal_groups(runner: &mut Runner<'_>, kinds: usize) -> Result<Vec<(u32, i32)>> {
     let cal = &runner.cal;
     let kind = runner.ts_kind.unwrap_or(TsKind::Date32);
+    let band = kind.band();
     type GroupSet = hashbrown::HashSet<(u32, i32), foldhash::fast::FixedState>;
     let shards = &mut runner.shards;
     let distinct: GroupSet = watched(&runner.pool, runner.hooks, "cohorts", |stop| {
@@ -1153,7 +1154,7 @@ fn seal_groups(runner: &mut Runner<'_>, kinds: usize) -> Result<Vec<(u32, i32)>>
                 let mut stop = StopCheck::new(stop);
                 users.map_firsts(|ts, segment| {
                     stop.check();
-                    let period = kind.period(ts, cal);
+                    let period = kind.period(band, ts, cal);
                     let g = (segment, period);
                     memo.get_or(g, || {
                         set.insert(g);
