@@ -406,6 +406,19 @@ struct Seen {
     segment: u32,
 }
 
+/// Each user's earliest row (by raw timestamp; the first in input order on ties) among the rows
+/// `take` accepts, by row index. `take` only accepts rows with a user.
+fn earliest_per_user(rows: &[Seen], take: impl Fn(&Seen) -> bool) -> BTreeMap<Key, usize> {
+    let mut earliest: BTreeMap<Key, usize> = BTreeMap::new();
+    for (i, s) in rows.iter().enumerate().filter(|(_, s)| take(s)) {
+        let u = s.user.clone().unwrap();
+        if earliest.get(&u).is_none_or(|&k| rows[k].raw_ts > s.raw_ts) {
+            earliest.insert(u, i);
+        }
+    }
+    earliest
+}
+
 fn seen_rows(t: &Table, case: &Case, tz: &TimeZone) -> Vec<Seen> {
     t.rows
         .iter()
@@ -539,19 +552,7 @@ fn run(case: &Case) -> Result<RefResult, ExpectedErr> {
     let mut signup_tally = None;
     if let Some(st) = &case.signups {
         let rows = seen_rows(st, case, &tz);
-        let mut best: BTreeMap<Key, usize> = BTreeMap::new();
-        for (j, s) in rows.iter().enumerate() {
-            if !valid(s) {
-                continue;
-            }
-            let u = s.user.clone().unwrap();
-            match best.get(&u) {
-                Some(&k) if rows[k].raw_ts <= s.raw_ts => {}
-                _ => {
-                    best.insert(u, j);
-                }
-            }
-        }
+        let best = earliest_per_user(&rows, valid);
         for (u, &j) in &best {
             members.insert(u.clone(), (period(&rows[j]), rows[j].segment));
         }
@@ -567,19 +568,7 @@ fn run(case: &Case) -> Result<RefResult, ExpectedErr> {
         }
         signup_tally = Some(tally);
     } else {
-        let mut first: BTreeMap<Key, usize> = BTreeMap::new();
-        for (i, s) in orders.iter().enumerate() {
-            if !valid(s) || !paying(s) {
-                continue;
-            }
-            let u = s.user.clone().unwrap();
-            match first.get(&u) {
-                Some(&k) if orders[k].raw_ts <= s.raw_ts => {}
-                _ => {
-                    first.insert(u, i);
-                }
-            }
-        }
+        let first = earliest_per_user(&orders, |s| valid(s) && paying(s));
         for (u, &i) in &first {
             members.insert(u.clone(), (period(&orders[i]), orders[i].segment));
         }
