@@ -158,6 +158,13 @@ def ts_values(col: pa.ChunkedArray | pa.Array, tz: str) -> tuple[list[int | None
     raise TypeError(f"reference: unsupported ts type {t}")
 
 
+def segment_order(values: tuple) -> tuple:
+    """Sort key of a user's segment values: column by column, ascending, nulls last, NaN above every
+    number. A user whose earliest rows tie on the timestamp takes the smallest segment by it."""
+    return tuple((1, 0, 0) if v is None else (0, 1, 0) if isinstance(v, float) and math.isnan(v) else (0, 0, v)
+                 for v in values)  # fmt: skip
+
+
 def decimal_to_scaled_int(d: Decimal, scale: int) -> int:
     """Exact ``d * 10**scale`` as an int (no context rounding)."""
     sign, digits, exp = d.as_tuple()
@@ -351,12 +358,14 @@ def reference_cohorts(
         s_key, s_date = ts_values(_column(signups_t, signup_ts), tz)
         s_seg = list(zip(*[user_values(_column(signups_t, c)) for c in by_cols])) if by_cols else None
         m = signups_t.num_rows
-        best: dict[Any, int] = {}  # user -> row index of the earliest signup (first in input order on ties)
+        best: dict[Any, int] = {}  # user -> row index of the earliest signup (the smallest segment on ties)
         for j in range(m):
             if s_user[j] is None or s_key[j] is None or s_date[j] is OUT_OF_RANGE:
                 continue
             u = s_user[j]
-            if u not in best or s_key[j] < s_key[best[u]]:
+            if u not in best or (s_key[j], segment_order(s_seg[j] if s_seg else ())) < (
+                s_key[best[u]], segment_order(s_seg[best[u]] if s_seg else ())
+            ):
                 best[u] = j
         for u, j in best.items():
             members[u] = (period_of_date(s_date[j], period), s_seg[j] if s_seg else ())
@@ -381,7 +390,9 @@ def reference_cohorts(
             if not good(i) or not paying(i):
                 continue
             u = o_user[i]
-            if u not in first or o_key[i] < o_key[first[u]]:
+            if u not in first or (o_key[i], segment_order(o_seg[i] if o_seg else ())) < (
+                o_key[first[u]], segment_order(o_seg[first[u]] if o_seg else ())
+            ):
                 first[u] = i
         for u, i in first.items():
             members[u] = (o_period[i], o_seg[i] if o_seg else ())

@@ -57,6 +57,7 @@ def compute(
     threads: int,
     chunk_rows: int,
     progress: Callable[[str, int], Any] | None,
+    segment_ranks: Callable[[], list[int]] | None = None,
     cells_budget: int | None = None,
 ) -> CoreResult: ...
 def _debug_panic() -> None: ...

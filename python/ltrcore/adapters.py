@@ -339,6 +339,20 @@ class SegmentCoder:
         assert isinstance(keys, pl.DataFrame)
         return keys
 
+    def ranks(self) -> list[int]:
+        """Each code's place in the order of the segment values: ascending, column by column, nulls
+        last, NaN above every number (Polars' order). A user whose earliest rows tie on the timestamp
+        takes the smallest segment by it, so that the order of the rows never matters."""
+        if self.known is None:
+            return []
+        # Categoricals compare by their text, not by the order their categories appeared in.
+        keys = self.known.with_columns(pl.col(pl.Categorical).cast(pl.String))
+        order = keys.sort(self.by, nulls_last=True, maintain_order=True)
+        ranks = [0] * self.known.height
+        for rank, code in enumerate(order.get_column(SEGMENT_CODE).to_list()):
+            ranks[code] = rank
+        return ranks
+
     def dictionary(self) -> pl.DataFrame:
         """``by`` columns plus the code, one row per code (empty, with the input's dtypes, if none)."""
         if self.known is not None:

@@ -224,6 +224,7 @@ def cohorts(
         threads=_threads(threads),
         chunk_rows=chunk_rows,
         progress=progress,
+        segment_ranks=coder.ranks if coder is not None else None,
         cells_budget=None if _cells_budget is None else _check_int("_cells_budget", _cells_budget, 0, 1 << 62),
     )
     segment_dictionary = coder.dictionary() if coder is not None else None

@@ -103,6 +103,10 @@ pub struct Inputs<'a> {
     pub orders: &'a mut dyn BatchSource,
     pub signups: Option<&'a mut dyn BatchSource>,
     pub activity: Option<&'a mut dyn BatchSource>,
+    /// With segments: the order of the segment values, as each code's rank (asked for once every
+    /// code is known, after the cohorts' pass). A user whose earliest rows tie on the timestamp
+    /// takes the smallest segment by this order. Without it, the smallest code.
+    pub segment_ranks: Option<&'a mut dyn FnMut() -> Result<Vec<u32>>>,
 }
 
 /// A reported (segment, cohort) pair.
@@ -377,7 +381,7 @@ impl Pass for SignupPass<'_> {
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, _cells: &mut impl CellAdd, tally: &mut Tally, share: &Share, r: &Routed) {
-        let rec = FirstRec { user: r.user, ts: r.value, row: share.base + r.index as u64, segment: seg(share, r.index) };
+        let rec = FirstRec { user: r.user, ts: r.value, segment: seg(share, r.index) };
         if !users.assign(&rec) {
             tally.add(Reason::DuplicateUser, 0);
         }
@@ -410,7 +414,7 @@ impl Pass for FirstPurchasePass<'_> {
     #[inline(always)]
     fn process(&self, users: &mut Users, _cells: &mut impl CellAdd, _tally: &mut Tally, share: &Share, r: &Routed) {
         if r.period != 0 {
-            users.assign(&FirstRec { user: r.user, ts: r.value, row: share.base + r.index as u64, segment: seg(share, r.index) });
+            users.assign(&FirstRec { user: r.user, ts: r.value, segment: seg(share, r.index) });
         } else {
             users.pass_over();
         }
@@ -889,7 +893,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
         threads,
         ts_kind: None,
     };
-    let Inputs { orders, signups, activity } = inputs;
+    let Inputs { orders, signups, activity, segment_ranks } = inputs;
     let orders_names = |segment| ColumnNames {
         table: "orders",
         user: &names.user,
@@ -914,6 +918,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
         let accs = runner.fresh_accs(0)?;
         let accs = runner.scan(stream, &set, "signups", None, accs, &SignupPass { set: &set, strict })?;
         let signup_acc = sum_accs(accs);
+        resolve_ties(&mut runner, segment_ranks)?;
         let stream = Stream::open("orders", orders)?;
         let orders_set = runner.columns(&stream, orders_names(None))?;
         return finish(runner, stream, orders_set, true, Some(signup_acc), activity);
@@ -933,6 +938,7 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
     let accs = runner.fresh_accs(0)?;
     let pass = FirstPurchasePass { set: &orders_set, strict, paying };
     runner.scan(stream, &orders_set, "orders: first purchases", keep, accs, &pass)?;
+    resolve_ties(&mut runner, segment_ranks)?;
     let second = if orders.reopenable() {
         // Columns were found by position in the first reading: the second must have the same.
         let again = Stream::open("orders", orders)?;
@@ -947,6 +953,21 @@ pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortRe
         Stream::replay("orders", schema, kept)
     };
     finish(runner, second, orders_set, false, None, activity)
+}
+
+/// A user whose earliest rows tie on the timestamp takes the smallest of their segments (see
+/// `Inputs::segment_ranks`). The ranks are asked for only when some user has such a tie.
+fn resolve_ties(runner: &mut Runner<'_>, segment_ranks: Option<&mut dyn FnMut() -> Result<Vec<u32>>>) -> Result<()> {
+    if !runner.shards.iter().any(Users::has_ties) {
+        return Ok(());
+    }
+    let ranks = match segment_ranks {
+        Some(ranks) => Some(ranks()?),
+        None => None,
+    };
+    let rank = |code: u32| ranks.as_ref().map_or(code, |r| r.get(code as usize).copied().unwrap_or(u32::MAX));
+    runner.shards.iter_mut().for_each(|users| users.resolve_ties(rank));
+    Ok(())
 }
 
 /// The period holding a caller's time point, which must be a date in the supported range.

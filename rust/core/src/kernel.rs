@@ -81,7 +81,6 @@ pub struct FirstRec {
     /// The user's id (`hash_key`).
     pub user: u64,
     pub ts: i64,
-    pub row: u64,
     pub segment: u32,
 }
 
@@ -287,10 +286,13 @@ pub struct Users {
     mask: usize,
     len: usize,
     vacant_key_used: bool,
-    /// With segments: the row and segment of each bucket's earliest row (ties on the timestamp
-    /// go to the earlier row), parallel to `entries`. Empty otherwise.
-    first_row: Vec<u64>,
+    /// With segments: the segment of each bucket's earliest row, parallel to `entries`. Empty
+    /// otherwise.
     first_segment: Vec<u32>,
+    /// With segments: rows that tied with a user's earliest row so far but carry another segment
+    /// (user id, timestamp, segment). Rare; `resolve_ties` gives each user the smallest segment
+    /// among its earliest rows, so that the result does not depend on the order of the rows.
+    ties: Vec<(u64, i64, u32)>,
     tracks_segments: bool,
     /// After sealing: the low bits of `val` holding the group, and how the age bitsets are kept.
     group_bits: u32,
@@ -312,8 +314,8 @@ impl Users {
             mask: 0,
             len: 0,
             vacant_key_used: false,
-            first_row: Vec::new(),
             first_segment: Vec::new(),
+            ties: Vec::new(),
             tracks_segments,
             group_bits: 0,
             inline_bits: true,
@@ -331,7 +333,6 @@ impl Users {
         self.entries = vec_or_unwind(capacity + 1, VACANT, "a table of users");
         self.mask = capacity - 1;
         if self.tracks_segments {
-            self.first_row = vec_or_unwind(capacity + 1, 0, "the users' first rows");
             self.first_segment = vec_or_unwind(capacity + 1, 0, "the users' segments");
         }
     }
@@ -420,7 +421,6 @@ impl Users {
     #[inline(never)]
     fn grow(&mut self) {
         let old = std::mem::take(&mut self.entries);
-        let old_row = std::mem::take(&mut self.first_row);
         let old_segment = std::mem::take(&mut self.first_segment);
         let old_cap = self.mask + 1;
         self.allocate(old_cap * 2);
@@ -428,14 +428,12 @@ impl Users {
         let last = self.mask + 1;
         self.entries[last] = old[old_cap];
         if self.tracks_segments {
-            self.first_row[last] = old_row[old_cap];
             self.first_segment[last] = old_segment[old_cap];
         }
         for_each_occupied_in(&old[..old_cap], |j| {
             let i = self.probe(old[j].key);
             self.entries[i] = old[j];
             if self.tracks_segments {
-                self.first_row[i] = old_row[j];
                 self.first_segment[i] = old_segment[j];
             }
         });
@@ -469,18 +467,19 @@ impl Users {
             }
             return !occupied;
         }
-        // With segments, ties on the timestamp go to the earlier row (it decides the segment).
+        // With segments, a row that ties with the earliest on the timestamp but carries another
+        // segment is noted, for `resolve_ties`.
         if self.occupied(i) {
             let earliest = self.entries[i].val as i64;
-            if rec.ts < earliest || (rec.ts == earliest && rec.row < self.first_row[i]) {
+            if rec.ts < earliest {
                 self.entries[i].val = rec.ts as u64;
-                self.first_row[i] = rec.row;
                 self.first_segment[i] = rec.segment;
+            } else if rec.ts == earliest && rec.segment != self.first_segment[i] {
+                self.ties.push((rec.user, rec.ts, rec.segment));
             }
             return false;
         }
         self.entries[i] = Entry { key: rec.user, val: rec.ts as u64 };
-        self.first_row[i] = rec.row;
         self.first_segment[i] = rec.segment;
         if i > self.mask {
             self.vacant_key_used = true;
@@ -536,6 +535,23 @@ impl Users {
         prefetch_read(self.entries.as_ptr().wrapping_add(home_bucket(user.wrapping_add(distance as u64), self.mask)));
     }
 
+    /// Whether some user's earliest rows tie on the timestamp with different segments.
+    pub fn has_ties(&self) -> bool {
+        !self.ties.is_empty()
+    }
+
+    /// Gives every user whose earliest rows tie on the timestamp the smallest of their segments,
+    /// by `rank` (segment code → its place in the order of the segment values): a rule on the
+    /// rows' values, not their order. Before `map_firsts`.
+    pub fn resolve_ties(&mut self, rank: impl Fn(u32) -> u32) {
+        for (user, ts, segment) in std::mem::take(&mut self.ties) {
+            let i = self.probe(user);
+            if self.occupied(i) && self.entries[i].val as i64 == ts && rank(segment) < rank(self.first_segment[i]) {
+                self.first_segment[i] = segment;
+            }
+        }
+    }
+
     /// Replaces every user's earliest timestamp `ts` by `f(ts, segment)` (before sealing): the
     /// engine turns each into the cohort period once, for both the list of groups and the seal.
     pub fn map_firsts(&mut self, mut f: impl FnMut(i64, u32) -> i64) {
@@ -559,9 +575,8 @@ impl Users {
             users.entries[i].val = if users.inline_bits { group } else { group | (slot << 32) };
             slot += 1;
         });
-        // The earliest rows are no longer needed once groups are known: free them before the bitsets
+        // The segments are no longer needed once groups are known: free them before the bitsets
         // are allocated, so the two never take memory at the same time.
-        self.first_row = Vec::new();
         self.first_segment = Vec::new();
         if !self.inline_bits {
             self.group_bits = 32;
@@ -934,8 +949,8 @@ mod tests {
         // (groups, horizon, kinds): inline while group bits + kinds × horizon ≤ 64.
         for (groups, horizon, kinds) in [(1, 1, 3), (2, 21, 3), (1, 32, 2), (16, 15, 3), (1 << 20, 22, 2), (3, 22, 3), (5, 64, 3), (2, 1000, 3)] {
             let mut u = Users::new(false);
-            u.assign(&FirstRec { user: 9, ts: 0, row: 0, segment: 0 });
-            u.assign(&FirstRec { user: VACANT_KEY, ts: 0, row: 1, segment: 0 });
+            u.assign(&FirstRec { user: 9, ts: 0, segment: 0 });
+            u.assign(&FirstRec { user: VACANT_KEY, ts: 0, segment: 0 });
             u.seal(|_, _| groups as u32 - 1, groups, horizon, kinds);
             assert_eq!(u.inline_bits, (usize::BITS - (groups - 1).leading_zeros()) as usize + kinds * horizon <= 64);
             let ages: Vec<u32> = vec![0, horizon as u32 / 2, horizon as u32 - 1];
@@ -979,11 +994,11 @@ mod tests {
         // key(1) is the vacant-bucket key: that user must be found like any other.
         assert_eq!(key(1), VACANT_KEY);
         for k in 0..100_000u64 {
-            assert!(u.assign(&FirstRec { user: key(k), ts: k as i64, row: k, segment: 0 }));
+            assert!(u.assign(&FirstRec { user: key(k), ts: k as i64, segment: 0 }));
         }
         assert_eq!(u.len(), 100_000);
         for k in 0..100_000u64 {
-            assert!(!u.assign(&FirstRec { user: key(k), ts: -1, row: 0, segment: 1 }));
+            assert!(!u.assign(&FirstRec { user: key(k), ts: -1, segment: 1 }));
             assert!(u.find(key(k)).is_some());
         }
         assert!(u.find(key(100_001)).is_none());
@@ -1005,7 +1020,7 @@ mod tests {
         u.record_trail();
         for (r, &(k, paying)) in rows.iter().enumerate() {
             if paying {
-                u.assign(&FirstRec { user: k, ts: r as i64, row: r as u64, segment: 0 });
+                u.assign(&FirstRec { user: k, ts: r as i64, segment: 0 });
             } else {
                 u.pass_over();
             }
@@ -1032,29 +1047,45 @@ mod tests {
 
     #[test]
     fn assign_keeps_the_earliest_row_whatever_the_order() {
+        // Two rows tie on the earliest timestamp with segments 3 and 2: segment 2 is the smaller
+        // (here by code), whatever the order the rows come in.
         let recs = [
-            FirstRec { user: 7, ts: 50, row: 3, segment: 1 },
-            FirstRec { user: 7, ts: 40, row: 9, segment: 2 },
-            FirstRec { user: 7, ts: 40, row: 2, segment: 3 },
+            FirstRec { user: 7, ts: 50, segment: 1 },
+            FirstRec { user: 7, ts: 40, segment: 3 },
+            FirstRec { user: 7, ts: 40, segment: 2 },
+            FirstRec { user: 7, ts: 40, segment: 3 },
         ];
-        for perm in [[0, 1, 2], [2, 1, 0], [1, 0, 2], [1, 2, 0]] {
+        for perm in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 0, 2, 3], [2, 3, 0, 1], [0, 3, 1, 2]] {
             let mut u = Users::new(true);
             let new: Vec<bool> = perm.iter().map(|&i| u.assign(&recs[i])).collect();
             assert_eq!(new.iter().filter(|&&n| n).count(), 1);
             assert_eq!(u.len(), 1);
+            u.resolve_ties(|code| code);
             let mut firsts = vec![];
             u.map_firsts(|ts, segment| {
+                firsts.push((ts, segment));
+                ts
+            });
+            assert_eq!(firsts, vec![(40, 2)], "{perm:?}");
+        }
+        // The order of the segments is the caller's: here code 3 comes first.
+        let mut u = Users::new(true);
+        recs.iter().for_each(|r| {
+            u.assign(r);
+        });
+        u.resolve_ties(|code| if code == 3 { 0 } else { 1 + code });
+        let mut firsts = vec![];
+        u.map_firsts(|ts, segment| {
             firsts.push((ts, segment));
             ts
         });
-            assert_eq!(firsts, vec![(40, 3)]);
-        }
+        assert_eq!(firsts, vec![(40, 3)]);
     }
 
     #[test]
     fn attribution_counts_cells_bits_and_reasons() {
         let mut u = Users::new(false);
-        u.assign(&FirstRec { user: 1, ts: 0, row: 0, segment: 0 });
+        u.assign(&FirstRec { user: 1, ts: 0, segment: 0 });
         u.seal(|_, _| 0, 1, 3, 2);
         let at = Attribution { horizon: 3, group_cohort: &[10], missing: Reason::NeverPaid };
         let mut cells = Cells::new(3).unwrap();

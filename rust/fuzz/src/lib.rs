@@ -83,6 +83,7 @@ pub fn run_core(case: &Case) -> ltrcore_core::Result<CohortResult> {
         orders: &mut orders,
         signups: signups.as_mut().map(|s| s as &mut dyn BatchSource),
         activity: activity.as_mut().map(|s| s as &mut dyn BatchSource),
+        segment_ranks: None,
     };
     ltrcore_core::run(case.spec.clone(), inputs, &NoHooks)
 }

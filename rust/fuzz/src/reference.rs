@@ -406,13 +406,14 @@ struct Seen {
     segment: u32,
 }
 
-/// Each user's earliest row (by raw timestamp; the first in input order on ties) among the rows
-/// `take` accepts, by row index. `take` only accepts rows with a user.
+/// Each user's earliest row among the rows `take` accepts, by row index: the smallest raw
+/// timestamp, and on a tie the smallest segment code (the core's rule without segment ranks);
+/// which of several rows equal in both is kept does not matter. `take` only accepts rows with a user.
 fn earliest_per_user(rows: &[Seen], take: impl Fn(&Seen) -> bool) -> BTreeMap<Key, usize> {
     let mut earliest: BTreeMap<Key, usize> = BTreeMap::new();
     for (i, s) in rows.iter().enumerate().filter(|(_, s)| take(s)) {
         let u = s.user.clone().unwrap();
-        if earliest.get(&u).is_none_or(|&k| rows[k].raw_ts > s.raw_ts) {
+        if earliest.get(&u).is_none_or(|&k| (rows[k].raw_ts, rows[k].segment) > (s.raw_ts, s.segment)) {
             earliest.insert(u, i);
         }
     }

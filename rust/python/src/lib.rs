@@ -64,7 +64,7 @@ fn time_point(value: Option<(String, i64)>) -> PyResult<Option<TimePoint>> {
 #[pyo3(signature = (
     *, orders, orders_reopenable, orders_in_memory, user, ts, amount, segment, signups, signup_ts, activity, activity_ts,
     horizon, period, tz, as_of, since, min_amount, scale, strict, threads, chunk_rows, progress,
-    cells_budget=None
+    segment_ranks=None, cells_budget=None
 ))]
 #[allow(clippy::too_many_arguments)]
 fn compute(
@@ -91,6 +91,7 @@ fn compute(
     threads: usize,
     chunk_rows: usize,
     progress: Option<Py<PyAny>>,
+    segment_ranks: Option<Py<PyAny>>,
     cells_budget: Option<usize>,
 ) -> PyResult<CoreResult> {
     let spec = Spec {
@@ -116,12 +117,17 @@ fn compute(
     let mut signups = signups.map(|opener| PySource { table: "signups", opener, reopenable: false, in_memory: false });
     let mut activity = activity.map(|opener| PySource { table: "activity", opener, reopenable: false, in_memory: false });
     let hooks = PyHooks { progress, last_progress: Mutex::new(None) };
+    // The order of the segment values, from the front's coder (called once, after the cohorts' pass).
+    let mut ranks = segment_ranks.map(|callable| {
+        move || -> ltrcore_core::Result<Vec<u32>> { Python::attach(|py| callable.call0(py)?.extract::<Vec<u32>>(py)).map_err(external) }
+    });
     let outcome = py.detach(|| {
         catch_unwind(AssertUnwindSafe(|| {
             let inputs = Inputs {
                 orders: &mut orders,
                 signups: signups.as_mut().map(|s| s as &mut dyn ltrcore_core::BatchSource),
                 activity: activity.as_mut().map(|s| s as &mut dyn ltrcore_core::BatchSource),
+                segment_ranks: ranks.as_mut().map(|f| f as &mut dyn FnMut() -> ltrcore_core::Result<Vec<u32>>),
             };
             run(spec, inputs, &hooks)
         }))
