@@ -1,0 +1,337 @@
+//! One run: the passes over the inputs, then the cut-off by `as_of`/`since` and the final arrays.
+//!
+//! Passes: cohorts first (signups, or the paying orders of first-purchase cohorts), then orders are
+//! attributed to cells, then activity. Each pass streams batches in steps of rows, grouped in rounds
+//! (see `Runner::scan`): workers decode a step in parallel, then each user shard takes its rows (see
+//! `kernel`). Completeness is decided only at the end, so one pass suffices even when `as_of`
+//! defaults to the last order's period.
+
+use std::sync::RwLock;
+use std::time::Instant;
+
+use arrow_array::{RecordBatch, RecordBatchReader};
+
+use crate::calendar::{Calendar, PeriodKind};
+use crate::columns::{BatchView, ColumnNames, ColumnSet, Interner, TsKind, UserFamily};
+use crate::error::{CoreError, Result};
+use crate::kernel::{Attribution, CellSink, Users};
+use crate::reconcile::Reason;
+
+mod exec;
+mod groups;
+mod output;
+mod passes;
+mod spec;
+
+use exec::{run_round, Round, STEPS_PER_ROUND, TICK_EVERY};
+use groups::{resolve_ties, seal_groups};
+use output::finalize;
+use passes::{sum_accs, Acc, ActivityPass, FirstPurchasePass, OrdersPass, Pass, Share, SignupPass, Totals};
+
+pub use output::{CellsOut, CohortOut, CohortResult, ReconLines};
+pub use passes::Paying;
+pub use spec::{BatchSource, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET, MAX_CHUNK_ROWS};
+
+pub(crate) struct Runner<'h> {
+    pub(crate) spec: Spec,
+    pub(crate) cal: Calendar,
+    pub(crate) pool: rayon::ThreadPool,
+    pub(crate) hooks: &'h dyn Hooks,
+    pub(crate) interner: Interner,
+    pub(crate) family: Option<(UserFamily, String)>,
+    /// One user shard per worker thread (see `kernel`).
+    pub(crate) shards: Vec<Users>,
+    pub(crate) threads: usize,
+    /// How the cohort-defining timestamps map to periods (set by the first pass).
+    pub(crate) ts_kind: Option<TsKind>,
+}
+
+/// A batch stream with the table name its errors should carry.
+pub(crate) struct Stream {
+    pub(crate) table: &'static str,
+    pub(crate) reader: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+    pub(crate) schema: arrow_schema::SchemaRef,
+}
+
+impl Stream {
+    /// Opens a source. Every batch is checked against the stream's schema: a C stream's arrays
+    /// carry no types of their own, so a batch that does not match would be read as something else.
+    pub(crate) fn open(table: &'static str, source: &mut dyn BatchSource) -> Result<Self> {
+        let reader = source.open()?;
+        let schema = reader.schema();
+        let expected = schema.clone();
+        let reader = Box::new(reader.enumerate().map(move |(i, b)| match b {
+            Ok(batch) => check_batch_schema(table, i, &expected, &batch).map(|()| batch),
+            // An error raised by the source itself (a Python exception): passed through unchanged.
+            Err(arrow_schema::ArrowError::ExternalError(inner)) => Err(CoreError::External(inner)),
+            Err(e) => Err(CoreError::Stream { table: table.to_string(), message: e.to_string() }),
+        }));
+        Ok(Stream { table, reader, schema })
+    }
+
+    pub(crate) fn replay(table: &'static str, schema: arrow_schema::SchemaRef, batches: Vec<RecordBatch>) -> Self {
+        Stream { table, reader: Box::new(batches.into_iter().map(Ok)), schema }
+    }
+}
+
+/// A batch must have the stream's columns, in order, with the same names and dtypes.
+pub(crate) fn check_batch_schema(table: &str, index: usize, expected: &arrow_schema::Schema, batch: &RecordBatch) -> Result<()> {
+    match schema_mismatch(expected, &batch.schema()) {
+        None => Ok(()),
+        Some(what) => Err(CoreError::Stream { table: table.to_string(), message: format!("batch {index} {what}") }),
+    }
+}
+
+/// How `got` differs from `expected` (columns, in order, by name and dtype), if it does.
+pub(crate) fn schema_mismatch(expected: &arrow_schema::Schema, got: &arrow_schema::Schema) -> Option<String> {
+    if got.fields().len() != expected.fields().len() {
+        return Some(format!("has {} columns where the stream's schema has {}", got.fields().len(), expected.fields().len()));
+    }
+    got.fields().iter().zip(expected.fields()).enumerate().find_map(|(j, (g, e))| {
+        (g.name() != e.name() || g.data_type() != e.data_type()).then(|| {
+            format!(
+                "does not match the stream's schema: column {j} is {:?} ({}) where the schema has {:?} ({})",
+                g.name(),
+                g.data_type(),
+                e.name(),
+                e.data_type()
+            )
+        })
+    })
+}
+
+impl<'h> Runner<'h> {
+    pub(crate) fn columns(&mut self, stream: &Stream, names: ColumnNames<'_>) -> Result<ColumnSet> {
+        let set = ColumnSet::resolve(&stream.schema, &names, self.spec.float_scale)?;
+        match &self.family {
+            None => self.family = Some((set.family, stream.table.to_string())),
+            Some((family, table)) if *family != set.family => {
+                return Err(CoreError::Dtype {
+                    table: stream.table.to_string(),
+                    column: names.user.to_string(),
+                    dtype: stream.schema.field(set.user.0).data_type().to_string(),
+                    accepted: format!(
+                        "the same kind of user id as in {table} ({}); integers and strings (or uint64 and signed integers) cannot be matched",
+                        match family {
+                            UserFamily::Signed => "signed or small unsigned integers",
+                            UserFamily::Unsigned64 => "uint64",
+                            UserFamily::Str => "strings",
+                        }
+                    ),
+                });
+            }
+            _ => {}
+        }
+        Ok(set)
+    }
+
+    /// Streams `stream` in rounds of steps. Every worker thread runs one round in lockstep: for each
+    /// step it decodes its share of the step's rows and `pass` sorts them out (bad rows counted,
+    /// wanted rows listed by user shard); after a barrier, it processes the listed rows of its own
+    /// shard from every worker's share. Steps are small, so the decoded rows are still in cache when
+    /// the shards read them, and a round is one wake-up of the pool rather than one per step. The
+    /// calling thread reports progress and polls for Ctrl-C between rounds. `keep` collects the
+    /// batches for a later replay.
+    pub(crate) fn scan<P: Pass>(
+        &mut self,
+        stream: Stream,
+        set: &ColumnSet,
+        phase: &'static str,
+        mut keep: Option<&mut Vec<RecordBatch>>,
+        mut accs: Vec<Acc>,
+        pass: &P,
+    ) -> Result<Vec<Acc>> {
+        let step = self.spec.chunk_rows;
+        let want = pass.want();
+        // Each worker's decoded share of a step, double-buffered: a worker decodes step k + 1 while
+        // others may still read its share of step k (see `run_round`).
+        let shares: Vec<[RwLock<Share>; 2]> = (0..self.threads).map(|_| Default::default()).collect();
+        let mut row0: u64 = 0;
+        let mut last_tick = Instant::now();
+        let started = Instant::now();
+        self.hooks.tick(phase, 0, false)?;
+        for batch in stream.reader {
+            let batch = batch?;
+            {
+                let hooks = self.hooks;
+                let mut poll = || -> Result<()> {
+                    if last_tick.elapsed() >= TICK_EVERY {
+                        hooks.tick(phase, row0, false)?;
+                        last_tick = Instant::now();
+                    }
+                    Ok(())
+                };
+                let view = BatchView::new(&batch, set, &mut self.interner, &mut poll)?;
+                if self.ts_kind.is_none() {
+                    self.ts_kind = Some(view.ts_kind());
+                }
+                let n = view.len;
+                let mut lo = 0;
+                while lo < n {
+                    let hi = n.min(lo.saturating_add(step.saturating_mul(STEPS_PER_ROUND)));
+                    let round = Round { view: &view, cal: &self.cal, want, pass, shares: &shares, rows: lo..hi, step, row0 };
+                    run_round(&self.pool, &mut self.shards, &mut accs, &round)?;
+                    if last_tick.elapsed() >= TICK_EVERY {
+                        self.hooks.tick(phase, row0 + hi as u64, false)?;
+                        last_tick = Instant::now();
+                    }
+                    lo = hi;
+                }
+                row0 += n as u64;
+            }
+            if let Some(kept) = keep.as_deref_mut() {
+                kept.push(batch);
+            }
+        }
+        trace(&format!("{phase}: {row0} rows"), started);
+        self.hooks.tick(phase, row0, true)?;
+        Ok(accs)
+    }
+
+    /// One accumulator per worker, over a grid of `cells` cells.
+    pub(crate) fn fresh_accs(&self, cells: usize) -> Result<Vec<Acc>> {
+        let sinks = CellSink::for_workers(cells, self.threads, self.spec.cells_budget)?;
+        Ok(sinks.into_iter().map(|cells| Acc { cells, ..Acc::default() }).collect())
+    }
+}
+
+pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortResult> {
+    spec.validate()?;
+    let kind = PeriodKind::parse(&spec.period)?;
+    let cal = Calendar::new(kind, &spec.tz)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(spec.threads)
+        .thread_name(|i| format!("ltrcore-{i}"))
+        .build()
+        .map_err(|e| CoreError::Internal(format!("thread pool: {e}")))?;
+    let threads = spec.threads;
+    let strict = spec.strict;
+    let names = spec.clone();
+    let tracks_segments = spec.segment.is_some();
+    let mut runner = Runner {
+        spec,
+        cal,
+        pool,
+        hooks,
+        interner: Interner::default(),
+        family: None,
+        shards: (0..threads).map(|_| Users::new(tracks_segments)).collect(),
+        threads,
+        ts_kind: None,
+    };
+    let Inputs { orders, signups, activity, segment_ranks } = inputs;
+    let orders_names = |segment| ColumnNames {
+        table: "orders",
+        user: &names.user,
+        ts: &names.ts,
+        amount: Some(&names.amount),
+        segment,
+    };
+
+    // Pass 1: who belongs to which cohort.
+    if let Some(src) = signups {
+        let stream = Stream::open("signups", src)?;
+        let set = runner.columns(
+            &stream,
+            ColumnNames {
+                table: "signups",
+                user: &names.user,
+                ts: &names.signup_ts,
+                amount: None,
+                segment: names.segment.as_deref(),
+            },
+        )?;
+        let accs = runner.fresh_accs(0)?;
+        let accs = runner.scan(stream, &set, "signups", None, accs, &SignupPass { set: &set, strict })?;
+        let signup_acc = sum_accs(accs);
+        resolve_ties(&mut runner, segment_ranks)?;
+        let stream = Stream::open("orders", orders)?;
+        let orders_set = runner.columns(&stream, orders_names(None))?;
+        return finish(runner, stream, orders_set, true, Some(signup_acc), activity);
+    }
+
+    // First-purchase cohorts: the earliest paying order of each user.
+    let stream = Stream::open("orders", orders)?;
+    let orders_set = runner.columns(&stream, orders_names(names.segment.as_deref()))?;
+    let paying = Paying::new(runner.spec.min_amount, orders_set.scale);
+    let schema = stream.schema.clone();
+    let mut kept = Vec::new();
+    let keep = if orders.reopenable() { None } else { Some(&mut kept) };
+    // The trail costs half a byte per row: fine when the rows are in memory anyway.
+    if orders.held_in_memory() || !orders.reopenable() {
+        runner.shards.iter_mut().for_each(Users::record_trail);
+    }
+    let accs = runner.fresh_accs(0)?;
+    let pass = FirstPurchasePass { set: &orders_set, strict, paying };
+    runner.scan(stream, &orders_set, "orders: first purchases", keep, accs, &pass)?;
+    resolve_ties(&mut runner, segment_ranks)?;
+    let second = if orders.reopenable() {
+        // Columns were found by position in the first reading: the second must have the same.
+        let again = Stream::open("orders", orders)?;
+        if let Some(what) = schema_mismatch(&schema, &again.schema) {
+            return Err(CoreError::Stream {
+                table: "orders".into(),
+                message: format!("the source changed between its two readings: the second reading {what}"),
+            });
+        }
+        again
+    } else {
+        Stream::replay("orders", schema, kept)
+    };
+    finish(runner, second, orders_set, false, None, activity)
+}
+
+/// With `LTRCORE_TRACE` set, prints how long a step took (for profiling; off by default).
+pub(crate) fn trace(step: &str, since: Instant) {
+    if std::env::var_os("LTRCORE_TRACE").is_some() {
+        eprintln!("ltrcore: {step} in {:?}", since.elapsed());
+    }
+}
+
+pub(crate) fn finish(
+    mut runner: Runner<'_>,
+    stream: Stream,
+    orders_set: ColumnSet,
+    has_signups: bool,
+    signup_acc: Option<Totals>,
+    activity: Option<&mut dyn BatchSource>,
+) -> Result<CohortResult> {
+    let horizon = runner.spec.horizon;
+    let strict = runner.spec.strict;
+    let sealing = Instant::now();
+    let groups = seal_groups(&mut runner, if activity.is_some() { 3 } else { 2 })?;
+    runner.shards.iter_mut().for_each(Users::replay_trail);
+    trace("seal", sealing);
+    let group_cohort: Vec<i32> = groups.iter().map(|g| g.1).collect();
+    let n_cells = groups.len() * horizon as usize;
+    let paying = Paying::new(runner.spec.min_amount, orders_set.scale);
+    let missing = if has_signups { Reason::UnknownUser } else { Reason::NeverPaid };
+
+    // Pass 2: orders into cells.
+    let at = Attribution { horizon, group_cohort: &group_cohort, missing };
+    let accs = runner.fresh_accs(n_cells)?;
+    let pass = OrdersPass { set: &orders_set, strict, paying, at };
+    let accs = runner.scan(stream, &orders_set, "orders", None, accs, &pass)?;
+    runner.shards.iter_mut().for_each(Users::end_trail);
+    let orders_acc = sum_accs(accs);
+
+    // Pass 3: activity.
+    let activity_acc = match activity {
+        Some(src) => {
+            let stream = Stream::open("activity", src)?;
+            let (user, ts) = (runner.spec.user.clone(), runner.spec.activity_ts.clone());
+            let names = ColumnNames { table: "activity", user: &user, ts: &ts, amount: None, segment: None };
+            let set = runner.columns(&stream, names)?;
+            let at = Attribution { horizon, group_cohort: &group_cohort, missing: Reason::UnknownUser };
+            let accs = runner.fresh_accs(n_cells)?;
+            let accs = runner.scan(stream, &set, "activity", None, accs, &ActivityPass { set: &set, strict, at })?;
+            Some(sum_accs(accs))
+        }
+        None => None,
+    };
+
+    let finalizing = Instant::now();
+    let result = finalize(runner, groups, orders_set.scale, has_signups, orders_acc, signup_acc, activity_acc);
+    trace("finalize", finalizing);
+    result
+}
