@@ -52,7 +52,10 @@ class Batches:
     The engine pulls batches with ``next()``; ``schema`` is the stream's schema. Every batch must
     match it column for column (names and dtypes), as ``pyarrow``'s own ``read_all()`` requires: a
     batch that does not is a :class:`StreamError` naming the batch and the column, never a batch
-    read as something else. An exception raised by the producer becomes a :class:`StreamError`
+    read as something else. (The engine checks every batch too; this check is for what Python reads
+    itself: signups read whole, and orders coded by segment, whose columns are picked by name, so a
+    permuted batch would otherwise pass unnoticed.) An exception raised by the producer becomes a
+    :class:`StreamError`
     (its cause kept), except ltrcore's own errors, ``MemoryError`` and non-``Exception`` ones such
     as ``KeyboardInterrupt``, which pass through unchanged.
     """

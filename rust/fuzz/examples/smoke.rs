@@ -9,13 +9,7 @@ fn main() {
     let mut state: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
     let max_len: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(2_000);
     std::panic::set_hook(Box::new(|_| {}));
-    let mut next = || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    };
+    let mut next = || ltrcore_fuzz::case::splitmix(&mut state);
     let mut tally: BTreeMap<String, u64> = BTreeMap::new();
     std::fs::create_dir_all("artifacts/smoke").unwrap();
     for _ in 0..n {

@@ -685,8 +685,8 @@ fn amount_array(t: AmountT, v: &[Amt]) -> ArrayRef {
     }
 }
 
-/// Cheap deterministic numbers for the bulk batches.
-fn splitmix(state: &mut u64) -> u64 {
+/// Cheap deterministic numbers (SplitMix64): the bulk batches, and the examples' random inputs.
+pub fn splitmix(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
