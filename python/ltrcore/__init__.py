@@ -19,9 +19,15 @@ from .exceptions import (
     StreamError,
 )
 from .front import cohorts
+from .partial import Accumulator, Partial, merge
+from .spec import CohortSpec
 from .table import CohortTable
 
 __all__ = [
+    "Accumulator",
+    "CohortSpec",
+    "Partial",
+    "merge",
     "BadRowsError",
     "CohortTable",
     "ColumnNotFoundError",

@@ -281,6 +281,39 @@ def resolve(data: Any, columns: Sequence[str], *, table: str) -> Source:
     )
 
 
+def chain(pieces: Sequence[Source], *, table: str) -> Source:
+    """One source over several pieces of a table, read in turn. Every piece must have the first
+    one's columns, names and dtypes: the engine reads one stream with one schema."""
+    if len(pieces) == 1:
+        return pieces[0]
+
+    def open_all() -> Batches:
+        opened = [as_batches(piece.open(), table=table) for piece in pieces]
+        schema = opened[0].schema
+        for k, piece in enumerate(opened[1:], start=2):
+            if piece.schema != schema:
+                raise InvalidArgumentError(
+                    f"{table}: piece {k} has schema ({_schema_text(piece.schema)}) where piece 1 has "
+                    f"({_schema_text(schema)}); every update of one table must have the same columns and dtypes"
+                )
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for piece in opened:
+                yield from piece
+
+        return Batches(schema, batches(), table=table)
+
+    return Source(
+        open_all,
+        reopenable=all(p.reopenable for p in pieces),
+        in_memory=all(p.in_memory for p in pieces),
+    )
+
+
+def _schema_text(schema: pa.Schema) -> str:
+    return ", ".join(f"{f.name}: {f.type}" for f in schema)
+
+
 def read_whole(data: Any, columns: Sequence[str], *, table: str) -> pa.Table:
     """Reads a (small, per-user) input whole, e.g. signups, keeping its Arrow types as they are."""
     src = resolve(data, columns, table=table)

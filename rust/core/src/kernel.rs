@@ -245,6 +245,27 @@ impl UserBits<'_> {
         self.for_each_age(kind, |a| counts[a] += 1);
     }
 
+    /// The two lowest ages set in bitset `kind`.
+    #[inline]
+    pub fn lowest_two(&self, kind: usize) -> (Option<usize>, Option<usize>) {
+        if let [word] = self.words {
+            let (start, end) = (kind * self.horizon, ((kind + 1) * self.horizon).min(64));
+            if start >= end {
+                return (None, None);
+            }
+            let x = (word >> start) & (u64::MAX >> (64 - (end - start)));
+            let lowest = |x: u64| (x != 0).then(|| x.trailing_zeros() as usize);
+            return (lowest(x), lowest(x & x.wrapping_sub(1)));
+        }
+        let mut found = (None, None);
+        self.for_each_age(kind, |a| match found {
+            (None, _) => found.0 = Some(a),
+            (Some(_), None) => found.1 = Some(a),
+            _ => {}
+        });
+        found
+    }
+
     /// How many ages below `upto` are set in bitset `kind`.
     #[inline]
     pub fn count_below(&self, kind: usize, upto: usize) -> u32 {

@@ -4,7 +4,8 @@
 //! * [`columns`]: reading Arrow columns into user keys, periods and fixed-point money.
 //! * [`kernel`]: sharded per-user state (open addressing, prefetch) and cell accumulation.
 //! * [`reconcile`]: the reasons every input row lands under.
-//! * [`engine`]: one run over the inputs, and the final cohort arrays.
+//! * [`engine`]: one run over the inputs into a partial.
+//! * [`partial`]: the mergeable partial state, its Arrow layout, and the final cohort arrays.
 
 // Every narrowing cast is checked or carries an `allow` saying why it cannot truncate: a period
 // index that silently wrapped once turned far-future timestamps into invented cohorts.
@@ -15,7 +16,9 @@ pub mod columns;
 pub mod engine;
 pub mod error;
 pub mod kernel;
+pub mod partial;
 pub mod reconcile;
 
-pub use engine::{run, BatchSource, CohortResult, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET};
+pub use engine::{accumulate, run, BatchSource, CohortResult, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET};
 pub use error::{CoreError, Result};
+pub use partial::{CohortKind, Partial, PARTIAL_FORMAT_VERSION};

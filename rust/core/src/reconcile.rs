@@ -80,6 +80,11 @@ impl Tally {
         self.amount[reason as usize] += amount;
     }
 
+    pub fn set(&mut self, reason: Reason, rows: u64, amount: i128) {
+        self.rows[reason as usize] = rows;
+        self.amount[reason as usize] = amount;
+    }
+
     pub fn merge(&mut self, other: &Tally) {
         for i in 0..REASON_COUNT {
             self.rows[i] += other.rows[i];

@@ -6,17 +6,19 @@
 
 mod arrow_io;
 mod errors;
+mod partial;
 mod result;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use ltrcore_core::{run, Hooks, Inputs, Spec, TimePoint};
+use ltrcore_core::{accumulate as accumulate_inputs, Hooks, Inputs, Spec, TimePoint};
 use pyo3::prelude::*;
 
 use crate::arrow_io::{ArrowStream, PySource};
 use crate::errors::{external, from_panic, to_py};
+use crate::partial::CorePartial;
 use crate::result::CoreResult;
 
 /// Progress and cancellation, polled by the core from the calling thread.
@@ -48,7 +50,7 @@ impl Hooks for PyHooks {
     }
 }
 
-fn time_point(value: Option<(String, i64)>) -> PyResult<Option<TimePoint>> {
+pub(crate) fn time_point(value: Option<(String, i64)>) -> PyResult<Option<TimePoint>> {
     match value {
         None => Ok(None),
         Some((kind, micros)) => match kind.as_str() {
@@ -59,15 +61,25 @@ fn time_point(value: Option<(String, i64)>) -> PyResult<Option<TimePoint>> {
     }
 }
 
-/// Runs the engine. Called by `ltrcore.cohorts`, which resolves inputs and validates arguments.
+/// Runs `f` without the GIL, with its errors and panics mapped to Python exceptions.
+pub(crate) fn guarded<T: Send>(py: Python<'_>, f: impl FnOnce() -> ltrcore_core::Result<T> + Send) -> PyResult<T> {
+    match py.detach(|| catch_unwind(AssertUnwindSafe(f))) {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(err)) => Err(to_py(err)),
+        Err(payload) => Err(to_py(from_panic(payload))),
+    }
+}
+
+/// Runs the engine's passes over the inputs into a partial. Called by `ltrcore.Accumulator`, which
+/// resolves inputs and validates arguments.
 #[pyfunction]
 #[pyo3(signature = (
     *, orders, orders_reopenable, orders_in_memory, user, ts, amount, segment, signups, signup_ts, activity, activity_ts,
-    horizon, period, tz, as_of, since, min_amount, scale, strict, threads, chunk_rows, progress,
+    horizon, period, tz, min_amount, scale, strict, threads, chunk_rows, progress,
     segment_ranks=None, cells_budget=None
 ))]
 #[allow(clippy::too_many_arguments)]
-fn compute(
+fn accumulate(
     py: Python<'_>,
     orders: Py<PyAny>,
     orders_reopenable: bool,
@@ -83,8 +95,6 @@ fn compute(
     horizon: u32,
     period: String,
     tz: String,
-    as_of: Option<(String, i64)>,
-    since: Option<(String, i64)>,
     min_amount: (i128, i32),
     scale: u8,
     strict: bool,
@@ -93,7 +103,7 @@ fn compute(
     progress: Option<Py<PyAny>>,
     segment_ranks: Option<Py<PyAny>>,
     cells_budget: Option<usize>,
-) -> PyResult<CoreResult> {
+) -> PyResult<CorePartial> {
     let spec = Spec {
         user,
         ts,
@@ -104,8 +114,8 @@ fn compute(
         horizon,
         period,
         tz,
-        as_of: time_point(as_of)?,
-        since: time_point(since)?,
+        as_of: None,
+        since: None,
         min_amount,
         float_scale: scale,
         strict,
@@ -121,39 +131,37 @@ fn compute(
     let mut ranks = segment_ranks.map(|callable| {
         move || -> ltrcore_core::Result<Vec<u32>> { Python::attach(|py| callable.call0(py)?.extract::<Vec<u32>>(py)).map_err(external) }
     });
-    let outcome = py.detach(|| {
-        catch_unwind(AssertUnwindSafe(|| {
-            let inputs = Inputs {
-                orders: &mut orders,
-                signups: signups.as_mut().map(|s| s as &mut dyn ltrcore_core::BatchSource),
-                activity: activity.as_mut().map(|s| s as &mut dyn ltrcore_core::BatchSource),
-                segment_ranks: ranks.as_mut().map(|f| f as &mut dyn FnMut() -> ltrcore_core::Result<Vec<u32>>),
-            };
-            run(spec, inputs, &hooks)
-        }))
-    });
-    match outcome {
-        Ok(Ok(result)) => Ok(CoreResult::new(result)),
-        Ok(Err(err)) => Err(to_py(err)),
-        Err(payload) => Err(to_py(from_panic(payload))),
-    }
+    let inner = guarded(py, || {
+        let inputs = Inputs {
+            orders: &mut orders,
+            signups: signups.as_mut().map(|s| s as &mut dyn ltrcore_core::BatchSource),
+            activity: activity.as_mut().map(|s| s as &mut dyn ltrcore_core::BatchSource),
+            segment_ranks: ranks.as_mut().map(|f| f as &mut dyn FnMut() -> ltrcore_core::Result<Vec<u32>>),
+        };
+        accumulate_inputs(spec, inputs, &hooks)
+    })?;
+    Ok(CorePartial { inner })
+}
+
+/// Checks that `tz` names a zone of the time-zone database the engine uses.
+#[pyfunction]
+fn check_tz(tz: &str) -> PyResult<()> {
+    ltrcore_core::calendar::Calendar::new(ltrcore_core::calendar::PeriodKind::Month, tz).map(|_| ()).map_err(to_py)
 }
 
 /// Raises a Rust panic inside the same guard `compute` uses (tests check it becomes `InternalError`).
 #[pyfunction]
 fn _debug_panic(py: Python<'_>) -> PyResult<()> {
-    let outcome = py.detach(|| catch_unwind(|| -> () { panic!("deliberate panic for testing") }));
-    match outcome {
-        Ok(()) => Ok(()),
-        Err(payload) => Err(to_py(from_panic(payload))),
-    }
+    guarded(py, || -> ltrcore_core::Result<()> { panic!("deliberate panic for testing") })
 }
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(compute, m)?)?;
+    m.add_function(wrap_pyfunction!(accumulate, m)?)?;
+    m.add_function(wrap_pyfunction!(check_tz, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     m.add_class::<CoreResult>()?;
+    m.add_class::<CorePartial>()?;
     m.add_class::<ArrowStream>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -1,4 +1,5 @@
-//! One run: the passes over the inputs, then the cut-off by `as_of`/`since` and the final arrays.
+//! One run: the passes over the inputs into a `Partial` (`accumulate`), then the cut-off by
+//! `as_of`/`since` and the final arrays (`Partial::finalize`; `run` does both).
 //!
 //! Passes: cohorts first (signups, or the paying orders of first-purchase cohorts), then orders are
 //! attributed to cells, then activity. Each pass streams batches in steps of rows, grouped in rounds
@@ -15,6 +16,7 @@ use crate::calendar::{Calendar, PeriodKind};
 use crate::columns::{BatchView, ColumnNames, ColumnSet, Interner, TsKind, UserFamily};
 use crate::error::{CoreError, Result};
 use crate::kernel::{Attribution, CellSink, Users};
+use crate::partial::{CohortKind, Partial, PartialCells, TableTotals};
 use crate::reconcile::Reason;
 
 mod exec;
@@ -23,12 +25,12 @@ mod output;
 mod passes;
 mod spec;
 
-use exec::{run_round, Round, STEPS_PER_ROUND, TICK_EVERY};
+use exec::{run_round, watched, Round, STEPS_PER_ROUND, TICK_EVERY};
 use groups::{resolve_ties, seal_groups};
-use output::finalize;
+use output::count_users;
 use passes::{sum_accs, Acc, ActivityPass, FirstPurchasePass, OrdersPass, Pass, Share, SignupPass, Totals};
 
-pub use output::{CellsOut, CohortOut, CohortResult, ReconLines};
+pub use output::{period_of_point, CellsOut, CohortOut, CohortResult, ReconLines, ACTIVITY_REASONS, ORDER_REASONS_FIRST_PURCHASE, ORDER_REASONS_SIGNUPS, SIGNUP_REASONS};
 pub use passes::Paying;
 pub use spec::{BatchSource, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET, MAX_CHUNK_ROWS};
 
@@ -195,7 +197,16 @@ impl<'h> Runner<'h> {
     }
 }
 
+/// Accumulates the inputs and finalizes at the spec's `as_of` and `since`.
 pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortResult> {
+    let (as_of, since) = (spec.as_of, spec.since);
+    let cal = Calendar::new(PeriodKind::parse(&spec.period)?, &spec.tz)?;
+    accumulate(spec, inputs, hooks)?.finalize(&cal, as_of, since)
+}
+
+/// Runs the passes over the inputs: the partial of their users (`spec.as_of` and `spec.since` are
+/// not read; they apply when the partial is finalized).
+pub fn accumulate(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<Partial> {
     spec.validate()?;
     let kind = PeriodKind::parse(&spec.period)?;
     let cal = Calendar::new(kind, &spec.tz)?;
@@ -295,7 +306,7 @@ pub(crate) fn finish(
     has_signups: bool,
     signup_acc: Option<Totals>,
     activity: Option<&mut dyn BatchSource>,
-) -> Result<CohortResult> {
+) -> Result<Partial> {
     let horizon = runner.spec.horizon;
     let strict = runner.spec.strict;
     let sealing = Instant::now();
@@ -330,8 +341,39 @@ pub(crate) fn finish(
         None => None,
     };
 
-    let finalizing = Instant::now();
-    let result = finalize(runner, groups, orders_set.scale, has_signups, orders_acc, signup_acc, activity_acc);
-    trace("finalize", finalizing);
-    result
+    let counting = Instant::now();
+    let n_groups = groups.len();
+    let h = horizon as usize;
+    let has_activity = activity_acc.is_some();
+    let (shards, budget) = (&runner.shards, runner.spec.cells_budget);
+    let counts = watched(&runner.pool, runner.hooks, "finalizing", |stop| count_users(shards, n_groups, h, has_activity, budget, stop))?;
+    trace("count users", counting);
+    let Totals { tally, cells, max_period, input_rows, input_amount } = orders_acc;
+    let activity_rows = match &activity_acc {
+        Some(a) => a.cells.activity_rows.clone(),
+        None => crate::error::try_vec(n_cells, 0, "the partial's cells")?,
+    };
+    let table = |t: Totals| TableTotals { rows: t.input_rows, amount: t.input_amount, tally: t.tally };
+    Ok(Partial {
+        horizon,
+        kind: if has_signups { CohortKind::Signup } else { CohortKind::FirstPurchase },
+        scale: orders_set.scale,
+        groups,
+        members: counts.members,
+        cells: PartialCells {
+            rows: cells.rows,
+            orders: cells.orders,
+            gross: cells.gross,
+            refunds: cells.refunds,
+            payers: counts.payers,
+            activity_rows,
+            active: counts.active,
+            first_paid: counts.first_paid,
+            first_repeat: counts.first_repeat,
+        },
+        orders: TableTotals { rows: input_rows, amount: input_amount, tally },
+        signups: signup_acc.map(table),
+        activity: activity_acc.map(table),
+        max_period,
+    })
 }

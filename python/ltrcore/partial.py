@@ -1,0 +1,428 @@
+"""The mergeable partial state: ``Accumulator`` → ``Partial`` → ``merge`` → ``Partial.finalize``.
+
+A :class:`Partial` is what the engine accumulates over a slice of the data whose users appear in no
+other slice: cohort × age cells, cohort sizes, the histograms of the ages at which members first pay
+and first repeat, the reconciliation tallies and the last order's period. Partials of disjoint users
+merge by addition; ``finalize`` then applies ``as_of`` and ``since``. ``ltrcore.cohorts()`` is one
+accumulator over all the data, finalized at once.
+
+The Arrow layout (``Partial.to_arrow``) is long and fixed: one row per key, where a key is
+``record`` (``cell``, ``reason`` or ``read``), ``table``, ``reason``, one ``by_<name>`` column per
+segment column (the values, never codes), ``cohort`` (the absolute period number: months since
+1970-01 for months, and so on) and ``age``. Measures are exact: money is ``decimal128(38, scale)``,
+counts ``int64``, so that any engine can merge partials by summing every measure per key
+(``last_period`` by maximum). The schema's metadata holds the layout version, the spec and its
+fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import _core
+from .adapters import SEGMENT_CODE, SegmentCoder, Source, chain, read_whole, resolve
+from .exceptions import ColumnNotFoundError, ExcludedRowsWarning, InvalidArgumentError
+from .spec import PARTIAL_FORMAT_VERSION, CohortSpec, check_int, min_amount_parts
+from .table import CohortTable
+
+# Rows decoded per parallel step (a few MB of scratch per worker).
+DEFAULT_CHUNK_ROWS = 1 << 17
+
+META_FORMAT = b"ltrcore.partial"
+META_SPEC = b"ltrcore.spec"
+META_FINGERPRINT = b"ltrcore.fingerprint"
+BY_PREFIX = "by_"
+
+
+class Partial:
+    """The partial state of a slice of users under one :class:`CohortSpec`.
+
+    ``finalize(as_of, since)`` gives the same :class:`CohortTable` as :func:`ltrcore.cohorts` over
+    the same rows. ``to_arrow()`` / ``Partial.from_arrow()`` round-trip it exactly. Pickling goes
+    through the Arrow layout.
+    """
+
+    def __init__(self, spec: CohortSpec, core: _core.CorePartial, segments: pl.DataFrame | None):
+        self.spec = spec
+        self._core = core
+        #: With ``by``: the segment values of each code (``by`` columns plus the code column).
+        self._segments = segments
+
+    @classmethod
+    def empty(cls, spec: CohortSpec) -> Partial:
+        """The partial of no rows: ``merge([p, Partial.empty(spec)])`` equals ``p``."""
+        return cls(spec, _core.CorePartial.empty(spec.horizon, spec.cohort == "signup"), None)
+
+    @property
+    def fingerprint(self) -> str:
+        return self.spec.fingerprint
+
+    @property
+    def scale(self) -> int:
+        """Decimal places of the exact amounts."""
+        return int(self._core.scale)
+
+    @property
+    def input_rows(self) -> int:
+        """Order rows read."""
+        return int(self._core.input_rows)
+
+    def __repr__(self) -> str:
+        return (
+            f"<ltrcore.Partial {self.spec.cohort} cohorts, {self._core.cohort_groups} cohort group(s), "
+            f"{self.input_rows} order rows, fingerprint {self.fingerprint}>"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Partial):
+            return NotImplemented
+        return self.fingerprint == other.fingerprint and _canonical(self.to_arrow()).equals(_canonical(other.to_arrow()))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Partial.from_arrow, (self.to_arrow(),))
+
+    # ---------------------------------------------------------------------------------------------
+    def to_arrow(self) -> pa.Table:
+        """The long layout (see the module docstring), with the spec in the schema's metadata."""
+        table = pa.table(self._core.to_arrow())
+        codes = table.column("segment")
+        table = table.drop_columns(["segment"])
+        position = table.schema.get_field_index("cohort")
+        for name, values in reversed(list(self._segment_values(codes).items())):
+            table = table.add_column(position, BY_PREFIX + name, values)
+        return table.replace_schema_metadata(
+            {
+                META_FORMAT: str(PARTIAL_FORMAT_VERSION).encode(),
+                META_SPEC: json.dumps(self.spec.settings(), sort_keys=True).encode(),
+                META_FINGERPRINT: self.fingerprint.encode(),
+            }
+        )
+
+    def _segment_values(self, codes: pa.ChunkedArray) -> dict[str, pa.ChunkedArray]:
+        by = self.spec.by_columns
+        if not by:
+            return {}
+        if self._segments is None or self._segments.height == 0:
+            return {name: pa.chunked_array([pa.nulls(len(codes))]) for name in by}
+        dictionary = self._segments.sort(SEGMENT_CODE).to_arrow()
+        return {name: dictionary.column(name).take(codes) for name in by}
+
+    @classmethod
+    def from_arrow(cls, data: Any) -> Partial:
+        """Reads a partial back from its Arrow layout (any object with ``__arrow_c_stream__``; a
+        Spark or DuckDB result converted to Arrow keeps the metadata only if it was carried over:
+        see ``ltrcore.spark``). Rows that share a key are added together, so the concatenation of
+        several partials' tables reads as their merge. Refuses, with :class:`InvalidArgumentError`,
+        a table that is not a partial, one of another layout version, and numbers no accumulator
+        can produce."""
+        table = data if isinstance(data, pa.Table) else pa.table(data)
+        spec = _spec_of(table.schema.metadata)
+        by = spec.by_columns
+        names = table.column_names
+        missing = [BY_PREFIX + b for b in by if BY_PREFIX + b not in names]
+        if missing:
+            raise InvalidArgumentError(f"not a valid ltrcore partial: no column {missing[0]!r} for its by setting")
+        is_cell = pc.fill_null(pc.equal(table.column("record"), "cell"), False) if "record" in names else None
+        segments: pl.DataFrame | None = None
+        if by and is_cell is not None:
+            coder = SegmentCoder(by)
+            cells = table.filter(is_cell)
+            others = table.filter(pc.invert(is_cell))
+            keys = cells.select([BY_PREFIX + b for b in by]).rename_columns(by)
+            coded = cells.append_column("segment", coder.codes(coder.keys(keys)).cast(pa.uint32()))
+            others = others.append_column("segment", pa.nulls(others.num_rows, pa.uint32()))
+            table = pa.concat_tables([coded, others.cast(coded.schema)])
+            segments = coder.dictionary()
+        elif is_cell is not None:
+            zeros = pa.array([0] * table.num_rows, pa.uint32())
+            table = table.append_column("segment", pc.if_else(is_cell, zeros, pa.nulls(table.num_rows, pa.uint32())))
+        table = table.drop_columns([BY_PREFIX + b for b in by])
+        core = _core.CorePartial.from_arrow(table, spec.horizon, spec.cohort == "signup", spec.period)
+        return cls(spec, core, segments)
+
+    # ---------------------------------------------------------------------------------------------
+    def finalize(self, as_of: Any = None, since: Any = None) -> CohortTable:
+        """The cohort table at ``as_of`` and ``since`` (see :func:`ltrcore.cohorts`)."""
+        from .front import time_point
+
+        spec = self.spec
+        core = self._core.finalize(
+            period=spec.period, tz=spec.tz, as_of=time_point(as_of, "as_of"), since=time_point(since, "since")
+        )
+        table = CohortTable(
+            core,
+            by=spec.by_columns,
+            segments=self._segments if spec.by_columns else None,
+            period=spec.period,
+            tz=spec.tz,
+            as_of=as_of,
+            since=since,
+            min_amount=spec.min_amount,
+        )
+        if core.bad_rows:
+            warnings.warn(
+                ExcludedRowsWarning(
+                    f"{core.bad_rows} input row(s) were excluded for bad data (nulls, NaN/inf amounts); "
+                    "see table.reconciliation, or pass strict=True to raise instead"
+                ),
+                stacklevel=3,
+            )
+        return table
+
+
+def _canonical(table: pa.Table) -> pa.Table:
+    """Rows in key order, for comparing two layouts."""
+    keys = [name for name in table.column_names if name in ("record", "table", "reason", "cohort", "age") or name.startswith(BY_PREFIX)]
+    return table.replace_schema_metadata(None).sort_by([(k, "ascending") for k in keys]).combine_chunks()
+
+
+def _spec_of(metadata: dict[bytes, bytes] | None) -> CohortSpec:
+    metadata = metadata or {}
+    if META_FORMAT not in metadata:
+        raise InvalidArgumentError(
+            "not an ltrcore partial: the table's schema has no ltrcore.partial metadata "
+            "(make one with Partial.to_arrow(), and keep its schema metadata)"
+        )
+    version = metadata[META_FORMAT].decode(errors="replace")
+    if version != str(PARTIAL_FORMAT_VERSION):
+        raise InvalidArgumentError(
+            f"this partial has layout version {version}; this ltrcore reads version {PARTIAL_FORMAT_VERSION}"
+        )
+    try:
+        spec = CohortSpec.from_settings(json.loads(metadata[META_SPEC]))
+    except (KeyError, ValueError, TypeError) as err:
+        raise InvalidArgumentError(f"not a valid ltrcore partial: its spec metadata is unreadable ({err})") from None
+    fingerprint = metadata.get(META_FINGERPRINT, b"").decode(errors="replace")
+    if fingerprint != spec.fingerprint:
+        raise InvalidArgumentError(
+            f"not a valid ltrcore partial: its fingerprint {fingerprint!r} does not match its spec ({spec.fingerprint!r})"
+        )
+    return spec
+
+
+def merge(partials: Iterable[Partial]) -> Partial:
+    """Adds partials of disjoint users. Associative and commutative; ``Partial.empty(spec)`` is the
+    identity. Partials of different specs are refused, naming the first setting that differs.
+    Amounts at different scales (a decimal(12,2) column in one slice, decimal(12,3) in another)
+    are added exactly at the larger scale."""
+    parts = list(partials)
+    if not parts:
+        raise InvalidArgumentError("merge needs at least one partial")
+    for k, p in enumerate(parts):
+        if not isinstance(p, Partial):
+            raise InvalidArgumentError(
+                f"merge: item {k} is a {type(p).__name__}, not an ltrcore.Partial (read tables with Partial.from_arrow)"
+            )
+    spec = parts[0].spec
+    for k, p in enumerate(parts[1:], start=1):
+        if p.fingerprint != spec.fingerprint:
+            diff = spec.difference(p.spec) or "the format version"
+            raise InvalidArgumentError(f"cannot merge partials of different specs: partial 0 and partial {k} differ in {diff}")
+    by = spec.by_columns
+    if not by:
+        return Partial(spec, _core.CorePartial.merge([p._core for p in parts]), None)
+    # Re-code every partial's segments to one dictionary, then add.
+    coder = SegmentCoder(by)
+    cores = []
+    for p in parts:
+        dictionary = p._segments
+        if dictionary is None or dictionary.height == 0 or p._core.cohort_groups == 0:
+            cores.append(p._core.recode([]) if p._core.cohort_groups == 0 else p._core)
+            continue
+        dictionary = dictionary.sort(SEGMENT_CODE)
+        try:
+            new_codes = coder.codes(dictionary.select(by)).to_pylist()
+        except pl.exceptions.PolarsError as err:
+            raise InvalidArgumentError(f"cannot merge: the segment columns' dtypes differ between partials ({err})") from None
+        mapping = [0] * (max(dictionary.get_column(SEGMENT_CODE).to_list()) + 1)
+        for code, new in zip(dictionary.get_column(SEGMENT_CODE).to_list(), new_codes):
+            mapping[code] = new
+        cores.append(p._core.recode(mapping))
+    return Partial(spec, _core.CorePartial.merge(cores), coder.dictionary())
+
+
+class Accumulator:
+    """Takes the rows of a slice of users piece by piece and gives their :class:`Partial`.
+
+    ``update(orders)``, ``update_signups(signups)`` and ``update_activity(activity)`` take anything
+    :func:`ltrcore.cohorts` takes, in pieces of any size, in any order; ``finish()`` runs the engine.
+    Every row of a user must reach the same accumulator (see :func:`merge`).
+
+    What it holds until ``finish()``: record batches and in-memory tables are kept by reference
+    (no copy; with many pieces they are read as one table), file paths and re-readable sources as
+    they are (read at ``finish()``), and one-shot streams (readers, iterators) until ``finish()``
+    reads them. First-purchase cohorts need each user's earliest paying order before any order can
+    be attributed, so the engine reads the orders twice (a one-shot stream is buffered by the engine
+    between the two readings). Signups are read whole at ``update_signups`` (one row per user).
+    """
+
+    def __init__(
+        self,
+        spec: CohortSpec,
+        *,
+        threads: int = 1,
+        strict: bool = False,
+        progress: Callable[[str, int], Any] | None = None,
+        _chunk_rows: int | None = None,
+        _cells_budget: int | None = None,
+    ):
+        from .front import threads_for
+
+        if not isinstance(spec, CohortSpec):
+            raise InvalidArgumentError(f"Accumulator needs a CohortSpec; got {type(spec).__name__}")
+        if progress is not None and not callable(progress):
+            raise InvalidArgumentError("progress must be callable as progress(phase, rows_done)")
+        self.spec = spec
+        self._threads = threads_for(threads)
+        self._strict = bool(strict)
+        self._progress = progress
+        self._chunk_rows = DEFAULT_CHUNK_ROWS if _chunk_rows is None else check_int("_chunk_rows", _chunk_rows, 1, 1 << 24)
+        self._cells_budget = None if _cells_budget is None else check_int("_cells_budget", _cells_budget, 0, 1 << 62)
+        self._orders: list[Any] = []
+        self._signups: list[pa.Table] = []
+        self._activity: list[Any] = []
+        self._finished = False
+
+    def _check_open(self) -> None:
+        if self._finished:
+            raise InvalidArgumentError("this Accumulator has finished; start a new one")
+
+    def update(self, orders: Any) -> Accumulator:
+        """Adds a piece of the orders."""
+        self._check_open()
+        spec = self.spec
+        columns = [spec.user, spec.ts, spec.amount]
+        if spec.by_columns and spec.cohort == "first_purchase":
+            columns += spec.by_columns
+        self._orders.append(_piece(orders, columns, "orders"))
+        return self
+
+    def update_signups(self, signups: Any) -> Accumulator:
+        """Adds a piece of the signups (signup cohorts only)."""
+        self._check_open()
+        spec = self.spec
+        if spec.cohort != "signup":
+            raise InvalidArgumentError("signups were given, but the spec has cohort='first_purchase'; use cohort='signup'")
+        self._signups.append(read_whole(signups, [spec.user, spec.signup_ts, *spec.by_columns], table="signups"))
+        return self
+
+    def update_activity(self, activity: Any) -> Accumulator:
+        """Adds a piece of the activity (logins, sessions)."""
+        self._check_open()
+        spec = self.spec
+        self._activity.append(_piece(activity, [spec.user, str(spec.activity_ts)], "activity"))
+        return self
+
+    def finish(self) -> Partial:
+        """Runs the engine over every piece and returns the partial. An accumulator that was given
+        nothing gives ``Partial.empty(spec)``."""
+        self._check_open()
+        self._finished = True
+        spec = self.spec
+        if not (self._orders or self._signups or self._activity):
+            return Partial.empty(spec)
+        if spec.cohort == "signup" and not self._signups:
+            raise InvalidArgumentError("cohort='signup' needs signups: call update_signups()")
+        by = spec.by_columns
+        coder = SegmentCoder(by) if by else None
+        signup_source: Source | None = None
+        if self._signups:
+            signups = _concat(self._signups, "signups")
+            if coder is not None:
+                missing = [c for c in by if c not in signups.column_names]
+                if missing:
+                    raise ColumnNotFoundError(
+                        f"column {missing[0]!r} not found in signups; available columns: "
+                        + ", ".join(map(repr, signups.column_names))
+                    )
+                signups = coder.encode(signups)
+            signup_source = Source(lambda: signups, reopenable=False, in_memory=True)
+        orders_source = self._orders_source(signup_source)
+        if coder is not None and signup_source is None:
+            orders_source = coder.wrap(orders_source, [spec.user, spec.ts, spec.amount], table="orders")
+        activity_source = _source_of(self._activity, "activity") if self._activity else None
+        self._orders, self._signups, self._activity = [], [], []
+
+        core = _core.accumulate(
+            orders=orders_source.open,
+            orders_reopenable=orders_source.reopenable,
+            orders_in_memory=orders_source.in_memory,
+            user=spec.user,
+            ts=spec.ts,
+            amount=spec.amount,
+            segment=SEGMENT_CODE if by else None,
+            signups=signup_source.open if signup_source else None,
+            signup_ts=spec.signup_ts,
+            activity=activity_source.open if activity_source else None,
+            activity_ts=str(spec.activity_ts),
+            horizon=spec.horizon,
+            period=spec.period,
+            tz=spec.tz,
+            min_amount=min_amount_parts(spec.min_amount),
+            scale=spec.scale,
+            strict=self._strict,
+            threads=self._threads,
+            chunk_rows=self._chunk_rows,
+            progress=self._progress,
+            segment_ranks=coder.ranks if coder is not None else None,
+            cells_budget=self._cells_budget,
+        )
+        return Partial(spec, core, coder.dictionary() if coder is not None else None)
+
+    def _orders_source(self, signups: Source | None) -> Source:
+        if self._orders:
+            return _source_of(self._orders, "orders")
+        # Signups or activity without orders (a slice of users who never ordered): no order rows, in
+        # the user id's dtype so the engine can match the others.
+        spec = self.spec
+        user_type = pa.int64()
+        if signups is not None:
+            user_type = signups.open().schema.field(spec.user).type
+        empty = pa.table(
+            {spec.user: pa.array([], user_type), spec.ts: pa.array([], pa.timestamp("us", "UTC")), spec.amount: pa.array([], pa.int64())}
+        )
+        return Source(lambda: empty, reopenable=True, in_memory=True)
+
+
+def _piece(data: Any, columns: Sequence[str], table: str) -> Any:
+    """What an accumulator keeps of one piece: record batches and tables as they are (read as one
+    table at the end), anything else as a source."""
+    if isinstance(data, (pa.RecordBatch, pa.Table)):
+        return data
+    return resolve(data, columns, table=table)
+
+
+def _source_of(pieces: list[Any], table: str) -> Source:
+    if all(isinstance(p, (pa.RecordBatch, pa.Table)) for p in pieces):
+        whole = _concat(pieces, table)
+        return Source(lambda: whole, reopenable=True, in_memory=True)
+    return chain([p if isinstance(p, Source) else _held(p) for p in pieces], table=table)
+
+
+def _held(data: pa.RecordBatch | pa.Table) -> Source:
+    whole = pa.Table.from_batches([data]) if isinstance(data, pa.RecordBatch) else data
+    return Source(lambda: whole, reopenable=True, in_memory=True)
+
+
+def _concat(pieces: Sequence[pa.RecordBatch | pa.Table], table: str) -> pa.Table:
+    tables = [pa.Table.from_batches([p]) if isinstance(p, pa.RecordBatch) else p for p in pieces]
+    first = tables[0].schema
+    for k, t in enumerate(tables[1:], start=2):
+        if t.schema.remove_metadata() != first.remove_metadata():
+            raise InvalidArgumentError(
+                f"{table}: piece {k} has columns ({', '.join(f'{f.name}: {f.type}' for f in t.schema)}) where piece 1 has "
+                f"({', '.join(f'{f.name}: {f.type}' for f in first)}); every update of one table must have the same columns and dtypes"
+            )
+    return pa.concat_tables([t.replace_schema_metadata(None) for t in tables]) if len(tables) > 1 else tables[0]
+
+
+__all__ = ["Accumulator", "Partial", "merge"]
