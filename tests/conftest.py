@@ -9,6 +9,8 @@ from hypothesis import HealthCheck, settings
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+from spark_session import spark  # noqa: E402,F401  (the session-scoped `spark` fixture, for every module)
+
 # No example database on disk (it would land outside tests/), no wall-clock deadline on a busy 2-core box.
 settings.register_profile(
     "ltrcore",
