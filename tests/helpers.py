@@ -89,15 +89,15 @@ def assert_matches_reference(table: Any, ref: Reference, orders: Any, amount: st
     assert sum((a for _, a in rec.values()), Decimal(0)) == total
 
 
-def assert_same_result(a: Any, b: Any) -> None:
+def assert_same_result(a: Any, b: Any, check_dtypes: bool = True) -> None:
     """Two engine results are identical: long table (dtypes included) and every reconciliation."""
-    assert_frame_equal(a.to_polars(), b.to_polars(), check_exact=True)
-    assert_frame_equal(a.reconciliation, b.reconciliation, check_exact=True)
+    assert_frame_equal(a.to_polars(), b.to_polars(), check_exact=True, check_dtypes=check_dtypes)
+    assert_frame_equal(a.reconciliation, b.reconciliation, check_exact=True, check_dtypes=check_dtypes)
     for attr in ("signups_reconciliation", "activity_reconciliation"):
         x, y = getattr(a, attr), getattr(b, attr)
         assert (x is None) == (y is None), attr
         if x is not None:
-            assert_frame_equal(x, y, check_exact=True)
+            assert_frame_equal(x, y, check_exact=True, check_dtypes=check_dtypes)
 
 
 def split_batches(table: pa.Table, cuts: list[int], reencode_dictionaries: bool = False) -> list[pa.RecordBatch]:

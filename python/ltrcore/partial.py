@@ -53,6 +53,8 @@ class Partial:
         self.spec = spec
         self._core = core
         #: With ``by``: the segment values of each code (``by`` columns plus the code column).
+        if segments is None and spec.by_columns:
+            segments = pl.DataFrame({**{b: [] for b in spec.by_columns}, SEGMENT_CODE: pl.Series([], dtype=pl.UInt32)})
         self._segments = segments
 
     @classmethod
@@ -99,33 +101,36 @@ class Partial:
         position = table.schema.get_field_index("cohort")
         for name, values in reversed(list(self._segment_values(codes).items())):
             table = table.add_column(position, BY_PREFIX + name, values)
-        return table.replace_schema_metadata(
-            {
-                META_FORMAT: str(PARTIAL_FORMAT_VERSION).encode(),
-                META_SPEC: json.dumps(self.spec.settings(), sort_keys=True).encode(),
-                META_FINGERPRINT: self.fingerprint.encode(),
-            }
-        )
+        return table.replace_schema_metadata(_metadata(self.spec))
 
     def _segment_values(self, codes: pa.ChunkedArray) -> dict[str, pa.ChunkedArray]:
         by = self.spec.by_columns
         if not by:
             return {}
-        if self._segments is None or self._segments.height == 0:
-            return {name: pa.chunked_array([pa.nulls(len(codes))]) for name in by}
+        assert self._segments is not None
         dictionary = self._segments.sort(SEGMENT_CODE).to_arrow()
         return {name: dictionary.column(name).take(codes) for name in by}
 
     @classmethod
-    def from_arrow(cls, data: Any) -> Partial:
+    def from_arrow(cls, data: Any, *, spec: CohortSpec | None = None) -> Partial:
         """Reads a partial back from its Arrow layout (any object with ``__arrow_c_stream__``; a
         Spark or DuckDB result converted to Arrow keeps the metadata only if it was carried over:
         see ``ltrcore.spark``). Rows that share a key are added together, so the concatenation of
         several partials' tables reads as their merge. Refuses, with :class:`InvalidArgumentError`,
         a table that is not a partial, one of another layout version, and numbers no accumulator
-        can produce."""
+        can produce. ``spec`` is for tables whose engine dropped the schema metadata (Spark): the
+        table is then read as a partial of that spec."""
         table = data if isinstance(data, pa.Table) else pa.table(data)
-        spec = _spec_of(table.schema.metadata)
+        metadata = table.schema.metadata or {}
+        if spec is not None and META_FORMAT not in metadata:
+            # From an engine that keeps no schema metadata (Spark): the caller vouches for the spec.
+            table = table.replace_schema_metadata(_metadata(spec))
+        found = _spec_of(table.schema.metadata)
+        if spec is not None and found.fingerprint != spec.fingerprint:
+            raise InvalidArgumentError(
+                f"this partial was made under another spec than the one given: they differ in {spec.difference(found)}"
+            )
+        spec = found
         by = spec.by_columns
         names = table.column_names
         missing = [BY_PREFIX + b for b in by if BY_PREFIX + b not in names]
@@ -145,7 +150,7 @@ class Partial:
         elif is_cell is not None:
             zeros = pa.array([0] * table.num_rows, pa.uint32())
             table = table.append_column("segment", pc.if_else(is_cell, zeros, pa.nulls(table.num_rows, pa.uint32())))
-        table = table.drop_columns([BY_PREFIX + b for b in by])
+        table = _layout_types(table.drop_columns([BY_PREFIX + b for b in by]))
         core = _core.CorePartial.from_arrow(table, spec.horizon, spec.cohort == "signup", spec.period)
         return cls(spec, core, segments)
 
@@ -179,10 +184,50 @@ class Partial:
         return table
 
 
+_MONEY = ("amount", "gross", "refunds")
+_INT32 = ("cohort", "age", "last_period")
+_TEXT = ("record", "table", "reason")
+
+
+def _layout_types(table: pa.Table) -> pa.Table:
+    """The layout's own dtypes, from what another engine may have made of them: other string
+    flavours, other integer widths, decimals of another precision (a concatenation of two scales is
+    decimal256). Casts are safe: a value that does not fit is an error, never changed."""
+    fields = []
+    for field in table.schema:
+        t, name = field.type, field.name
+        if name in _MONEY and (pa.types.is_decimal(t) or pa.types.is_integer(t)):
+            t = pa.decimal128(38, t.scale if pa.types.is_decimal(t) else 0)
+        elif name in _INT32 and pa.types.is_integer(t):
+            t = pa.int32()
+        elif name in _TEXT and (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)):
+            t = pa.string()
+        elif pa.types.is_integer(t) and name not in ("segment",):
+            t = pa.int64()
+        fields.append(pa.field(name, t, field.nullable))
+    try:
+        return table.cast(pa.schema(fields))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise InvalidArgumentError(f"not a valid ltrcore partial: {err}") from None
+
+
 def _canonical(table: pa.Table) -> pa.Table:
     """Rows in key order, for comparing two layouts."""
     keys = [name for name in table.column_names if name in ("record", "table", "reason", "cohort", "age") or name.startswith(BY_PREFIX)]
-    return table.replace_schema_metadata(None).sort_by([(k, "ascending") for k in keys]).combine_chunks()
+    sortable = table.replace_schema_metadata(None)
+    for i, field in enumerate(sortable.schema):  # pyarrow sorts neither dictionaries nor string views
+        if pa.types.is_dictionary(field.type) or pa.types.is_string_view(field.type):
+            value_type = field.type.value_type if pa.types.is_dictionary(field.type) else pa.string()
+            sortable = sortable.set_column(i, field.name, sortable.column(i).cast(value_type))
+    return sortable.sort_by([(k, "ascending") for k in keys]).combine_chunks()
+
+
+def _metadata(spec: CohortSpec) -> dict[bytes, bytes]:
+    return {
+        META_FORMAT: str(PARTIAL_FORMAT_VERSION).encode(),
+        META_SPEC: json.dumps(spec.settings(), sort_keys=True).encode(),
+        META_FINGERPRINT: spec.fingerprint.encode(),
+    }
 
 
 def _spec_of(metadata: dict[bytes, bytes] | None) -> CohortSpec:
@@ -247,6 +292,9 @@ def merge(partials: Iterable[Partial]) -> Partial:
         for code, new in zip(dictionary.get_column(SEGMENT_CODE).to_list(), new_codes):
             mapping[code] = new
         cores.append(p._core.recode(mapping))
+    if coder.known is None:  # no cohorts anywhere: keep the segment dtypes some slice knew
+        typed = [p._segments for p in parts if p._segments is not None and not all(t == pl.Null for t in p._segments.select(by).dtypes)]
+        return Partial(spec, _core.CorePartial.merge(cores), typed[0] if typed else None)
     return Partial(spec, _core.CorePartial.merge(cores), coder.dictionary())
 
 
@@ -331,7 +379,17 @@ class Accumulator:
         if not (self._orders or self._signups or self._activity):
             return Partial.empty(spec)
         if spec.cohort == "signup" and not self._signups:
-            raise InvalidArgumentError("cohort='signup' needs signups: call update_signups()")
+            # A slice whose users never signed up (their orders are unknown users): no signup rows.
+            user_type = _user_type(self._orders or self._activity, spec.user)
+            self._signups.append(
+                pa.table(
+                    {
+                        spec.user: pa.array([], user_type),
+                        spec.signup_ts: pa.array([], pa.timestamp("us", "UTC")),
+                        **{b: pa.array([], pa.null()) for b in spec.by_columns},
+                    }
+                )
+            )
         by = spec.by_columns
         coder = SegmentCoder(by) if by else None
         signup_source: Source | None = None
@@ -384,13 +442,20 @@ class Accumulator:
         # Signups or activity without orders (a slice of users who never ordered): no order rows, in
         # the user id's dtype so the engine can match the others.
         spec = self.spec
-        user_type = pa.int64()
-        if signups is not None:
-            user_type = signups.open().schema.field(spec.user).type
-        empty = pa.table(
-            {spec.user: pa.array([], user_type), spec.ts: pa.array([], pa.timestamp("us", "UTC")), spec.amount: pa.array([], pa.int64())}
-        )
+        user_type = _user_type([signups.open()] if signups is not None else self._activity, spec.user)
+        columns = {spec.user: pa.array([], user_type), spec.ts: pa.array([], pa.timestamp("us", "UTC")), spec.amount: pa.array([], pa.int64())}
+        if signups is None:  # the segments come from the orders
+            columns.update({b: pa.array([], pa.null()) for b in spec.by_columns})
+        empty = pa.table(columns)
         return Source(lambda: empty, reopenable=True, in_memory=True)
+
+
+def _user_type(pieces: list[Any], user: str) -> pa.DataType:
+    """The user id's dtype in the first piece that shows it without being read (int64 otherwise)."""
+    for piece in pieces:
+        if isinstance(piece, (pa.RecordBatch, pa.Table)) and user in piece.schema.names:
+            return piece.schema.field(user).type
+    return pa.int64()
 
 
 def _piece(data: Any, columns: Sequence[str], table: str) -> Any:

@@ -686,7 +686,8 @@ impl Accumulating {
                         totals.tally.set(r, n, amt);
                     }
                 }
-                other => return Err(invalid(format!("row {row} has record {other:?}; expected cell, reason or read"))),
+                Some(other) => return Err(invalid(format!("row {row} has record {other:?}; expected cell, reason or read"))),
+                None => return Err(invalid(format!("row {row} has a null record"))),
             }
         }
         Ok(())
