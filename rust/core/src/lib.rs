@@ -6,6 +6,8 @@
 //! * [`reconcile`]: the reasons every input row lands under.
 //! * [`engine`]: one run over the inputs into a partial.
 //! * [`partial`]: the mergeable partial state, its Arrow layout, and the final cohort arrays.
+//! * [`report`]: the final arrays as Arrow record batches (nulls for incomplete cells, exact and
+//!   float money).
 
 // Every narrowing cast is checked or carries an `allow` saying why it cannot truncate: a period
 // index that silently wrapped once turned far-future timestamps into invented cohorts.
@@ -18,6 +20,7 @@ pub mod error;
 pub mod kernel;
 pub mod partial;
 pub mod reconcile;
+pub mod report;
 
 pub use engine::{accumulate, run, BatchSource, CohortResult, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET};
 pub use error::{CoreError, Result};

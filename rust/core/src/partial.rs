@@ -755,3 +755,79 @@ impl Accumulating {
         Partial::merge(vec![part])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two cohorts of one segment, horizon 2: members, a payer who repeats, a refund, a tally.
+    fn sample(scale: u8) -> Partial {
+        let mut p = Partial::empty(2, CohortKind::FirstPurchase);
+        p.scale = scale;
+        p.groups = vec![(0, 650), (0, 651)];
+        p.members = vec![2, 1];
+        p.cells = PartialCells::zeros(4).unwrap();
+        let c = &mut p.cells;
+        (c.rows[0], c.orders[0], c.gross[0], c.payers[0], c.first_paid[0]) = (3, 3, 300, 2, 2);
+        (c.rows[1], c.orders[1], c.gross[1], c.refunds[1], c.payers[1], c.first_repeat[1]) = (2, 1, 50, -20, 1, 1);
+        (c.rows[2], c.orders[2], c.gross[2], c.payers[2], c.first_paid[2]) = (1, 1, 10, 1, 1);
+        p.orders.tally.add_many(Reason::NullUser, 4, 7);
+        p.orders.rows = 3 + 2 + 1 + 4;
+        p.orders.amount = 300 + 50 - 20 + 10 + 7;
+        p.max_period = Some(652);
+        p
+    }
+
+    #[test]
+    fn the_long_layout_round_trips() {
+        let p = sample(2);
+        let batch = p.to_batch().unwrap();
+        assert_eq!(Partial::from_batches(&[batch], 2, CohortKind::FirstPurchase, PeriodKind::Month).unwrap(), p);
+    }
+
+    #[test]
+    fn rows_that_share_a_key_add_up() {
+        let p = sample(2);
+        let batch = p.to_batch().unwrap();
+        let twice = Partial::from_batches(&[batch.clone(), batch], 2, CohortKind::FirstPurchase, PeriodKind::Month).unwrap();
+        assert_eq!(twice, Partial::merge(vec![p.clone(), p.clone()]).unwrap());
+        assert_eq!(twice.members, vec![4, 2]);
+        assert_eq!(twice.orders.tally.rows(Reason::NullUser), 8);
+    }
+
+    #[test]
+    fn merge_has_the_empty_partial_as_identity_and_rescales_exactly() {
+        let p = sample(2);
+        assert_eq!(Partial::merge(vec![Partial::empty(2, CohortKind::FirstPurchase), p.clone()]).unwrap(), p);
+        let merged = Partial::merge(vec![sample(0), sample(2)]).unwrap();
+        assert_eq!(merged.scale, 2);
+        assert_eq!(merged.cells.gross[0], 300 * 100 + 300);
+        assert_eq!(merged.orders.amount, 347 * 100 + 347);
+        assert!(Partial::merge(vec![p.clone(), Partial::empty(3, CohortKind::FirstPurchase)]).is_err());
+    }
+
+    #[test]
+    fn recode_moves_groups_to_their_new_codes() {
+        let mut p = sample(0);
+        p.groups = vec![(0, 650), (1, 650)];
+        let merged = p.recode(&[7, 7]).unwrap();
+        assert_eq!(merged.groups, vec![(7, 650)]);
+        assert_eq!(merged.members, vec![3]);
+        assert!(sample(0).recode(&[]).is_err());
+    }
+
+    #[test]
+    fn finalize_counts_customers_and_repeaters_within_the_complete_ages() {
+        let p = sample(0);
+        let cal = Calendar::new(PeriodKind::Month, "UTC").unwrap();
+        // Default as_of: the start of period 652, so 651 is the last complete period.
+        let r = p.finalize(&cal, None, None).unwrap();
+        assert_eq!(r.cohorts.len(), 2);
+        // Cohort 650: both ages complete; two customers, one repeater.
+        assert_eq!((r.cohorts[0].customers, r.cohorts[0].repeaters), (2, 1));
+        // Cohort 651: only age 0 is complete.
+        assert_eq!((r.cohorts[1].customers, r.cohorts[1].repeaters), (1, 0));
+        let used = r.orders_reconciliation.iter().find(|l| l.0 == Reason::Used).unwrap();
+        assert_eq!((used.1, used.2), (6, 340));
+    }
+}
