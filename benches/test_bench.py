@@ -253,3 +253,23 @@ def test_demo_orders_only_shape() -> None:
     users = len(set(t["user_id"].to_pylist()))
     assert abs(users - 10_000 / 12.7) <= 1
     assert demo.orders_only(10_000, seed=3).equals(t)
+
+
+@pytest.mark.spark
+def test_spark_bench_runs_and_agrees(tmp_path: Path) -> None:
+    """``spark_bench.py`` end to end at a small size (its own Spark session): every variant runs and
+    the script's cross-check of ltrcore.spark and both SQL variants against ltrcore.cohorts passes."""
+    import shutil
+    import subprocess
+
+    pytest.importorskip("pyspark", reason="pyspark missing: pip install '.[test]'")
+    if not shutil.which("java") and not os.environ.get("JAVA_HOME"):
+        pytest.skip("no Java runtime: apt-get install openjdk-17-jre-headless")
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    done = subprocess.run(
+        [sys.executable, str(HERE / "spark_bench.py"), "--rows", "20k", "--files", "2", "--repeat", "1",
+         "--driver-memory", "1g", "--json", str(tmp_path / "out.json")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "cross-check" in done.stdout and "skipped" not in done.stdout, done.stdout
