@@ -138,18 +138,17 @@ class Partial:
             raise InvalidArgumentError(f"not a valid ltrcore partial: no column {missing[0]!r} for its by setting")
         is_cell = pc.fill_null(pc.equal(table.column("record"), "cell"), False) if "record" in names else None
         segments: pl.DataFrame | None = None
-        if by and is_cell is not None:
-            coder = SegmentCoder(by)
-            cells = table.filter(is_cell)
-            others = table.filter(pc.invert(is_cell))
-            keys = cells.select([BY_PREFIX + b for b in by]).rename_columns(by)
-            coded = cells.append_column("segment", coder.codes(coder.keys(keys)).cast(pa.uint32()))
-            others = others.append_column("segment", pa.nulls(others.num_rows, pa.uint32()))
-            table = pa.concat_tables([coded, others.cast(coded.schema)])
-            segments = coder.dictionary()
-        elif is_cell is not None:
-            zeros = pa.array([0] * table.num_rows, pa.uint32())
-            table = table.append_column("segment", pc.if_else(is_cell, zeros, pa.nulls(table.num_rows, pa.uint32())))
+        if is_cell is not None:
+            # Every row is coded (no filter: pyarrow filters not every dtype), and only cell rows keep
+            # their code; the other rows' all-null values at most add an unused dictionary entry.
+            if by:
+                coder = SegmentCoder(by)
+                keys = table.select([BY_PREFIX + b for b in by]).rename_columns(by)
+                codes = coder.codes(coder.keys(keys)).cast(pa.uint32())
+                segments = coder.dictionary()
+            else:
+                codes = pa.array([0] * table.num_rows, pa.uint32())
+            table = table.append_column("segment", pc.if_else(is_cell, codes, pa.nulls(table.num_rows, pa.uint32())))
         table = _layout_types(table.drop_columns([BY_PREFIX + b for b in by]))
         core = _core.CorePartial.from_arrow(table, spec.horizon, spec.cohort == "signup", spec.period)
         return cls(spec, core, segments)

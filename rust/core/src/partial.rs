@@ -381,24 +381,16 @@ const REASON: &str = "reason";
 const READ: &str = "read";
 const TABLES: [&str; 3] = ["orders", "signups", "activity"];
 
-/// Reasons a partial carries per table: those fixed while accumulating.
-fn carried(table: &str, reason: Reason) -> bool {
-    let listed: &[Reason] = match table {
-        "orders" => &[
-            Reason::NullUser,
-            Reason::NullTs,
-            Reason::TsOutOfRange,
-            Reason::NullAmount,
-            Reason::NanAmount,
-            Reason::UnknownUser,
-            Reason::NeverPaid,
-            Reason::BeforeCohort,
-            Reason::BeyondHorizon,
-        ],
-        "signups" => &[Reason::NullUser, Reason::NullTs, Reason::TsOutOfRange, Reason::DuplicateUser],
-        _ => &[Reason::NullUser, Reason::NullTs, Reason::TsOutOfRange, Reason::UnknownUser, Reason::BeforeCohort, Reason::BeyondHorizon],
+/// Reasons a partial carries per table: the table's reconciliation lines except those `finalize`
+/// decides from the cells.
+fn carried(kind: CohortKind, table: &str, reason: Reason) -> bool {
+    let listed: &[Reason] = match (table, kind) {
+        ("orders", CohortKind::Signup) => &ORDER_REASONS_SIGNUPS,
+        ("orders", CohortKind::FirstPurchase) => &ORDER_REASONS_FIRST_PURCHASE,
+        ("signups", _) => &SIGNUP_REASONS,
+        _ => &ACTIVITY_REASONS,
     };
-    listed.contains(&reason)
+    listed.contains(&reason) && !matches!(reason, Reason::Used | Reason::BeforeSince | Reason::NotYetComplete)
 }
 
 /// The long layout's schema: keys, then measures. Money is `decimal128(38, scale)`; counts are
@@ -536,7 +528,7 @@ impl Partial {
         for (name, totals) in [("orders", Some(&self.orders)), ("signups", self.signups.as_ref()), ("activity", self.activity.as_ref())] {
             let Some(t) = totals else { continue };
             for r in Reason::ALL {
-                if carried(name, r) && t.tally.rows(r) > 0 {
+                if carried(self.kind, name, r) && t.tally.rows(r) > 0 {
                     b.table_row(REASON, name, Some(r.name()), t.tally.rows(r), t.tally.amount(r), None)?;
                 }
             }
@@ -678,7 +670,8 @@ impl Accumulating {
                         }
                     } else {
                         let r = reason.is_valid(row).then(|| reason.value(row));
-                        let r = Reason::ALL.into_iter().find(|x| Some(x.name()) == r && carried(name, *x));
+                        let kind = self.part.kind;
+                        let r = Reason::ALL.into_iter().find(|x| Some(x.name()) == r && carried(kind, name, *x));
                         let r = r.ok_or_else(|| invalid(format!("row {row} has no reason a partial carries for {name}")))?;
                         let (mut n, mut amt) = (totals.tally.rows(r), totals.tally.amount(r));
                         add_u64(&mut n, rows)?;
@@ -715,39 +708,44 @@ impl Accumulating {
         Ok(g)
     }
 
-    fn finish(mut self) -> Result<Partial> {
-        let mut part = std::mem::replace(&mut self.part, Partial::empty(0, CohortKind::FirstPurchase));
+    fn finish(self) -> Result<Partial> {
+        let mut part = self.part;
         part.scale = self.scale.unwrap_or(0);
         let h = self.h;
+        let c = &part.cells;
+        // Sums of counts as u128: a tampered table must not overflow them.
+        let total = |v: &[u64]| v.iter().map(|&x| u128::from(x)).sum::<u128>();
         for (g, &(_, cohort)) in part.groups.iter().enumerate() {
             let m = part.members[g];
             let cells = g * h..(g + 1) * h;
-            let sum = |v: &[u64]| v[cells.clone()].iter().sum::<u64>();
             if m == 0 {
                 return Err(invalid(format!("cohort period {cohort} has cells but no members")));
             }
-            let c = &part.cells;
-            if sum(&c.first_paid) > m || sum(&c.first_repeat) > m || cells.clone().any(|i| c.payers[i] > m || c.active[i] > m || c.orders[i] > c.rows[i]) {
-                return Err(invalid(format!("cohort period {cohort} counts more customers, payers or actives than members, or more orders than rows")));
+            let over = |v: &[u64]| total(&v[cells.clone()]) > u128::from(m);
+            if over(&c.first_paid) || over(&c.first_repeat) || cells.clone().any(|i| c.payers[i] > m || c.active[i] > m || c.orders[i] > c.rows[i]) {
+                return Err(invalid(format!(
+                    "cohort period {cohort} counts more customers, payers or actives than members, or more orders than rows"
+                )));
             }
         }
         // Every row read must be in a reason or a cell.
-        let c = &part.cells;
-        let sum_rows = |v: &[u64]| v.iter().sum::<u64>();
-        let cell_amount: i128 = (0..c.rows.len()).map(|i| c.net(i)).sum();
+        let cell_amount = (0..c.rows.len()).try_fold(0i128, |sum, i| sum.checked_add(c.net(i))).ok_or_else(overflow)?;
         let checks = [
-            ("orders", Some(&part.orders), sum_rows(&c.rows), cell_amount),
-            ("signups", part.signups.as_ref(), sum_rows(&part.members), 0),
-            ("activity", part.activity.as_ref(), sum_rows(&c.activity_rows), 0),
+            ("orders", Some(&part.orders), total(&c.rows), cell_amount),
+            // Signup cohorts' members are their signups; first-purchase members come from orders.
+            ("signups", part.signups.as_ref(), if part.kind == CohortKind::Signup { total(&part.members) } else { 0 }, 0),
+            ("activity", part.activity.as_ref(), total(&c.activity_rows), 0),
         ];
         for (name, totals, in_cells, amount_in_cells) in checks {
             let Some(t) = totals else {
-                if in_cells > 0 && name == "activity" {
-                    return Err(invalid("activity in cells, but no activity read".into()));
+                if in_cells > 0 {
+                    return Err(invalid(format!("{name} in cells, but no {name} read")));
                 }
                 continue;
             };
-            if t.tally.total_rows() + in_cells != t.rows || t.tally.total_amount() + amount_in_cells != t.amount {
+            let rows = Reason::ALL.iter().map(|&r| u128::from(t.tally.rows(r))).sum::<u128>() + in_cells;
+            let amount = Reason::ALL.iter().try_fold(amount_in_cells, |sum, &r| sum.checked_add(t.tally.amount(r)));
+            if rows != u128::from(t.rows) || amount != Some(t.amount) {
                 return Err(invalid(format!("{name}: the rows and amounts in reasons and cells do not add up to those read")));
             }
         }

@@ -11,7 +11,7 @@ pub mod reference;
 
 use arrow_array::{RecordBatch, RecordBatchIterator, RecordBatchReader};
 use arrow_schema::SchemaRef;
-use ltrcore_core::{BatchSource, CohortResult, CoreError, Hooks, Inputs};
+use ltrcore_core::{BatchSource, CohortResult, CoreError, Hooks, Inputs, Partial};
 
 use crate::case::{Case, Table};
 use crate::reference::{ErrKind, Expected, RefResult};
@@ -85,7 +85,17 @@ pub fn run_core(case: &Case) -> ltrcore_core::Result<CohortResult> {
         activity: activity.as_mut().map(|s| s as &mut dyn BatchSource),
         segment_ranks: None,
     };
-    ltrcore_core::run(case.spec.clone(), inputs, &NoHooks)
+    let spec = case.spec.clone();
+    let (as_of, since) = (spec.as_of, spec.since);
+    let cal = ltrcore_core::calendar::Calendar::new(ltrcore_core::calendar::PeriodKind::parse(&spec.period)?, &spec.tz)?;
+    let partial = ltrcore_core::accumulate(spec, inputs, &NoHooks)?;
+    // The partial's Arrow layout reads back as the same partial, split in two or whole.
+    let batch = partial.to_batch()?;
+    let half = batch.num_rows() / 2;
+    let halves = [batch.slice(0, half), batch.slice(half, batch.num_rows() - half)];
+    let again = Partial::from_batches(&halves, partial.horizon, partial.kind, cal.kind)?;
+    assert_eq!(again, partial, "the partial's Arrow layout does not round-trip");
+    partial.finalize(&cal, as_of, since)
 }
 
 fn kind_of(e: &CoreError) -> Option<ErrKind> {

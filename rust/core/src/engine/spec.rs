@@ -23,6 +23,8 @@ pub struct Spec {
     pub horizon: u32,
     pub period: String,
     pub tz: String,
+    /// The cut-off, read only by `run` when it finalizes; `accumulate` ignores both, and a
+    /// partial is finalized at any cut-off (`Partial::finalize`).
     pub as_of: Option<TimePoint>,
     pub since: Option<TimePoint>,
     /// `min_amount` as `mantissa × 10^exponent`.
