@@ -278,11 +278,11 @@ def merge(partials: Iterable[Partial]) -> Partial:
     coder = SegmentCoder(by)
     cores = []
     for p in parts:
-        dictionary = p._segments
-        if dictionary is None or dictionary.height == 0 or p._core.cohort_groups == 0:
-            cores.append(p._core.recode([]) if p._core.cohort_groups == 0 else p._core)
+        if p._core.cohort_groups == 0:  # no codes to move
+            cores.append(p._core)
             continue
-        dictionary = dictionary.sort(SEGMENT_CODE)
+        assert p._segments is not None and p._segments.height > 0, "a partial with cohorts has their segment values"
+        dictionary = p._segments.sort(SEGMENT_CODE)
         try:
             new_codes = coder.codes(dictionary.select(by)).to_pylist()
         except pl.exceptions.PolarsError as err:
