@@ -147,6 +147,10 @@ def test_missing_column_is_reported_before_any_job(spark: Any) -> None:
         ltrcore.spark.cohorts(spark.createDataFrame(retail()["orders"]), strings)
     with pytest.raises(ltrcore.InvalidArgumentError, match="horizon must be"):
         ltrcore.spark.cohorts(spark.createDataFrame(retail()["orders"]), horizon=0)
+    with pytest.raises(ltrcore.InvalidArgumentError, match="orders must be a Spark DataFrame; got Table"):
+        ltrcore.spark.cohorts(retail()["orders"])
+    with pytest.raises(ltrcore.InvalidArgumentError, match="does not take threads"):
+        ltrcore.spark.cohorts(spark.createDataFrame(retail()["orders"]), threads=2)
 
 
 def test_import_without_pyspark_says_how_to_install(tmp_path: Any) -> None:

@@ -151,10 +151,9 @@ def _per_task_partials(
     by_user: bool,
 ) -> DataFrame:
     """One partial per task, in the long layout, as a DataFrame (not yet merged)."""
-    if not isinstance(orders, DataFrame):
-        raise InvalidArgumentError(f"orders must be a Spark DataFrame; got {type(orders).__name__}")
-    for name, df in (("signups", signups), ("activity", activity)):
-        if df is not None and not isinstance(df, DataFrame):
+    # Duck-typed: a Spark Connect DataFrame is not a classic `DataFrame` on Spark 3.5.
+    for name, df in (("orders", orders), ("signups", signups), ("activity", activity)):
+        if (df is not None or name == "orders") and not (hasattr(df, "mapInArrow") and hasattr(df, "schema")):
             raise InvalidArgumentError(f"{name} must be a Spark DataFrame; got {type(df).__name__}")
     if partitions is not None and (isinstance(partitions, bool) or not isinstance(partitions, int) or partitions < 1):
         raise InvalidArgumentError(f"partitions must be a positive integer; got {partitions!r}")
