@@ -98,6 +98,19 @@ def test_first_purchase_with_segments_activity_and_since(spark: Any) -> None:
     )  # fmt: skip
 
 
+def test_empty_inputs_give_the_local_table(spark: Any) -> None:
+    """No rows at all: tasks that see none still report every table they were given."""
+    data = retail()
+    empty = {name: t.slice(0, 0) for name, t in data.items()}
+    run = spark_runner(spark)
+    for kw in ({"activity": empty["activity"]}, {"signups": empty["signups"], "activity": empty["activity"], "by": "channel"}):
+        got = run(empty["orders"], signups=kw.get("signups"), activity=kw.get("activity"), partitions=3, by_user=True, horizon=3,
+                  **({"by": kw["by"]} if "by" in kw else {}))  # fmt: skip
+        expected = ltrcore.cohorts(empty["orders"], signups=kw.get("signups"), activity=kw.get("activity"), horizon=3,
+                                   **({"by": kw["by"]} if "by" in kw else {}))  # fmt: skip
+        ltrcore.testing.assert_same_table(got, expected)
+
+
 def test_check_adapter_notices_rows_not_partitioned_by_user(spark: Any) -> None:
     """The negative control on its own: without repartitioning by user, the numbers differ."""
     data = retail()

@@ -69,9 +69,14 @@ def cohorts(
     :func:`ltrcore.testing.check_adapter`'s negative control, and nothing else.
     """
     spec = _spec(signups, options)
-    per_task = _per_task_partials(orders, signups, activity, spec, strict, partitions, _by_user)
+    per_task, task = _per_task_partials(orders, signups, activity, spec, strict, partitions, _by_user)
+    table = _collect(per_task)
+    if not table.num_rows:
+        # No task ran: over an empty input, Spark 3.5's adaptive execution replaces the whole plan
+        # (the mapInArrow included) by an empty relation. Do here what a task given no rows does.
+        table = pa.Table.from_batches(list(task(iter(()))), schema=task.schema)
     # Reading the tasks' partials as one table adds rows that share a key: the merge.
-    return Partial.from_arrow(_collect(per_task), spec=spec).finalize(as_of=as_of, since=since)
+    return Partial.from_arrow(table, spec=spec).finalize(as_of=as_of, since=since)
 
 
 def partials(
@@ -86,9 +91,11 @@ def partials(
     """The merged partial as a Spark DataFrame, one row per key (the long layout of
     :meth:`ltrcore.Partial.to_arrow`). Spark keeps no Arrow schema metadata, so the spec's
     fingerprint travels in the ``record`` column's field metadata; read the DataFrame back with
-    ``ltrcore.Partial.from_arrow(df.toArrow(), spec=spec)``."""
+    ``ltrcore.Partial.from_arrow(df.toArrow(), spec=spec)`` (Spark 4; on Spark 3.5,
+    ``pa.Table.from_batches(df._collect_as_arrow())``). Over an empty input, Spark 3.5 may run no
+    task at all and return no rows; ``cohorts()`` handles that case itself."""
     spec = _spec(signups, options)
-    per_task = _per_task_partials(orders, signups, activity, spec, strict, partitions, True)
+    per_task, _ = _per_task_partials(orders, signups, activity, spec, strict, partitions, True)
     keys = [c for c in per_task.columns if c in ("record", "table", "reason", "cohort", "age") or c.startswith(BY_PREFIX)]
     sums = [F.sum(c).alias(c) for c in (*_MONEY, *_COUNTS)]
     merged = per_task.groupBy(*keys).agg(*sums, F.max("last_period").alias("last_period"))
@@ -149,8 +156,8 @@ def _per_task_partials(
     strict: bool,
     partitions: int | None,
     by_user: bool,
-) -> DataFrame:
-    """One partial per task, in the long layout, as a DataFrame (not yet merged)."""
+) -> tuple[DataFrame, _Task]:
+    """One partial per task, in the long layout, as a DataFrame (not yet merged), and the task."""
     # Duck-typed: a Spark Connect DataFrame is not a classic `DataFrame` on Spark 3.5.
     for name, df in (("orders", orders), ("signups", signups), ("activity", activity)):
         if (df is not None or name == "orders") and not (hasattr(df, "mapInArrow") and hasattr(df, "schema")):
@@ -197,8 +204,8 @@ def _per_task_partials(
 
     schema = _layout_spark_schema(segments_from, spec, scale)
     arrow_schema = _layout_arrow_schema(segments_from, spec, scale)
-    task = _Task(spec, strict, tagged, signups is not None, activity is not None, arrow_schema)
-    return rows.mapInArrow(task, schema)
+    task = _Task(spec, strict, tagged, signups is not None, activity is not None, arrow_schema, _arrow_schema(rows.schema))
+    return rows.mapInArrow(task, schema), task
 
 
 def _layout_spark_schema(segments_from: DataFrame, spec: CohortSpec, scale: int) -> T.StructType:
@@ -214,18 +221,29 @@ def _layout_spark_schema(segments_from: DataFrame, spec: CohortSpec, scale: int)
 
 
 def _layout_arrow_schema(segments_from: DataFrame, spec: CohortSpec, scale: int) -> pa.Schema:
+    return _arrow_schema(_layout_spark_schema(segments_from, spec, scale))
+
+
+def _arrow_schema(schema: T.StructType) -> pa.Schema:
+    """The Arrow schema Spark uses for ``schema`` (timestamps in UTC) on Spark 3.5 and 4.x."""
+    import inspect
+
     from pyspark.sql.pandas.types import to_arrow_type
 
-    schema = _layout_spark_schema(segments_from, spec, scale)
-    return pa.schema([pa.field(f.name, to_arrow_type(f.dataType, timezone="UTC"), f.nullable) for f in schema.fields])
+    # Spark 4.x takes the zone of TimestampType as `timezone=` (none by default); Spark 3.5 has no
+    # such parameter and always maps TimestampType to timestamp[us, UTC].
+    utc: dict[str, Any] = {"timezone": "UTC"} if "timezone" in inspect.signature(to_arrow_type).parameters else {}
+    return pa.schema([pa.field(f.name, to_arrow_type(f.dataType, **utc), f.nullable) for f in schema.fields])
 
 
 class _Task:
     """What each task runs: its batches into one accumulator, then its partial."""
 
-    def __init__(self, spec: CohortSpec, strict: bool, tagged: bool, has_signups: bool, has_activity: bool, schema: pa.Schema):
+    def __init__(self, spec: CohortSpec, strict: bool, tagged: bool, has_signups: bool, has_activity: bool, schema: pa.Schema,
+                 input_schema: pa.Schema):  # fmt: skip
         self.spec, self.strict, self.tagged = spec, strict, tagged
         self.has_signups, self.has_activity, self.schema = has_signups, has_activity, schema
+        self.input_schema = input_schema
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         spec = self.spec
@@ -244,6 +262,9 @@ class _Task:
                 part = batch.filter(pc.equal(tag, pa.scalar(table, pa.int8())))
                 if part.num_rows:
                     getattr(acc, method)(_renamed(part, columns))
+        if last is None and self.tagged:
+            # No rows reached this task: it still reports the tables it was given (zero rows).
+            last = pa.RecordBatch.from_pylist([], schema=self.input_schema)
         if last is not None and self.tagged:
             # Every task knows every table it was given, if only by its columns: a task whose
             # users had no activity still reports activity (zero rows), as cohorts() does.
@@ -276,7 +297,8 @@ def _collect(df: DataFrame) -> pa.Table:
     if hasattr(df, "toArrow"):
         return df.toArrow()
     batches = getattr(df, "_collect_as_arrow")()  # pyspark 3.5
-    return pa.Table.from_batches(batches) if batches else pa.table({})
+    # No task ran (empty input): keep the columns and types (the amount's scale) as toArrow() does.
+    return pa.Table.from_batches(batches) if batches else _arrow_schema(df.schema).empty_table()
 
 
 __all__ = ["cohorts", "partials"]

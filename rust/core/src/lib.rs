@@ -22,6 +22,6 @@ pub mod partial;
 pub mod reconcile;
 pub mod report;
 
-pub use engine::{accumulate, run, BatchSource, CohortResult, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET};
+pub use engine::{accumulate, run, BatchSource, CutOff, CohortResult, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET};
 pub use error::{CoreError, Result};
 pub use partial::{CohortKind, Partial, PARTIAL_FORMAT_VERSION};

@@ -23,7 +23,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef};
 use hashbrown::HashMap;
 
 use crate::calendar::{day_in_range, Calendar, PeriodKind};
-use crate::engine::{CellsOut, CohortOut, CohortResult, TimePoint, ORDER_REASONS_FIRST_PURCHASE, ORDER_REASONS_SIGNUPS, SIGNUP_REASONS, ACTIVITY_REASONS};
+use crate::engine::{CellsOut, CohortOut, CohortResult, CutOff, TimePoint, ORDER_REASONS_FIRST_PURCHASE, ORDER_REASONS_SIGNUPS, SIGNUP_REASONS, ACTIVITY_REASONS};
 use crate::engine::period_of_point;
 use crate::error::{CoreError, Result};
 use crate::reconcile::{Reason, Tally};
@@ -244,8 +244,9 @@ impl Partial {
     /// The reported table: cells reclassified by completeness (`as_of`, by default the start of the
     /// period after the last order's; `since`), the per-cohort counts for the complete ages, and the
     /// checked reconciliations.
-    pub fn finalize(&self, cal: &Calendar, as_of: Option<TimePoint>, since: Option<TimePoint>) -> Result<CohortResult> {
+    pub fn finalize(&self, cal: &Calendar, cut: CutOff) -> Result<CohortResult> {
         let h = self.h();
+        let CutOff { as_of, since } = cut;
         let last_complete = match as_of {
             Some(point) => Some(period_of_point(point, cal, "as_of")? - 1),
             None => self.max_period.map(|p| p - 1),
@@ -819,7 +820,7 @@ mod tests {
         let p = sample(0);
         let cal = Calendar::new(PeriodKind::Month, "UTC").unwrap();
         // Default as_of: the start of period 652, so 651 is the last complete period.
-        let r = p.finalize(&cal, None, None).unwrap();
+        let r = p.finalize(&cal, CutOff::default()).unwrap();
         assert_eq!(r.cohorts.len(), 2);
         // Cohort 650: both ages complete; two customers, one repeater.
         assert_eq!((r.cohorts[0].customers, r.cohorts[0].repeaters), (2, 1));

@@ -17,7 +17,7 @@ use arrow_array::{
 use arrow_buffer::{Buffer, NullBuffer};
 use arrow_data::ArrayData;
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use ltrcore_core::{Spec, TimePoint};
+use ltrcore_core::{CutOff, Spec, TimePoint};
 
 /// Integer dtypes (user ids, amounts, dictionary keys).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,6 +248,7 @@ pub struct Table {
 
 pub struct Case {
     pub spec: Spec,
+    pub cut: CutOff,
     pub orders: Table,
     pub signups: Option<Table>,
     pub activity: Option<Table>,
@@ -991,6 +992,8 @@ impl Case {
         } else {
             g.pick(&[(1i128, 0i32), (57, -2), (-5, 0), (5, -1), (10i128.pow(20), 0), (i128::MAX, 5), (i128::MIN, -3), (3, -45), (-3, -45), (1, -38), (-1, -39), (25, 0)])
         };
+        // Drawn here, in the order the corpus was made with.
+        let cut = CutOff { as_of: g.chance(1, 4).then(|| gen_point(g, tz)), since: g.chance(1, 4).then(|| gen_point(g, tz)) };
         let spec = Spec {
             user: USER.into(),
             ts: TS.into(),
@@ -1001,8 +1004,6 @@ impl Case {
             horizon,
             period: period.into(),
             tz: tz.into(),
-            as_of: g.chance(1, 4).then(|| gen_point(g, tz)),
-            since: g.chance(1, 4).then(|| gen_point(g, tz)),
             min_amount,
             float_scale: if g.chance(1, 40) { g.pick(&[18u8, 19, 10]) } else { g.size(0, 6) as u8 },
             strict: g.chance(1, 8),
@@ -1048,6 +1049,6 @@ impl Case {
         let signups = signups.map(|p| gen_table(g, p, tz));
         let orders = gen_table(g, orders, tz);
         let activity = activity.map(|p| gen_table(g, p, tz));
-        Case { spec, orders, signups, activity, orders_reopenable, orders_in_memory }
+        Case { spec, cut, orders, signups, activity, orders_reopenable, orders_in_memory }
     }
 }

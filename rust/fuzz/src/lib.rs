@@ -86,7 +86,6 @@ pub fn run_core(case: &Case) -> ltrcore_core::Result<CohortResult> {
         segment_ranks: None,
     };
     let spec = case.spec.clone();
-    let (as_of, since) = (spec.as_of, spec.since);
     let cal = ltrcore_core::calendar::Calendar::new(ltrcore_core::calendar::PeriodKind::parse(&spec.period)?, &spec.tz)?;
     let partial = ltrcore_core::accumulate(spec, inputs, &NoHooks)?;
     // The partial's Arrow layout reads back as the same partial, split in two or whole.
@@ -95,7 +94,7 @@ pub fn run_core(case: &Case) -> ltrcore_core::Result<CohortResult> {
     let halves = [batch.slice(0, half), batch.slice(half, batch.num_rows() - half)];
     let again = Partial::from_batches(&halves, partial.horizon, partial.kind, cal.kind)?;
     assert_eq!(again, partial, "the partial's Arrow layout does not round-trip");
-    partial.finalize(&cal, as_of, since)
+    partial.finalize(&cal, case.cut)
 }
 
 fn kind_of(e: &CoreError) -> Option<ErrKind> {

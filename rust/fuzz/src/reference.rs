@@ -512,11 +512,11 @@ fn run(case: &Case) -> Result<RefResult, ExpectedErr> {
     let paying = |s: &Seen| pays(fixed(s), spec.min_amount, scale);
 
     // as_of / since.
-    let last_complete = match spec.as_of {
+    let last_complete = match case.cut.as_of {
         Some(p) => Some(period_of_day(point_day(p, &tz).ok_or_else(|| err(ErrKind::InvalidArgument, "as_of out of range"))?, kind) - 1),
         None => orders.iter().filter(|s| valid(s)).map(period).max().map(|p| p - 1),
     };
-    let first_usable = match spec.since {
+    let first_usable = match case.cut.since {
         Some(p) => {
             let day = point_day(p, &tz).ok_or_else(|| err(ErrKind::InvalidArgument, "since out of range"))?;
             Some(first_usable(p, period_of_day(day, kind), kind, &tz))

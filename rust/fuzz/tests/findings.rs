@@ -6,8 +6,13 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, TimestampMicrosecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use ltrcore_core::reconcile::Reason;
-use ltrcore_core::{engine::DEFAULT_CELLS_BUDGET, BatchSource, Inputs, Spec, TimePoint};
+use ltrcore_core::{engine::DEFAULT_CELLS_BUDGET, BatchSource, CutOff, Inputs, Spec, TimePoint};
 use ltrcore_fuzz::{NoHooks, VecSourceOf};
+
+/// 2024-03-01: January and February 2024 complete.
+fn cut() -> CutOff {
+    CutOff { as_of: Some(TimePoint::LocalMicros(1_709_251_200_000_000)), since: None }
+}
 
 fn spec(min_amount: (i128, i32)) -> Spec {
     Spec {
@@ -20,9 +25,6 @@ fn spec(min_amount: (i128, i32)) -> Spec {
         horizon: 3,
         period: "month".into(),
         tz: "UTC".into(),
-        // 2024-03-01: January and February 2024 complete.
-        as_of: Some(TimePoint::LocalMicros(1_709_251_200_000_000)),
-        since: None,
         min_amount,
         float_scale: 0,
         strict: false,
@@ -57,7 +59,7 @@ fn used_rows(r: &ltrcore_core::CohortResult) -> u64 {
 fn f1_a_float_amount_that_fits_i64_is_accepted() {
     let mut src = orders(Arc::new(Float64Array::from(vec![9.21e18])));
     let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None, segment_ranks: None };
-    let r = ltrcore_core::run(spec((0, 0)), inputs, &NoHooks).expect("9.21e18 fits 64-bit fixed point at scale 0");
+    let r = ltrcore_core::run(spec((0, 0)), cut(), inputs, &NoHooks).expect("9.21e18 fits 64-bit fixed point at scale 0");
     assert_eq!(r.input_amount, 9_210_000_000_000_000_000);
     assert_eq!(used_rows(&r), 1);
 }
@@ -68,7 +70,7 @@ fn f1_a_float_amount_that_fits_i64_is_accepted() {
 fn f2_i64_min_pays_when_min_amount_is_below_it() {
     let mut src = orders(Arc::new(Int64Array::from(vec![i64::MIN])));
     let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None, segment_ranks: None };
-    let r = ltrcore_core::run(spec((-(10i128.pow(20)), 0)), inputs, &NoHooks).unwrap();
+    let r = ltrcore_core::run(spec((-(10i128.pow(20)), 0)), cut(), inputs, &NoHooks).unwrap();
     // The user's only order pays, so the user is a member of cohort 2024-01 and the row is used.
     let never_paid = r.orders_reconciliation.iter().find(|l| l.0 == Reason::NeverPaid).unwrap().1;
     assert_eq!((used_rows(&r), never_paid), (1, 0), "{:?}", r.orders_reconciliation);
@@ -82,7 +84,7 @@ fn f2_i64_min_pays_when_min_amount_is_below_it() {
 fn f1b_a_float_amount_of_exactly_minus_2_pow_63_is_accepted() {
     let mut src = orders(Arc::new(Float64Array::from(vec![-9_223_372_036_854_775_808.0])));
     let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None, segment_ranks: None };
-    let r = ltrcore_core::run(spec((i128::MIN, 0)), inputs, &NoHooks).expect("-2^63 is i64::MIN");
+    let r = ltrcore_core::run(spec((i128::MIN, 0)), cut(), inputs, &NoHooks).expect("-2^63 is i64::MIN");
     assert_eq!(r.input_amount, i64::MIN as i128);
 }
 
@@ -92,10 +94,10 @@ fn f1b_a_float_amount_of_exactly_minus_2_pow_63_is_accepted() {
 fn just_inside_the_edges() {
     let mut src = orders(Arc::new(Float64Array::from(vec![9.1e18])));
     let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None, segment_ranks: None };
-    assert_eq!(used_rows(&ltrcore_core::run(spec((0, 0)), inputs, &NoHooks).unwrap()), 1);
+    assert_eq!(used_rows(&ltrcore_core::run(spec((0, 0)), cut(), inputs, &NoHooks).unwrap()), 1);
     let mut src = orders(Arc::new(Int64Array::from(vec![i64::MIN + 1])));
     let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None, segment_ranks: None };
-    assert_eq!(used_rows(&ltrcore_core::run(spec((-(10i128.pow(20)), 0)), inputs, &NoHooks).unwrap()), 1);
+    assert_eq!(used_rows(&ltrcore_core::run(spec((-(10i128.pow(20)), 0)), cut(), inputs, &NoHooks).unwrap()), 1);
 }
 
 /// F3: `since` = 9999-12-31 00:00 in Berlin, as an instant (9999-12-30 23:00 UTC), is exactly the
@@ -110,10 +112,10 @@ fn f3_since_at_the_start_of_the_last_day_in_a_zone_east_of_utc() {
     s.tz = "Europe/Berlin".into();
     s.period = "day".into();
     let max_day = 2_932_896i64; // 9999-12-31
-    s.since = Some(TimePoint::InstantMicros((max_day * 86_400 - 3_600) * 1_000_000));
+    let cut = CutOff { since: Some(TimePoint::InstantMicros((max_day * 86_400 - 3_600) * 1_000_000)), ..cut() };
     let mut src = orders(Arc::new(Int64Array::from(vec![5])));
     let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None, segment_ranks: None };
-    let r = ltrcore_core::run(s, inputs, &NoHooks).expect("since is the start of the day 9999-12-31 in Berlin");
+    let r = ltrcore_core::run(s, cut, inputs, &NoHooks).expect("since is the start of the day 9999-12-31 in Berlin");
     assert_eq!(r.first_usable_period, Some(max_day as i32));
 }
 
@@ -155,7 +157,7 @@ impl BatchSource for Reordering {
 fn f4_a_reopened_source_with_reordered_columns_is_refused_or_read_by_name() {
     let mut src = Reordering { opened: 0 };
     let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None, segment_ranks: None };
-    match ltrcore_core::run(spec((0, 0)), inputs, &NoHooks) {
+    match ltrcore_core::run(spec((0, 0)), cut(), inputs, &NoHooks) {
         // Refusing the changed stream is fine; reading it by name is fine too.
         Err(e) => assert!(!matches!(e, ltrcore_core::CoreError::Internal(_)), "{e:?}"),
         Ok(r) => {
@@ -204,7 +206,7 @@ fn f4_a_reopened_source_with_another_dtype_at_the_segment_position_is_a_clean_er
     let mut src = SegmentMoves { opened: 0 };
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let inputs = Inputs { orders: &mut src as &mut dyn BatchSource, signups: None, activity: None, segment_ranks: None };
-        ltrcore_core::run(s, inputs, &NoHooks).map(|r| r.input_amount)
+        ltrcore_core::run(s, cut(), inputs, &NoHooks).map(|r| r.input_amount)
     }));
     match outcome {
         Err(_) => panic!("the core panicked"),

@@ -114,8 +114,6 @@ fn accumulate(
         horizon,
         period,
         tz,
-        as_of: None,
-        since: None,
         min_amount,
         float_scale: scale,
         strict,

@@ -63,8 +63,8 @@ impl CorePartial {
     #[pyo3(signature = (*, period, tz, as_of, since))]
     fn finalize(&self, py: Python<'_>, period: &str, tz: &str, as_of: Option<(String, i64)>, since: Option<(String, i64)>) -> PyResult<CoreResult> {
         let cal = Calendar::new(PeriodKind::parse(period).map_err(to_py)?, tz).map_err(to_py)?;
-        let (as_of, since) = (time_point(as_of)?, time_point(since)?);
-        Ok(CoreResult::new(guarded(py, || self.inner.finalize(&cal, as_of, since))?))
+        let cut = ltrcore_core::CutOff { as_of: time_point(as_of)?, since: time_point(since)? };
+        Ok(CoreResult::new(guarded(py, || self.inner.finalize(&cal, cut))?))
     }
 
     /// The segment codes the partial uses, sorted.

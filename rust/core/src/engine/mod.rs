@@ -32,7 +32,7 @@ use passes::{sum_accs, Acc, ActivityPass, FirstPurchasePass, OrdersPass, Pass, S
 
 pub use output::{period_of_point, CellsOut, CohortOut, CohortResult, ReconLines, ACTIVITY_REASONS, ORDER_REASONS_FIRST_PURCHASE, ORDER_REASONS_SIGNUPS, SIGNUP_REASONS};
 pub use passes::Paying;
-pub use spec::{BatchSource, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET, MAX_CHUNK_ROWS};
+pub use spec::{BatchSource, CutOff, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET, MAX_CHUNK_ROWS};
 
 pub(crate) struct Runner<'h> {
     pub(crate) spec: Spec,
@@ -197,15 +197,13 @@ impl<'h> Runner<'h> {
     }
 }
 
-/// Accumulates the inputs and finalizes at the spec's `as_of` and `since`.
-pub fn run(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortResult> {
-    let (as_of, since) = (spec.as_of, spec.since);
+/// Accumulates the inputs and finalizes at `cut`.
+pub fn run(spec: Spec, cut: CutOff, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<CohortResult> {
     let cal = Calendar::new(PeriodKind::parse(&spec.period)?, &spec.tz)?;
-    accumulate(spec, inputs, hooks)?.finalize(&cal, as_of, since)
+    accumulate(spec, inputs, hooks)?.finalize(&cal, cut)
 }
 
-/// Runs the passes over the inputs: the partial of their users (`spec.as_of` and `spec.since` are
-/// not read; they apply when the partial is finalized).
+/// Runs the passes over the inputs: the partial of their users.
 pub fn accumulate(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<Partial> {
     spec.validate()?;
     let kind = PeriodKind::parse(&spec.period)?;

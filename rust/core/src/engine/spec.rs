@@ -11,6 +11,17 @@ pub enum TimePoint {
     LocalMicros(i64),
 }
 
+/// Where the reported table is cut: not part of what is accumulated, so one partial is finalized at
+/// any cut-off (`Partial::finalize`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CutOff {
+    /// A cell is complete when its period ends by `as_of` (default: the start of the last order's
+    /// period).
+    pub as_of: Option<TimePoint>,
+    /// Cohorts before the first whole period from `since` are not used.
+    pub since: Option<TimePoint>,
+}
+
 #[derive(Clone, Debug)]
 pub struct Spec {
     pub user: String,
@@ -23,10 +34,6 @@ pub struct Spec {
     pub horizon: u32,
     pub period: String,
     pub tz: String,
-    /// The cut-off, read only by `run` when it finalizes; `accumulate` ignores both, and a
-    /// partial is finalized at any cut-off (`Partial::finalize`).
-    pub as_of: Option<TimePoint>,
-    pub since: Option<TimePoint>,
     /// `min_amount` as `mantissa × 10^exponent`.
     pub min_amount: (i128, i32),
     pub float_scale: u8,
