@@ -1,6 +1,8 @@
 """ltrcore: exact, fast cohort lifetime revenue.
 
 ``ltrcore.cohorts(orders, ...)`` builds the cohort × age table; see its docstring and the README.
+The same engine, piece by piece: ``CohortSpec`` → ``Accumulator`` → ``Partial`` → ``merge`` →
+``Partial.finalize`` (users split over accumulators, as ``ltrcore.spark`` does inside Spark).
 """
 
 from __future__ import annotations
