@@ -378,6 +378,12 @@ def test_accumulator_errors() -> None:
         acc.finish()
     with pytest.raises(ltrcore.InvalidArgumentError, match="has finished"):
         acc.update(_orders())
+    # Pieces read as a chain (a stream among them) are held to the same rule.
+    streamed = ltrcore.Accumulator(spec).update(_orders())
+    other = _orders().set_column(2, "amount", pa.array([1.5] * _orders().num_rows))
+    streamed.update(pa.RecordBatchReader.from_batches(other.schema, other.to_batches()))
+    with pytest.raises(ltrcore.InvalidArgumentError, match=r"orders: piece 2 has columns \(user_id: int64, ts: timestamp\[us, tz=UTC\], amount: double\)"):
+        streamed.finish()
     with pytest.raises(ltrcore.InvalidArgumentError, match="needs a CohortSpec"):
         ltrcore.Accumulator({"horizon": 12})  # type: ignore[arg-type]
     with pytest.raises(ltrcore.ColumnNotFoundError, match='column "when" not found in orders; available columns: "user_id", "ts", "amount"'):

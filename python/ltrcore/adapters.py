@@ -289,13 +289,8 @@ def chain(pieces: Sequence[Source], *, table: str) -> Source:
 
     def open_all() -> Batches:
         opened = [as_batches(piece.open(), table=table) for piece in pieces]
+        check_pieces([piece.schema for piece in opened], table=table)
         schema = opened[0].schema
-        for k, piece in enumerate(opened[1:], start=2):
-            if piece.schema != schema:
-                raise InvalidArgumentError(
-                    f"{table}: piece {k} has schema ({_schema_text(piece.schema)}) where piece 1 has "
-                    f"({_schema_text(schema)}); every update of one table must have the same columns and dtypes"
-                )
 
         def batches() -> Iterator[pa.RecordBatch]:
             for piece in opened:
@@ -308,6 +303,17 @@ def chain(pieces: Sequence[Source], *, table: str) -> Source:
         reopenable=all(p.reopenable for p in pieces),
         in_memory=all(p.in_memory for p in pieces),
     )
+
+
+def check_pieces(schemas: Sequence[pa.Schema], *, table: str) -> None:
+    """Every piece of a table must have the first one's columns, names and dtypes (metadata aside)."""
+    first = schemas[0].remove_metadata()
+    for k, schema in enumerate(schemas[1:], start=2):
+        if schema.remove_metadata() != first:
+            raise InvalidArgumentError(
+                f"{table}: piece {k} has columns ({_schema_text(schema)}) where piece 1 has ({_schema_text(first)}); "
+                "every update of one table must have the same columns and dtypes"
+            )
 
 
 def _schema_text(schema: pa.Schema) -> str:

@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _core
-from .adapters import SEGMENT_CODE, SegmentCoder, Source, chain, read_whole, resolve
+from .adapters import SEGMENT_CODE, SegmentCoder, Source, chain, check_pieces, read_whole, resolve
 from .exceptions import ColumnNotFoundError, ExcludedRowsWarning, InvalidArgumentError
 from .spec import PARTIAL_FORMAT_VERSION, CohortSpec, check_int, min_amount_parts
 from .table import CohortTable
@@ -183,7 +183,9 @@ class Partial:
         return table
 
 
-_MONEY = ("amount", "gross", "refunds")
+#: The layout's measures: exact money, and counts.
+MONEY_COLUMNS = ("amount", "gross", "refunds")
+COUNT_COLUMNS = ("members", "rows", "orders", "payers", "activity_rows", "active", "first_paid", "first_repeat")
 _INT32 = ("cohort", "age", "last_period")
 _TEXT = ("record", "table", "reason")
 
@@ -195,7 +197,7 @@ def _layout_types(table: pa.Table) -> pa.Table:
     fields = []
     for field in table.schema:
         t, name = field.type, field.name
-        if name in _MONEY and (pa.types.is_decimal(t) or pa.types.is_integer(t)):
+        if name in MONEY_COLUMNS and (pa.types.is_decimal(t) or pa.types.is_integer(t)):
             t = pa.decimal128(38, t.scale if pa.types.is_decimal(t) else 0)
         elif name in _INT32 and pa.types.is_integer(t):
             t = pa.int32()
@@ -479,13 +481,7 @@ def _held(data: pa.RecordBatch | pa.Table) -> Source:
 
 def _concat(pieces: Sequence[pa.RecordBatch | pa.Table], table: str) -> pa.Table:
     tables = [pa.Table.from_batches([p]) if isinstance(p, pa.RecordBatch) else p for p in pieces]
-    first = tables[0].schema
-    for k, t in enumerate(tables[1:], start=2):
-        if t.schema.remove_metadata() != first.remove_metadata():
-            raise InvalidArgumentError(
-                f"{table}: piece {k} has columns ({', '.join(f'{f.name}: {f.type}' for f in t.schema)}) where piece 1 has "
-                f"({', '.join(f'{f.name}: {f.type}' for f in first)}); every update of one table must have the same columns and dtypes"
-            )
+    check_pieces([t.schema for t in tables], table=table)
     return pa.concat_tables([t.replace_schema_metadata(None) for t in tables]) if len(tables) > 1 else tables[0]
 
 

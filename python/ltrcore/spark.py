@@ -39,14 +39,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .exceptions import ColumnNotFoundError, DtypeError, InvalidArgumentError
-from .partial import BY_PREFIX, Accumulator, Partial
+from .partial import BY_PREFIX, COUNT_COLUMNS, MONEY_COLUMNS, Accumulator, Partial
 from .spec import CohortSpec
 from .table import CohortTable
 
 _TAG = "__ltrcore_table"
 _ORDERS, _SIGNUPS, _ACTIVITY = 0, 1, 2
-_COUNTS = ("members", "rows", "orders", "payers", "activity_rows", "active", "first_paid", "first_repeat")
-_MONEY = ("amount", "gross", "refunds")
 
 
 def cohorts(
@@ -97,7 +95,7 @@ def partials(
     spec = _spec(signups, options)
     per_task, _ = _per_task_partials(orders, signups, activity, spec, strict, partitions, True)
     keys = [c for c in per_task.columns if c in ("record", "table", "reason", "cohort", "age") or c.startswith(BY_PREFIX)]
-    sums = [F.sum(c).alias(c) for c in (*_MONEY, *_COUNTS)]
+    sums = [F.sum(c).alias(c) for c in (*MONEY_COLUMNS, *COUNT_COLUMNS)]
     merged = per_task.groupBy(*keys).agg(*sums, F.max("last_period").alias("last_period"))
     merged = merged.select(*[F.col(c) for c in per_task.columns])
     fingerprint = spec.fingerprint
@@ -214,8 +212,8 @@ def _layout_spark_schema(segments_from: DataFrame, spec: CohortSpec, scale: int)
               T.StructField("reason", T.StringType(), True)]  # fmt: skip
     fields += [T.StructField(BY_PREFIX + b, segments_from.schema[b].dataType, True) for b in spec.by_columns]
     fields += [T.StructField("cohort", T.IntegerType(), True), T.StructField("age", T.IntegerType(), True)]
-    fields += [T.StructField(c, money, False) for c in _MONEY]
-    fields += [T.StructField(c, T.LongType(), False) for c in _COUNTS]
+    fields += [T.StructField(c, money, False) for c in MONEY_COLUMNS]
+    fields += [T.StructField(c, T.LongType(), False) for c in COUNT_COLUMNS]
     fields += [T.StructField("last_period", T.IntegerType(), True)]
     return T.StructType(fields)
 
