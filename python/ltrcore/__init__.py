@@ -2,7 +2,8 @@
 
 ``ltrcore.cohorts(orders, ...)`` builds the cohort × age table; see its docstring and the README.
 The same engine, piece by piece: ``CohortSpec`` → ``Accumulator`` → ``Partial`` → ``merge`` →
-``Partial.finalize`` (users split over accumulators, as ``ltrcore.spark`` does inside Spark).
+``Partial.finalize`` (users split over accumulators, as ``ltrcore.spark`` does inside Spark). The
+monthly job: ``CohortState.build`` once, then ``update`` with each new month (``ltrcore.state``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .exceptions import (
     InputNotFoundError,
     InternalError,
     InvalidArgumentError,
+    LateRowsError,
     LtrcoreError,
     OutOfMemoryError,
     StreamError,
@@ -23,11 +25,13 @@ from .exceptions import (
 from .front import cohorts
 from .partial import Accumulator, Partial, merge
 from .spec import CohortSpec
+from .state import CohortState
 from .table import CohortTable
 
 __all__ = [
     "Accumulator",
     "CohortSpec",
+    "CohortState",
     "Partial",
     "merge",
     "BadRowsError",
@@ -38,6 +42,7 @@ __all__ = [
     "InputNotFoundError",
     "InternalError",
     "InvalidArgumentError",
+    "LateRowsError",
     "LtrcoreError",
     "OutOfMemoryError",
     "StreamError",

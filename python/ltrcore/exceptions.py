@@ -31,6 +31,11 @@ class BadRowsError(LtrcoreError, ValueError):
     """``strict=True`` and some rows would have been excluded for bad data."""
 
 
+class LateRowsError(InvalidArgumentError):
+    """A state update was refused for late rows (at or before the state's watermark), or for late
+    rows that would move a user's cohort. Nothing was changed."""
+
+
 class StreamError(LtrcoreError, RuntimeError):
     """An input could not be read: the stream failed part-way, a batch did not match the stream's
     schema, or a file is corrupt or not in its format (the message names the file). No partial

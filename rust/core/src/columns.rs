@@ -170,6 +170,15 @@ struct Interned {
 }
 
 impl Interner {
+    /// Every interned string, indexed by its key.
+    pub fn texts(&self) -> Vec<&[u8]> {
+        let mut out = vec![&[][..]; self.table.len()];
+        for e in self.table.iter() {
+            out[e.key as usize] = &self.bytes[e.start..e.start + e.len];
+        }
+        out
+    }
+
     fn key(&mut self, s: &[u8]) -> Result<u64> {
         let hash = self.hasher.hash_one(s);
         let Interner { bytes, table, .. } = self;

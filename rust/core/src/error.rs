@@ -17,6 +17,10 @@ pub enum CoreError {
     #[error("strict=True: column {column:?} in {table} has {what} at row {row}")]
     BadRow { table: String, column: String, what: String, row: u64 },
 
+    /// An update of the monthly state refused for rows at or before its watermark.
+    #[error("{0}")]
+    LateRows(String),
+
     #[error("reading {table} failed: {message}")]
     Stream { table: String, message: String },
 

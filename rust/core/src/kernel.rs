@@ -208,7 +208,13 @@ pub struct UserBits<'a> {
     horizon: usize,
 }
 
-impl UserBits<'_> {
+impl<'a> UserBits<'a> {
+    /// The bitsets of one user kept outside a shard (the monthly state): bitset `kind` at bits
+    /// `kind × horizon ..` of `words`.
+    pub fn new(words: &'a [u64], horizon: usize) -> Self {
+        UserBits { words, horizon }
+    }
+
     /// Calls `f(age)` for every age set in bitset `kind`.
     #[inline]
     pub fn for_each_age(&self, kind: usize, mut f: impl FnMut(usize)) {

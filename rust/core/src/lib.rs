@@ -25,3 +25,4 @@ pub mod report;
 pub use engine::{accumulate, run, BatchSource, CutOff, CohortResult, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET};
 pub use error::{CoreError, Result};
 pub use partial::{CohortKind, Partial, PARTIAL_FORMAT_VERSION};
+pub mod state;

@@ -14,6 +14,7 @@ pyo3::import_exception!(ltrcore.exceptions, DtypeError);
 pyo3::import_exception!(ltrcore.exceptions, InvalidArgumentError);
 pyo3::import_exception!(ltrcore.exceptions, BadRowsError);
 pyo3::import_exception!(ltrcore.exceptions, StreamError);
+pyo3::import_exception!(ltrcore.exceptions, LateRowsError);
 pyo3::import_exception!(ltrcore.exceptions, OutOfMemoryError);
 pyo3::import_exception!(ltrcore.exceptions, InternalError);
 
@@ -25,6 +26,7 @@ pub fn to_py(err: CoreError) -> PyErr {
         CoreError::InvalidArgument(_) => InvalidArgumentError::new_err(message),
         CoreError::BadRow { .. } => BadRowsError::new_err(message),
         CoreError::Stream { .. } => StreamError::new_err(message),
+        CoreError::LateRows(_) => LateRowsError::new_err(message),
         CoreError::OutOfMemory(_) => OutOfMemoryError::new_err(message),
         CoreError::Internal(_) => InternalError::new_err(message),
         // A Python error raised by a callback or by the source itself (Ctrl-C included): re-raised

@@ -8,6 +8,7 @@ mod arrow_io;
 mod errors;
 mod partial;
 mod result;
+mod state;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
@@ -22,10 +23,10 @@ use crate::partial::CorePartial;
 use crate::result::CoreResult;
 
 /// Progress and cancellation, polled by the core from the calling thread.
-struct PyHooks {
-    progress: Option<Py<PyAny>>,
+pub(crate) struct PyHooks {
+    pub(crate) progress: Option<Py<PyAny>>,
     /// When and in which phase the callback was last called.
-    last_progress: Mutex<Option<(Instant, &'static str)>>,
+    pub(crate) last_progress: Mutex<Option<(Instant, &'static str)>>,
 }
 
 impl Hooks for PyHooks {
@@ -160,6 +161,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     m.add_class::<CoreResult>()?;
     m.add_class::<CorePartial>()?;
+    m.add_class::<state::CoreState>()?;
     m.add_class::<ArrowStream>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

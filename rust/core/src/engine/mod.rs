@@ -32,6 +32,7 @@ use passes::{sum_accs, Acc, ActivityPass, FirstPurchasePass, OrdersPass, Pass, S
 
 pub use output::{period_of_point, CellsOut, CohortOut, CohortResult, ReconLines, ACTIVITY_REASONS, ORDER_REASONS_FIRST_PURCHASE, ORDER_REASONS_SIGNUPS, SIGNUP_REASONS};
 pub use passes::Paying;
+pub(crate) use passes::{bad_row_error, status_reason};
 pub use spec::{BatchSource, CutOff, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET, MAX_CHUNK_ROWS};
 
 pub(crate) struct Runner<'h> {
