@@ -400,12 +400,10 @@ def _load(path: str) -> CohortState:
     segments = None
     if spec.by_columns:
         table = read("segment", ["record", "segment", *(BY_PREFIX + b for b in spec.by_columns)])
-        segments = pl.DataFrame(
-            {
-                **{b: pl.Series(b, table.column(BY_PREFIX + b).combine_chunks()) if table.num_rows else [] for b in spec.by_columns},
-                SEGMENT_CODE: pl.Series(SEGMENT_CODE, table.column("segment").to_pylist(), dtype=pl.UInt32),
-            }
-        )
+        picked = table.select([BY_PREFIX + b for b in spec.by_columns] + ["segment"])
+        frame = pl.from_arrow(picked.rename_columns([*spec.by_columns, SEGMENT_CODE]))
+        assert isinstance(frame, pl.DataFrame)
+        segments = frame.with_columns(pl.col(SEGMENT_CODE).cast(pl.UInt32))
         codes = segments.get_column(SEGMENT_CODE).to_list()
         if sorted(codes) != list(range(len(codes))):
             raise InvalidArgumentError("corrupted: its segment dictionary's codes are not 0..n-1")

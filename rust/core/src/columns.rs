@@ -171,6 +171,7 @@ struct Interned {
 
 impl Interner {
     /// Every interned string, indexed by its key.
+    #[allow(clippy::cast_possible_truncation)] // keys number the strings held in memory
     pub fn texts(&self) -> Vec<&[u8]> {
         let mut out = vec![&[][..]; self.table.len()];
         for e in self.table.iter() {

@@ -14,6 +14,10 @@
 //! partial and put back from the new bitsets. Nothing is changed in place: an update returns a new
 //! state or an error, so a refused update leaves the old one as it was.
 
+// Text ids' keys index the interner's strings, and row indices the decoded rows: both are below
+// `usize::MAX` by construction.
+#![allow(clippy::cast_possible_truncation)]
+
 use rayon::prelude::*;
 
 use crate::calendar::{Calendar, PeriodKind};
