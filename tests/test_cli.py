@@ -198,3 +198,69 @@ def test_progress_bar_on_a_terminal_and_silence_otherwise(files):
     # stderr a pipe: no bar, only the one-line warning about the demo's bad rows.
     done = run("report", files["parquet"])
     assert "rows/s" not in done.stderr
+
+
+# --- ltrcore state --------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def months(files: dict[str, str]) -> dict[str, str]:
+    """The demo's orders and signups cut at 2025-06-01 (Berlin): history, and the months after."""
+    root = files["root"]
+    cut = pl.datetime(2025, 6, 1, time_zone="Europe/Berlin")
+    out = {}
+    for name in ("orders", "signups"):
+        frame = pl.read_parquet(files["parquet"] if name == "orders" else files["signups"])
+        ts = "ts" if name == "orders" else "signup_ts"
+        frame.filter(pl.col(ts) < cut).write_parquet(f"{root}/{name}-old.parquet")
+        frame.filter(pl.col(ts) >= cut).write_parquet(f"{root}/{name}-new.parquet")
+        out[f"{name}_old"], out[f"{name}_new"] = f"{root}/{name}-old.parquet", f"{root}/{name}-new.parquet"
+    return out
+
+
+def test_state_build_update_and_report_equal_a_full_report(files, months, tmp_path):
+    state = str(tmp_path / "state.parquet")
+    done = run("state", "build", months["orders_old"], "--signups", months["signups_old"], "--by", "channel",
+               "--tz", "Europe/Berlin", "--state", state)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "watermark 2025-05-01" in done.stdout
+    done = run("state", "update", months["orders_new"], "--signups", months["signups_new"], "--state", state)
+    assert done.returncode == 0, done.stderr
+    out = str(tmp_path / "from-state.parquet")
+    done = run("report", "--state", state, "--spend", files["spend"], "--margin", "0.3", "--out", out)
+    assert done.returncode == 0, done.stderr
+    assert "verdict" in done.stdout and "By channel" in done.stdout
+    assert pl.read_parquet(out).equals(expected(files, signups=files["signups"], by="channel"))
+    # The same month again is late: refused, one line, exit 2, and the file is unchanged.
+    before = open(state, "rb").read()
+    done = run("state", "update", months["orders_new"], "--state", state)
+    assert done.returncode == 2
+    assert "fall at or before the state's watermark" in done.stderr and "--late apply" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert open(state, "rb").read() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["state", "update", "{orders_new}", "--state", "{root}/none.parquet"], "none.parquet: no such file"),
+        (["state", "update", "--state", "{root}/x.parquet"], "needs NEW_ORDERS, --signups or --activity"),
+        (["state", "update", "{orders_new}", "--state", "{orders_old}"], "not an ltrcore state"),
+        (["state", "build", "{orders_old}", "--state", "{root}/s.parquet", "--horizon", "0"], "horizon"),
+        (["state", "build", "{orders_old}"], "the following arguments are required: --state"),
+        (["report", "--state", "{root}/none.parquet"], "none.parquet: no such file"),
+        (["report", "{orders_old}", "--state", "{root}/none.parquet"], "ORDERS or --state, not both"),
+        (["report"], "report needs ORDERS or --state"),
+    ],
+)
+def test_state_errors_are_one_line_and_exit_2(files, months, args, message):
+    done = run(*[a.format(**files, **months) for a in args])
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip() and "warning" not in line]
+    assert len(lines) == 1, done.stderr
+    assert message in lines[0]
+
+
+def test_report_from_a_state_refuses_spec_options(files, months, tmp_path):
+    state = str(tmp_path / "state.parquet")
+    assert run("state", "build", months["orders_old"], "--state", state).returncode == 0
+    done = run("report", "--state", state, "--by", "channel")
+    assert done.returncode == 2 and "--by is fixed by the state's spec" in done.stderr

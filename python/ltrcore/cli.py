@@ -10,6 +10,7 @@ exits with 130. A progress bar goes to stderr when it is a terminal.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -88,7 +89,7 @@ class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (and exit 2), like every other error of the command."""
 
     def error(self, message: str) -> Any:
-        print(f"ltrcore {self.prog.split()[-1]}: error: {message} (see --help)", file=sys.stderr)
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
         sys.exit(2)
 
 
@@ -107,30 +108,24 @@ def _parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  ltrcore report orders.parquet\n"
         "  ltrcore report 'orders/*.parquet' --signups signups.parquet --by channel --spend spend.csv --margin 0.3\n"
-        "  ltrcore report orders.csv --tz Europe/Berlin --as-of 2025-01-01 --out cohorts.parquet --html report.html\n",
+        "  ltrcore report orders.csv --tz Europe/Berlin --as-of 2025-01-01 --out cohorts.parquet --html report.html\n"
+        "  ltrcore report --state state.parquet --spend spend.csv --margin 0.3\n",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    report.add_argument("orders", help="order file, directory or glob (parquet, CSV or Arrow IPC)")
+    report.add_argument("orders", nargs="?", help="order file, directory or glob (parquet, CSV or Arrow IPC)")
+    report.add_argument("--state", help="report from a saved monthly state instead of ORDERS (see `ltrcore state`)")
     report.add_argument("--signups", help="signups file (user + signup time + segment columns): signup cohorts")
     report.add_argument("--activity", help="activity file (user + timestamp): activity retention")
     report.add_argument("--spend", help="acquisition spend file (period/month [, channel], spend or components)")
-    report.add_argument("--user", default="user_id", help="user id column")
-    report.add_argument("--ts", default="ts", help="order timestamp column")
-    report.add_argument("--amount", default="amount", help="order amount column")
-    report.add_argument("--signup-ts", default="signup_ts", help="signup timestamp column")
-    report.add_argument("--activity-ts", default=None, help="activity timestamp column (default: --ts)")
-    report.add_argument("--by", action="append", default=None, help="segment column (repeatable)")
-    report.add_argument("--tz", default="UTC", help="IANA time zone for period boundaries")
-    report.add_argument("--period", default="month", choices=["month", "week", "quarter", "day"])
-    report.add_argument("--horizon", type=int, default=12, help="ages per cohort")
+    _spec_options(report)
     report.add_argument("--as-of", default=None, help="cut-off date/time (default: start of the last order's period)")
     report.add_argument("--since", default=None, help="tracking start date (earlier periods are not used)")
-    report.add_argument("--min-amount", type=float, default=0.0, help="a paying order has amount > this")
     report.add_argument("--margin", type=float, default=1.0, help="gross margin turning LTR into LTV, in (0, 1]")
     report.add_argument("--discount-rate", type=float, default=0.0, help="annual discount rate for CLV")
     report.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     report.add_argument("--out", help="write the long cohort table to .parquet, .csv, .json or .arrow")
     report.add_argument("--html", help="write a self-contained HTML report (needs ltrcore[report])")
+    _state_parsers(sub)
     demo = sub.add_parser(
         "demo",
         help="run the cohort engine on the built-in synthetic retailer",
@@ -149,6 +144,104 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", help="write the long cohort table (by channel) to .parquet, .csv, .json or .arrow")
     demo.add_argument("--html", help="write a self-contained HTML report (needs ltrcore[report])")
     return parser
+
+
+#: Options of ``report`` that make the spec: fixed by a saved state, so refused beside ``--state``.
+_SPEC_OPTIONS = ("signups", "activity", "user", "ts", "amount", "signup_ts", "activity_ts", "by", "tz", "period", "horizon", "min_amount")
+
+
+def _spec_options(parser: argparse.ArgumentParser) -> None:
+    """The options that make a :class:`CohortSpec` (shared by ``state build``)."""
+    parser.add_argument("--user", default="user_id", help="user id column")
+    parser.add_argument("--ts", default="ts", help="order timestamp column")
+    parser.add_argument("--amount", default="amount", help="order amount column")
+    parser.add_argument("--signup-ts", default="signup_ts", help="signup timestamp column")
+    parser.add_argument("--activity-ts", default=None, help="activity timestamp column (default: --ts)")
+    parser.add_argument("--by", action="append", default=None, help="segment column (repeatable)")
+    parser.add_argument("--tz", default="UTC", help="IANA time zone for period boundaries")
+    parser.add_argument("--period", default="month", choices=["month", "week", "quarter", "day"])
+    parser.add_argument("--horizon", type=int, default=12, help="ages per cohort")
+    parser.add_argument("--min-amount", type=float, default=0.0, help="a paying order has amount > this")
+
+
+def _state_parsers(sub: Any) -> None:
+    state = sub.add_parser(
+        "state",
+        help="the monthly state: build it once, update it with each new month",
+        description="Build a saved state from the orders so far, then add each new month without "
+        "reading history again; `ltrcore report --state FILE` reports from it.",
+        epilog="examples:\n"
+        "  ltrcore state build 'orders/2024-*.parquet' --signups signups.parquet --by channel --state state.parquet\n"
+        "  ltrcore state update orders/2025-01.parquet --signups signups-2025-01.parquet --state state.parquet\n"
+        "  ltrcore state update late-refunds.parquet --late apply --state state.parquet\n"
+        "  ltrcore report --state state.parquet --spend spend.csv --margin 0.3\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = state.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    build = actions.add_parser(
+        "build",
+        help="build a state from order files",
+        description="Build a state from ORDERS (and --signups, --activity) and save it to --state.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    build.add_argument("orders", help="order file, directory or glob (parquet, CSV or Arrow IPC)")
+    build.add_argument("--state", required=True, help="the state file to write (parquet)")
+    build.add_argument("--signups", help="signups file (user + signup time + segment columns): signup cohorts")
+    build.add_argument("--activity", help="activity file (user + timestamp): activity retention")
+    _spec_options(build)
+    build.add_argument("--through", default=None, help="the last date the data covers (default: the last row's period)")
+    update = actions.add_parser(
+        "update",
+        help="add new order files to a saved state",
+        description="Add NEW_ORDERS (and --signups, --activity) to the state in --state and save it. Rows at "
+        "or before the state's watermark are refused unless --late apply. Column names and settings come "
+        "from the state.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    update.add_argument("orders", nargs="?", help="new order file, directory or glob")
+    update.add_argument("--state", required=True, help="the state file to update (parquet; replaced atomically)")
+    update.add_argument("--signups", help="new signups file")
+    update.add_argument("--activity", help="new activity file")
+    update.add_argument("--late", default="refuse", choices=["refuse", "apply"], help="what to do with rows at or before the watermark")
+    update.add_argument("--through", default=None, help="the last date the new data covers (default: the last row's period)")
+
+
+def _state(args: argparse.Namespace) -> int:
+    from .spec import CohortSpec
+    from .state import CohortState
+
+    bar = _progress_bar()
+    started = time.perf_counter()
+    try:
+        if args.action == "build":
+            spec = CohortSpec(
+                user=args.user,
+                ts=args.ts,
+                amount=args.amount,
+                cohort="signup" if args.signups else "first_purchase",
+                signup_ts=args.signup_ts,
+                activity_ts=args.activity_ts,
+                by=args.by,
+                horizon=args.horizon,
+                period=args.period,
+                tz=args.tz,
+                min_amount=args.min_amount,
+            )
+            state = CohortState.build(spec, args.orders, args.signups, args.activity, through=args.through, progress=bar)
+        else:
+            if not (args.orders or args.signups or args.activity):
+                raise ValueError("state update needs NEW_ORDERS, --signups or --activity")
+            state = CohortState.load(args.state)
+            state.update(args.orders, args.signups, args.activity, late=args.late, through=args.through, progress=bar)
+        state.save(args.state)
+    finally:
+        _end_progress(bar)
+    size = os.path.getsize(args.state)
+    print(
+        f"{args.state}: {state.users:,} users, {state.waiting_rows:,} waiting rows, watermark {state.watermark}; "
+        f"{size / 2**20:.1f} MiB written in {time.perf_counter() - started:.2f} s"
+    )
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -220,6 +313,10 @@ def _print_metrics(table: Any, spend: Any, margin: float, discount_rate: float) 
 def _report(args: argparse.Namespace) -> int:
     from . import cohorts
 
+    if args.state is not None:
+        return _report_state(args)
+    if args.orders is None:
+        raise ValueError("report needs ORDERS or --state FILE")
     signups = args.signups  # a path: read by ltrcore itself, in its own Arrow types
     spend = _read_table(args.spend, "spend") if args.spend else None
     bar = _progress_bar()
@@ -250,6 +347,22 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_state(args: argparse.Namespace) -> int:
+    from .state import CohortState
+
+    if args.orders is not None:
+        raise ValueError("report takes ORDERS or --state, not both")
+    defaults = _parser().parse_args(["report", "x"])
+    given = [name for name in _SPEC_OPTIONS if getattr(args, name) != getattr(defaults, name)]
+    if given:
+        raise ValueError(f"--{given[0].replace('_', '-')} is fixed by the state's spec; it cannot be given with --state")
+    spend = _read_table(args.spend, "spend") if args.spend else None
+    table = CohortState.load(args.state).table(as_of=args.as_of, since=args.since)
+    _print_report(table, spend, args.margin, args.discount_rate)
+    _write_outputs(table, args, spend)
+    return 0
+
+
 def _write_outputs(table: Any, args: argparse.Namespace, spend: Any) -> None:
     if getattr(args, "out", None):
         _write_out(table.to_polars(), args.out)
@@ -264,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            code = _demo(args) if args.command == "demo" else _report(args)
+            code = {"demo": _demo, "state": _state}.get(args.command, _report)(args)
         # One line each on stderr rather than Python's warning format with a source line. The demo
         # has bad rows on purpose, and its reconciliation already shows them.
         if args.command != "demo":

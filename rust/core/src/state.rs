@@ -361,7 +361,7 @@ impl State {
             let first = reader.first_late.as_ref().expect("a late row was noted");
             return Err(CoreError::LateRows(format!(
                 "{} row(s) fall at or before the state's watermark (the period starting {}); the first is {} row {}, user {}, in the period starting {}. \
-                 Nothing was changed; late=\"apply\" applies late rows that change no user's cohort",
+                 Nothing was changed; late=\"apply\" (CLI: --late apply) applies late rows that change no user's cohort",
                 reader.late_rows,
                 period_label(period_kind, self.watermark.unwrap_or(0)),
                 table_name(first.table),
