@@ -474,15 +474,14 @@ def _cost_per_signup(
 # benchmark data
 
 
-def orders_only(n_orders: int, *, seed: int = 0, n_users: int | None = None) -> pa.Table:
+def orders_only(n_orders: int, *, seed: int = 0, n_users: int | None = None, months: int = 24) -> pa.Table:
     """A plain shuffled order table for benchmarks: ``user_id`` int64 (sparse 40-bit ids),
     ``ts`` timestamp[us, UTC], ``amount`` float64 (3 % refunds, negative). There are exactly
     ``n_orders`` rows and ``n_users`` customers (default ``n_orders / 12.7``), each with at least one
-    order, over the 24 UTC months 2024-01 … 2025-12. There are no bad rows.
+    order, over ``months`` UTC months from 2024-01 (24: to 2025-12). There are no bad rows.
     """
     if n_orders < 0:
         raise ValueError(f"n_orders must be >= 0, got {n_orders}")
-    months = 24
     rng = np.random.default_rng([seed, 2])
     starts = _month_starts(2024, 1, months + 1, "UTC")
     end = int(starts[-1])

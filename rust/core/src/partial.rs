@@ -241,6 +241,40 @@ impl Partial {
         Ok(out)
     }
 
+    /// Takes `other`'s numbers out of this partial, key by key (the monthly state: a member's
+    /// counts that new rows move, waiting rows that leave their reason). Every group of `other`
+    /// must be here, at the same scale, and no number may go below zero.
+    pub fn subtract(&mut self, other: &Partial) -> Result<()> {
+        let below = || CoreError::Internal("subtracting partials went below zero".into());
+        if other.scale != self.scale || other.horizon != self.horizon {
+            return Err(CoreError::Internal("subtracting partials of different scales or horizons".into()));
+        }
+        let h = self.h();
+        for (g, key) in other.groups.iter().enumerate() {
+            let d = self.groups.binary_search(key).map_err(|_| below())?;
+            self.members[d] = self.members[d].checked_sub(other.members[g]).ok_or_else(below)?;
+            for a in 0..h {
+                let (src, dst) = (g * h + a, d * h + a);
+                for (o, i) in self.cells.counts_mut().into_iter().zip(other.cells.counts()) {
+                    o[dst] = o[dst].checked_sub(i[src]).ok_or_else(below)?;
+                }
+                self.cells.gross[dst] -= other.cells.gross[src];
+                self.cells.refunds[dst] -= other.cells.refunds[src];
+            }
+        }
+        for (mine, theirs) in [(Some(&mut self.orders), Some(&other.orders)), (self.signups.as_mut(), other.signups.as_ref()), (self.activity.as_mut(), other.activity.as_ref())] {
+            let Some(theirs) = theirs else { continue };
+            let mine = mine.ok_or_else(below)?;
+            mine.rows = mine.rows.checked_sub(theirs.rows).ok_or_else(below)?;
+            mine.amount -= theirs.amount;
+            for r in Reason::ALL {
+                let rows = mine.tally.rows(r).checked_sub(theirs.tally.rows(r)).ok_or_else(below)?;
+                mine.tally.set(r, rows, mine.tally.amount(r) - theirs.tally.amount(r));
+            }
+        }
+        Ok(())
+    }
+
     /// The reported table: cells reclassified by completeness (`as_of`, by default the start of the
     /// period after the last order's; `since`), the per-cohort counts for the complete ages, and the
     /// checked reconciliations.

@@ -140,17 +140,17 @@ impl CoreState {
 
     #[getter]
     fn users(&self) -> usize {
-        self.inner.users.ids.len()
+        self.inner.user_count()
     }
 
     #[getter]
     fn waiting_rows(&self) -> usize {
-        self.inner.waiting.len()
+        self.inner.waiting_count()
     }
 
     /// The segment codes the users hold, sorted and distinct.
     fn segment_codes(&self) -> Vec<u32> {
-        let mut codes = self.inner.users.segment.clone();
+        let mut codes: Vec<u32> = self.inner.users.iter().flat_map(|u| u.segment.iter().copied()).collect();
         codes.sort_unstable();
         codes.dedup();
         codes
