@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use super::walk::Grid;
 use super::{hash_key, missing, stride, table_name, text_id, Key, Keys, State, UserFacts, Waiting, ACTIVITY, KINDS, ORDERS, PARTS, PART_SHIFT};
 use crate::columns::UserFamily;
@@ -71,12 +73,31 @@ impl State {
         let h = self.partial.horizon as usize;
         let nb = h.div_ceil(8);
         let stride = self.stride();
-        let u = &self.joined_users();
-        let mut columns: Vec<ArrayRef> = vec![
-            key_array(&u.keys, self.family),
-            Arc::new(UInt32Array::from(u.segment.clone())),
-            Arc::new(Int32Array::from(u.cohort.clone())),
-        ];
+        let n = self.user_count();
+        let mut keys = self.users.first().map(|u| Keys::empty_like(&u.keys)).unwrap_or_default();
+        keys.reserve(n);
+        let (mut segment, mut cohort) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let mut maps: [Vec<u8>; KINDS] = std::array::from_fn(|_| vec![0u8; n * nb]);
+        let mut k = 0;
+        for part in &self.users {
+            keys.extend_range(&part.keys, 0..part.ids.len());
+            segment.extend_from_slice(&part.segment);
+            cohort.extend_from_slice(&part.cohort);
+            for i in 0..part.ids.len() {
+                let words = &part.bits[i * stride..(i + 1) * stride];
+                for (kind, map) in maps.iter_mut().enumerate() {
+                    let out = &mut map[k * nb..(k + 1) * nb];
+                    if stride == 1 {
+                        let x = (words[0] >> (kind * h)) & (u64::MAX >> (64 - h));
+                        out.copy_from_slice(&x.to_le_bytes()[..nb]);
+                    } else {
+                        UserBits::new(words, h).for_each_age(kind, |a| out[a / 8] |= 1 << (a % 8));
+                    }
+                }
+                k += 1;
+            }
+        }
+        let mut columns: Vec<ArrayRef> = vec![key_array(&keys, self.family), Arc::new(UInt32Array::from(segment)), Arc::new(Int32Array::from(cohort))];
         let mut fields = vec![
             Field::new("user", key_field(self.family), false),
             Field::new("segment", DataType::UInt32, false),
@@ -84,14 +105,9 @@ impl State {
         ];
         #[allow(clippy::cast_possible_wrap, clippy::cast_possible_truncation)] // nb ≤ 125
         let width = nb as i32;
-        for (kind, name) in AGE_COLUMNS.iter().enumerate() {
-            let mut bytes = vec![0u8; u.ids.len() * nb];
-            for (k, out) in bytes.chunks_exact_mut(nb.max(1)).enumerate().take(if nb == 0 { 0 } else { u.ids.len() }) {
-                UserBits::new(&u.bits[k * stride..(k + 1) * stride], h).for_each_age(kind, |a| out[a / 8] |= 1 << (a % 8));
-            }
-            let array = FixedSizeBinaryArray::try_new(width, bytes.into(), None).map_err(arrow_err)?;
-            columns.push(Arc::new(array));
-            fields.push(Field::new(*name, DataType::FixedSizeBinary(width), false));
+        for (map, name) in maps.into_iter().zip(AGE_COLUMNS) {
+            columns.push(Arc::new(FixedSizeBinaryArray::try_new(width, map.into(), None).map_err(arrow_err)?));
+            fields.push(Field::new(name, DataType::FixedSizeBinary(width), false));
         }
         arrow_array::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_err)
     }
@@ -152,18 +168,16 @@ impl State {
                         into.push_key(Key::Text(v.as_bytes()));
                     }
                 }
-                UserFamily::Unsigned64 => {
-                    for &v in col.as_primitive::<arrow_array::types::UInt64Type>().values() {
-                        ids.push(hash_key(v));
-                        into.push_key(Key::Int(v));
+                UserFamily::Unsigned64 | UserFamily::Signed => {
+                    let Keys::Ints(keys) = into else { return Err(invalid("integer ids in a text state".into())) };
+                    let first = keys.len();
+                    if fam == UserFamily::Unsigned64 {
+                        keys.extend_from_slice(col.as_primitive::<arrow_array::types::UInt64Type>().values());
+                    } else {
+                        #[allow(clippy::cast_sign_loss)] // the bit patterns of the signed ids
+                        keys.extend(col.as_primitive::<arrow_array::types::Int64Type>().values().iter().map(|&v| v as u64));
                     }
-                }
-                UserFamily::Signed => {
-                    #[allow(clippy::cast_sign_loss)] // the bit pattern
-                    for &v in col.as_primitive::<arrow_array::types::Int64Type>().values() {
-                        ids.push(hash_key(v as u64));
-                        into.push_key(Key::Int(v as u64));
-                    }
+                    ids.extend(keys[first..].iter().map(|&v| hash_key(v)));
                 }
             }
             Ok(())
@@ -171,35 +185,101 @@ impl State {
         if family.is_none() && (users.iter().any(|b| b.num_rows() > 0) || waiting.iter().any(|b| b.num_rows() > 0)) {
             return Err(invalid("it has users but no user id family".into()));
         }
-        let mut u = UserFacts { keys: Keys::for_family(fam), ..UserFacts::default() };
+        let reading = std::time::Instant::now();
         #[allow(clippy::cast_possible_wrap, clippy::cast_possible_truncation)]
         let width = DataType::FixedSizeBinary(nb as i32);
-        for b in users {
-            read_keys(b, &mut u.keys, &mut u.ids)?;
-            u.segment.extend_from_slice(column(b, "segment", &DataType::UInt32)?.as_primitive::<UInt32Type>().values());
-            u.cohort.extend_from_slice(column(b, "cohort", &DataType::Int32)?.as_primitive::<Int32Type>().values());
-            let maps: Vec<arrow_array::ArrayRef> = AGE_COLUMNS.iter().map(|n| column(b, n, &width)).collect::<Result<_>>()?;
+        // Appends rows `lo..hi` of a batch (whose ids are `ids`) to `u`.
+        let append = |b: &arrow_array::RecordBatch, lo: usize, hi: usize, ids: &[u64], u: &mut UserFacts| -> Result<()> {
+            let keys = column(b, "user", &key_field(family))?;
+            match &mut u.keys {
+                Keys::Ints(v) if fam == UserFamily::Unsigned64 => v.extend_from_slice(&keys.as_primitive::<arrow_array::types::UInt64Type>().values()[lo..hi]),
+                #[allow(clippy::cast_sign_loss)] // the bit patterns of the signed ids
+                Keys::Ints(v) => v.extend(keys.as_primitive::<arrow_array::types::Int64Type>().values()[lo..hi].iter().map(|&k| k as u64)),
+                text => {
+                    let a = keys.as_string::<i64>();
+                    (lo..hi).for_each(|k| text.push_key(Key::Text(a.value(k).as_bytes())));
+                }
+            }
+            u.ids.extend_from_slice(ids);
+            u.segment.extend_from_slice(&column(b, "segment", &DataType::UInt32)?.as_primitive::<UInt32Type>().values()[lo..hi]);
+            u.cohort.extend_from_slice(&column(b, "cohort", &DataType::Int32)?.as_primitive::<Int32Type>().values()[lo..hi]);
             let first = u.bits.len();
-            u.bits.resize(first + b.num_rows() * stride, 0);
-            for (kind, m) in maps.iter().enumerate() {
+            u.bits.resize(first + (hi - lo) * stride, 0);
+            for (kind, name) in AGE_COLUMNS.iter().enumerate() {
+                let m = column(b, name, &width)?;
                 let m = m.as_fixed_size_binary();
-                for k in 0..b.num_rows() {
-                    let words = &mut u.bits[first + k * stride..first + (k + 1) * stride];
+                for k in lo..hi {
+                    let words = &mut u.bits[first + (k - lo) * stride..first + (k - lo + 1) * stride];
+                    if stride == 1 {
+                        // All three bitsets in one word: a bitmap of at most 8 bytes, read as one number.
+                        let x = m.value(k).iter().enumerate().fold(0u64, |x, (i, &byte)| x | u64::from(byte) << (8 * i));
+                        if h < 64 && x >> h != 0 {
+                            return Err(invalid(format!("column {name:?} has an age beyond the horizon")));
+                        }
+                        words[0] |= x << (kind * h);
+                        continue;
+                    }
                     for (byte_index, &byte) in m.value(k).iter().enumerate() {
-                        for bit in 0..8 {
-                            if byte >> bit & 1 == 1 {
-                                let a = byte_index * 8 + bit;
-                                if a >= h {
-                                    return Err(invalid(format!("column {:?} has an age beyond the horizon", AGE_COLUMNS[kind])));
-                                }
-                                let b = kind * h + a;
-                                words[b >> 6] |= 1 << (b & 63);
+                        for bit in (0..8).filter(|bit| byte >> bit & 1 == 1) {
+                            let a = byte_index * 8 + bit;
+                            if a >= h {
+                                return Err(invalid(format!("column {name:?} has an age beyond the horizon")));
                             }
+                            let b = kind * h + a;
+                            words[b >> 6] |= 1 << (b & 63);
                         }
                     }
                 }
             }
+            Ok(())
+        };
+        let ids_of = |b: &arrow_array::RecordBatch| -> Result<Vec<u64>> {
+            let mut keys = Keys::for_family(fam);
+            let mut ids = Vec::with_capacity(b.num_rows());
+            read_keys(b, &mut keys, &mut ids)?;
+            Ok(ids)
+        };
+        // The rows come sorted by id, as `save` writes them: each goes straight to its partition.
+        // Rows in another order (a file rewritten by another tool) go through one sort.
+        let mut counts = [0usize; PARTS];
+        let mut sorted = true;
+        let mut previous = None;
+        for b in users {
+            for id in ids_of(b)? {
+                sorted &= previous.is_none_or(|p| p < id);
+                previous = Some(id);
+                counts[(id >> PART_SHIFT) as usize] += 1;
+            }
         }
+        let users_parts: Vec<Arc<UserFacts>> = if sorted {
+            let mut parts: Vec<UserFacts> = counts
+                .iter()
+                .map(|&n| {
+                    let mut u = UserFacts { keys: Keys::for_family(fam), ..UserFacts::default() };
+                    u.reserve(n, stride);
+                    u
+                })
+                .collect();
+            for b in users {
+                let ids = ids_of(b)?;
+                let mut lo = 0;
+                while lo < ids.len() {
+                    let p = (ids[lo] >> PART_SHIFT) as usize;
+                    let hi = lo + ids[lo..].partition_point(|&id| (id >> PART_SHIFT) as usize == p);
+                    append(b, lo, hi, &ids[lo..hi], &mut parts[p])?;
+                    lo = hi;
+                }
+            }
+            parts.into_iter().map(Arc::new).collect()
+        } else {
+            let mut u = UserFacts { keys: Keys::for_family(fam), ..UserFacts::default() };
+            for b in users {
+                let ids = ids_of(b)?;
+                append(b, 0, b.num_rows(), &ids, &mut u)?;
+            }
+            split_users(sort_users(u, stride), stride)
+        };
+        crate::engine::trace("state: users read", reading);
         let mut w = Waiting { keys: Keys::for_family(fam), ..Waiting::default() };
         let scale = i8::try_from(partial.scale).unwrap_or(i8::MAX);
         for b in waiting {
@@ -216,18 +296,11 @@ impl State {
                 w.amount.push(i64::try_from(a).map_err(|_| invalid("a waiting amount beyond 64-bit fixed point".into()))?);
             }
         }
-        let state = State { partial, watermark, family, users: split_users(sort_users(u, stride), stride), waiting: split_waiting(sort_waiting(w)) };
+        let state = State { partial, watermark, family, users: users_parts, waiting: split_waiting(sort_waiting(w)) };
+        let checking = std::time::Instant::now();
         state.check()?;
+        crate::engine::trace("state: checks", checking);
         Ok(state)
-    }
-
-    fn joined_users(&self) -> UserFacts {
-        let stride = self.stride();
-        let mut all = UserFacts { keys: self.users.first().map(|u| Keys::empty_like(&u.keys)).unwrap_or_default(), ..UserFacts::default() };
-        for part in &self.users {
-            all.extend_range(part, 0..part.ids.len(), stride);
-        }
-        all
     }
 
     fn joined_waiting(&self) -> Waiting {
@@ -243,37 +316,34 @@ impl State {
         let h = self.partial.horizon as usize;
         let stride = self.stride();
         // What the users and waiting rows make, from nothing, must be what the partial holds.
-        let mut recount = Grid::new(Partial { groups: Vec::new(), members: Vec::new(), cells: Default::default(), ..self.partial.clone() });
-        let mut previous = None;
-        for part in &self.users {
-            for k in 0..part.ids.len() {
-                if previous.is_some_and(|p| p >= part.ids[k]) {
-                    return Err(invalid("a user appears twice".into()));
+        let template = Partial { scale: self.partial.scale, ..Partial::empty(self.partial.horizon, self.partial.kind) };
+        let recounts = self
+            .users
+            .par_iter()
+            .enumerate()
+            .map(|(p, part)| {
+                let mut recount = Grid::new(template.clone());
+                if part.ids.windows(2).any(|w| w[0] >= w[1]) || part.ids.iter().any(|&id| (id >> PART_SHIFT) as usize != p) {
+                    return Err(invalid("a user appears twice, or out of order".into()));
                 }
-                previous = Some(part.ids[k]);
-                let bits = &part.bits[k * stride..(k + 1) * stride];
-                let user = UserBits::new(bits, h);
-                let mut twice_without_paid = false;
-                user.for_each_age(MULTI, |a| twice_without_paid |= user.count_below(PAID, a + 1) == user.count_below(PAID, a));
-                if twice_without_paid {
-                    return Err(invalid("a user paid twice at an age without paying at it".into()));
+                for k in 0..part.ids.len() {
+                    let bits = &part.bits[k * stride..(k + 1) * stride];
+                    let user = UserBits::new(bits, h);
+                    let mut twice_without_paid = false;
+                    user.for_each_age(MULTI, |a| twice_without_paid |= user.count_below(PAID, a + 1) == user.count_below(PAID, a));
+                    if twice_without_paid {
+                        return Err(invalid("a user paid twice at an age without paying at it".into()));
+                    }
+                    let g = recount.group((part.segment[k], part.cohort[k]));
+                    recount.partial.members[g] += 1;
+                    recount.add_counts(g, bits);
                 }
-                let g = recount.group((part.segment[k], part.cohort[k]));
-                recount.partial.members[g] += 1;
-                recount.add_counts(g, bits);
-            }
-        }
-        let mut made = recount.partial;
-        let mut held = self.partial.clone();
-        for p in [&mut made, &mut held] {
-            p.cells.rows.fill(0);
-            p.cells.orders.fill(0);
-            p.cells.gross.fill(0);
-            p.cells.refunds.fill(0);
-            p.cells.activity_rows.fill(0);
-        }
-        // Cohorts with no members hold no counts either: compare the groups with members.
-        let made = Partial::merge(vec![made])?;
+                Ok(recount.partial)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let made = Partial::merge(recounts)?;
+        let held = &self.partial;
+        // The per-user numbers of the groups with members (a group without members must hold none).
         let keep = |p: &Partial| -> Vec<((u32, i32), u64, Vec<u64>)> {
             let h = p.horizon as usize;
             p.groups
@@ -287,7 +357,7 @@ impl State {
                 })
                 .collect()
         };
-        let (made_groups, held_groups) = (keep(&made), keep(&held));
+        let (made_groups, held_groups) = (keep(&made), keep(held));
         if made_groups.iter().map(|g| (g.0, g.1)).ne(held_groups.iter().map(|g| (g.0, g.1))) {
             return Err(invalid("its users do not add up to its cohort sizes".into()));
         }
