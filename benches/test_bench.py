@@ -273,3 +273,16 @@ def test_spark_bench_runs_and_agrees(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "cross-check" in done.stdout and "skipped" not in done.stdout, done.stdout
+
+
+def test_state_bench_runs_and_agrees(tmp_path: Path) -> None:
+    """``state_bench.py`` end to end at a small size: every step runs, and the state's table equals
+    the full recompute's (the script exits with status 1 otherwise)."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, str(HERE / "state_bench.py"), "--rows", "30k", "--repeat", "1"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "cross-check: the state's table equals the full recompute's" in done.stdout

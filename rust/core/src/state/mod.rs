@@ -439,10 +439,18 @@ impl State {
         let text_ids = family == UserFamily::Str;
         let texts = reader.interner.texts();
         let mut chunks = std::mem::take(&mut reader.chunks);
+        // Text ids: each text's id, and the text of each id (two texts with one id are refused).
+        let mut text_of: hashbrown::HashMap<u64, &[u8], foldhash::fast::FixedState> = hashbrown::HashMap::default();
         if text_ids {
             let ids: Vec<u64> = texts.par_iter().map(|t| text_id(t)).collect();
+            text_of.reserve(ids.len());
+            for (&id, &text) in ids.iter().zip(&texts) {
+                if let Some(other) = text_of.insert(id, text) {
+                    return Err(collision(other, text));
+                }
+            }
             chunks.par_iter_mut().for_each_init(Vec::new, |ordered, (c, parts)| {
-                c.iter_mut().for_each(|r| r.id = ids[r.key as usize]);
+                c.iter_mut().for_each(|r| r.id = ids[r.id as usize]);
                 *parts = order_by_part(c, ordered);
                 std::mem::swap(c, ordered);
             });
@@ -481,7 +489,7 @@ impl State {
             tracks_segments: spec.segment.is_some(),
             ranks: &ranks,
             paying: Paying::new(spec.min_amount, base.scale),
-            texts: &texts,
+            text_of: &text_of,
             text_ids,
         };
         // Each partition gathers its rows from every chunk, sorts them by id in cache, and walks.

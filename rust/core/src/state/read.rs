@@ -11,20 +11,33 @@ use crate::kernel::hash_key;
 use crate::partial::TableTotals;
 use crate::reconcile::Tally;
 
-/// A valid row of an update, with what the walk needs of it.
+/// A valid row of an update, with what the walk needs of it, in 32 bytes (every byte of a row is
+/// written, moved twice and read: the update's time goes with its size).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Rec {
-    /// The user's id (`hash_key` of an integer key, `text_id` of a text one).
+    /// The user's id (`hash_key` of an integer key, `text_id` of a text one; for text, the
+    /// interner's key until the ids are known).
     pub(crate) id: u64,
     /// The raw timestamp (the cohort-defining table only).
     pub(crate) ts: i64,
     /// Fixed point at the state's scale (orders only).
     pub(crate) amount: i64,
-    /// Text ids: the interner's key of the text.
-    pub(crate) key: u32,
     pub(crate) period: i32,
-    pub(crate) segment: u32,
-    pub(crate) table: u8,
+    /// The table in the top 2 bits, the segment code below.
+    table_segment: u32,
+}
+
+/// Segment codes a row can carry (`Rec::table_segment`).
+pub(crate) const MAX_SEGMENTS: u32 = 1 << 30;
+
+impl Rec {
+    pub(crate) fn table(&self) -> u8 {
+        (self.table_segment >> 30) as u8
+    }
+
+    pub(crate) fn segment(&self) -> u32 {
+        self.table_segment & (MAX_SEGMENTS - 1)
+    }
 }
 
 /// Rows decoded at a time.
@@ -222,14 +235,16 @@ fn decode_block(
             }
         }
         let key = d.key[k];
+        let segment = if how.segments { d.segment[k] } else { 0 };
+        if segment >= MAX_SEGMENTS {
+            return Err(CoreError::InvalidArgument(format!("the state keeps at most {MAX_SEGMENTS} segments")));
+        }
         valid.push(Rec {
-            id: if how.text { 0 } else { hash_key(key) },
+            id: if how.text { key } else { hash_key(key) },
             ts: if how.want.ts { d.ts[k] } else { 0 },
             amount,
-            key: if how.text { u32::try_from(key).map_err(|_| too_many_texts())? } else { 0 },
             period,
-            segment: if how.segments { d.segment[k] } else { 0 },
-            table: how.table,
+            table_segment: u32::from(how.table) << 30 | segment,
         });
     }
     if how.text {
@@ -238,10 +253,6 @@ fn decode_block(
         out.parts = order_by_part(valid, &mut out.recs);
     }
     Ok(out)
-}
-
-fn too_many_texts() -> CoreError {
-    CoreError::InvalidArgument("an update may hold at most 4,294,967,295 distinct text user ids".into())
 }
 
 /// A block's rows in partition order (the top bits of the id) in `out`, with where each
@@ -268,21 +279,22 @@ pub(crate) fn order_by_part(rows: &[Rec], out: &mut Vec<Rec>) -> [usize; PARTS +
     starts
 }
 
-/// One partition's rows, gathered from every chunk straight into buckets of the 12 id bits below
-/// the partition's, then each bucket sorted in cache: runs of a few rows, for insertion.
+/// One partition's rows, gathered from every chunk straight into buckets of the id bits below the
+/// partition's, then each bucket sorted in cache: runs of a few rows, for insertion.
 pub(crate) fn gather_sorted(chunks: &[(Vec<Rec>, [usize; PARTS + 1])], p: usize, rows: &mut Vec<Rec>, scratch: &mut Vec<Rec>) {
-    const BITS: u32 = 12;
-    let shift = PART_SHIFT - BITS;
-    let digit = |r: &Rec| (r.id >> shift) as usize & ((1 << BITS) - 1);
-    let mut starts = vec![0usize; (1 << BITS) + 1];
     let slices = || chunks.iter().map(move |(c, parts)| &c[parts[p]..parts[p + 1]]);
+    // About four rows a bucket.
+    let n: usize = slices().map(<[Rec]>::len).sum();
+    let bits = (usize::BITS - (n / 4).leading_zeros()).clamp(4, 16);
+    let shift = PART_SHIFT - bits;
+    let digit = |r: &Rec| (r.id >> shift) as usize & ((1 << bits) - 1);
+    let mut starts = vec![0usize; (1 << bits) + 1];
     for r in slices().flatten() {
         starts[digit(r) + 1] += 1;
     }
-    for b in 0..1 << BITS {
+    for b in 0..1 << bits {
         starts[b + 1] += starts[b];
     }
-    let n = starts[1 << BITS];
     rows.clear();
     rows.reserve(n);
     let mut next = starts.clone();
@@ -294,7 +306,7 @@ pub(crate) fn gather_sorted(chunks: &[(Vec<Rec>, [usize; PARTS + 1])], p: usize,
     }
     // SAFETY: every one of the first `n` slots was written above.
     unsafe { rows.set_len(n) };
-    for b in 0..1 << BITS {
+    for b in 0..1 << bits {
         sort_by_id(&mut rows[starts[b]..starts[b + 1]], scratch, shift);
     }
 }

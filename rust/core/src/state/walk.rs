@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::read::Rec;
-use super::{describe, inconsistent, missing, Key, Keys, UserFacts, Waiting, ACTIVITY, ORDERS, SIGNUPS};
+use super::{describe, missing, Key, Keys, UserFacts, Waiting, ACTIVITY, ORDERS, SIGNUPS};
 use crate::engine::Paying;
 use crate::error::Result;
 use crate::kernel::{UserBits, ACTIVE, MULTI, PAID};
@@ -21,8 +21,8 @@ pub(crate) struct Context<'a> {
     /// Each segment code's rank in the order of the values (ties between earliest rows).
     pub(crate) ranks: &'a [u32],
     pub(crate) paying: Paying,
-    /// Text ids by interner key (empty for integer ids).
-    pub(crate) texts: &'a [&'a [u8]],
+    /// The text of each text id in the update (empty for integer ids).
+    pub(crate) text_of: &'a hashbrown::HashMap<u64, &'a [u8], foldhash::fast::FixedState>,
     pub(crate) text_ids: bool,
 }
 
@@ -152,12 +152,7 @@ pub(crate) fn walk(ctx: &Context<'_>, users: &Arc<UserFacts>, waiting: &Arc<Wait
             j += 1;
         }
         let group = &rows[i..j];
-        let key = if ctx.text_ids { Key::Text(ctx.texts[group[0].key as usize]) } else { Key::Int(super::unhash_key(id)) };
-        if ctx.text_ids {
-            if let Some(other) = group.iter().find(|r| r.key != group[0].key) {
-                return Err(super::collision(ctx.texts[group[0].key as usize], ctx.texts[other.key as usize]));
-            }
-        }
+        let key = if ctx.text_ids { Key::Text(ctx.text_of[&id]) } else { Key::Int(super::unhash_key(id)) };
         let start = ui;
         ui = gallop(&users.ids, ui, id);
         w.users.extend_range(users, start..ui, stride);
@@ -172,11 +167,12 @@ pub(crate) fn walk(ctx: &Context<'_>, users: &Arc<UserFacts>, waiting: &Arc<Wait
         while wi < waiting.ids.len() && waiting.ids[wi] == id {
             wi += 1;
         }
-        for stored in old.map(|k| users.keys.key(k)).into_iter().chain((wstart..wi).map(|k| waiting.keys.key(k))) {
-            if stored != key {
-                let Key::Text(t) = stored else { return Err(inconsistent("an integer id matched another")) };
-                let Key::Text(new) = key else { return Err(inconsistent("a text id matched an integer")) };
-                return Err(super::collision(t, new));
+        // Integer keys are their ids (`hash_key` is a bijection); two texts may share one.
+        if let Key::Text(new) = key {
+            for stored in old.map(|k| users.keys.text(k)).into_iter().chain((wstart..wi).map(|k| waiting.keys.text(k))) {
+                if stored != new {
+                    return Err(super::collision(stored, new));
+                }
             }
         }
         w.user(id, key, old.map(|k| (&**users, k)), (&**waiting, wstart..wi), group)?;
@@ -234,11 +230,11 @@ impl Walk<'_> {
         let mut defining_rows = 0u64;
         let mut conflict: Option<i32> = None;
         for r in group {
-            if r.table != defining || (r.table == ORDERS && !ctx.paying.pays(r.amount)) {
+            if r.table() != defining || (r.table() == ORDERS && !ctx.paying.pays(r.amount)) {
                 continue;
             }
             defining_rows += 1;
-            let segment = if ctx.tracks_segments { r.segment } else { 0 };
+            let segment = if ctx.tracks_segments { r.segment() } else { 0 };
             match old_facts {
                 Some((s, c)) => {
                     if r.period < c || (r.period == c && segment != s) {
@@ -265,8 +261,8 @@ impl Walk<'_> {
             // Still no cohort: every row waits, under the reason a full run gives it now.
             self.waiting.extend_range(waiting.0, waiting.1.clone());
             for r in group {
-                self.plus.table(r.table).tally.add(missing(ctx.kind, r.table), r.amount);
-                self.waiting.push(id, key, r.table, r.period, r.amount);
+                self.plus.table(r.table()).tally.add(missing(ctx.kind, r.table()), r.amount);
+                self.waiting.push(id, key, r.table(), r.period, r.amount);
             }
             return Ok(());
         };
@@ -296,15 +292,13 @@ impl Walk<'_> {
             }
         }
         for r in group {
-            if r.table != SIGNUPS {
-                self.attribute(g, cohort, r.table, r.period, r.amount, &mut bits);
+            if r.table() != SIGNUPS {
+                self.attribute(g, cohort, r.table(), r.period, r.amount, &mut bits);
             }
         }
         if old.is_some() {
             if bits != self.old_bits {
-                let m = self.minus.group((segment, cohort));
-                self.minus.add_counts(m, &self.old_bits);
-                self.plus.add_counts(g, &bits);
+                self.move_counts(g, (segment, cohort), &bits);
             }
         } else {
             self.plus.add_counts(g, &bits);
@@ -312,6 +306,42 @@ impl Walk<'_> {
         self.users.push(id, key, cohort, segment, &bits);
         self.bits = bits;
         Ok(())
+    }
+
+    /// A member's counts from `old_bits` to `bits`. Bits are only ever set, so the new paying and
+    /// active ages are added; the first paying and first repeat ages move only when they change.
+    fn move_counts(&mut self, g: usize, key: (u32, i32), bits: &[u64]) {
+        let h = self.ctx.horizon as usize;
+        let base = g * h;
+        let (old, new) = (UserBits::new(&self.old_bits, h), UserBits::new(bits, h));
+        let c = &mut self.plus.partial.cells;
+        for (w, (&o, &n)) in self.old_bits.iter().zip(bits).enumerate() {
+            let mut added = n & !o;
+            while added != 0 {
+                let b = w * 64 + added.trailing_zeros() as usize;
+                added &= added - 1;
+                match (b / h, b % h) {
+                    (k, a) if k == PAID => c.payers[base + a] += 1,
+                    (k, a) if k == ACTIVE => c.active[base + a] += 1,
+                    _ => {}
+                }
+            }
+        }
+        let (was, now) = (first_and_repeat(&old), first_and_repeat(&new));
+        if was != now {
+            let m = self.minus.group(key);
+            let p = &mut self.minus.partial.cells;
+            let mb = m * h;
+            let c = &mut self.plus.partial.cells;
+            if was.0 != now.0 {
+                was.0.into_iter().for_each(|a| p.first_paid[mb + a] += 1);
+                now.0.into_iter().for_each(|a| c.first_paid[base + a] += 1);
+            }
+            if was.1 != now.1 {
+                was.1.into_iter().for_each(|a| p.first_repeat[mb + a] += 1);
+                now.1.into_iter().for_each(|a| c.first_repeat[base + a] += 1);
+            }
+        }
     }
 
     /// One order or activity row of a user with a cohort, as `kernel::Users::attribute_*` does it.
