@@ -3,8 +3,9 @@
 
     python benches/state_bench.py --rows 42M [--repeat 3] [--markdown]
 
-The data is ``ltrcore.demo.orders_only(rows, months=25)``: sparse int64 user ids, about 12.7 orders
-per user, over 25 UTC months (2024-01 … 2026-01). The first 24 months are the history, the 25th is
+The data is ``ltrcore.demo.orders_only(rows, months=25, growth=...)``: sparse int64 user ids, about
+12.7 orders per user, over 25 UTC months (2024-01 … 2026-01), first orders growing by ``--growth`` a
+month. The first 24 months are the history, the 25th is
 the new month. Both are cached as uncompressed Arrow IPC files under ``bench-data/``.
 
 Each step runs in a fresh subprocess that reads its inputs into memory first, then resets the
@@ -63,19 +64,19 @@ def ensure_parquet(history: Path, new: Path) -> tuple[Path, Path]:
     return months, month
 
 
-def ensure_data(rows: int, seed: int) -> tuple[Path, Path]:
+def ensure_data(rows: int, seed: int, growth: float) -> tuple[Path, Path]:
     """The history and the new month, as cached IPC files."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.ipc as ipc
 
-    tag = f"state-{human_rows(rows)}-s{seed}"
+    tag = f"state-{human_rows(rows)}-s{seed}" + (f"-g{growth:g}" if growth != 1.03 else "")
     old, new = DATA_DIR / f"{tag}-history.arrow", DATA_DIR / f"{tag}-new-month.arrow"
     if old.exists() and new.exists():
         return old, new
     DATA_DIR.mkdir(exist_ok=True)
     print(f"generating {rows:,} orders over 25 months ...", file=sys.stderr, flush=True)
-    table = load_demo().orders_only(rows, seed=seed, months=25)
+    table = load_demo().orders_only(rows, seed=seed, months=25, growth=growth)
     is_new = pc.greater_equal(table.column("ts").cast(pa.int64()), NEW_MONTH_START_US)
     for path, part in ((old, table.filter(pc.invert(is_new))), (new, table.filter(is_new))):
         with ipc.new_file(str(path) + ".tmp", part.schema) as w:
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=parse_rows, default=parse_rows("42M"), help="orders over the 25 months (default 42M)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--growth", type=float, default=1.03, help="monthly growth of first orders (1.03: the new month is 7%% of the orders; 0.97: 5%%)")
     ap.add_argument("--repeat", type=int, default=3, help="timed repetitions of update and full (best reported)")
     ap.add_argument("--markdown", action="store_true", help="print the README table")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -200,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import polars as pl
 
-    history, new = ensure_data(args.rows, args.seed)
+    history, new = ensure_data(args.rows, args.seed, args.growth)
     with tempfile.TemporaryDirectory(prefix="ltrcore-state-bench-") as tmp:
         paths = {"history": str(history), "new": str(new), "state": f"{tmp}/state.parquet"}
         build = run_step("build", paths, args)

@@ -474,11 +474,12 @@ def _cost_per_signup(
 # benchmark data
 
 
-def orders_only(n_orders: int, *, seed: int = 0, n_users: int | None = None, months: int = 24) -> pa.Table:
+def orders_only(n_orders: int, *, seed: int = 0, n_users: int | None = None, months: int = 24, growth: float = 1.03) -> pa.Table:
     """A plain shuffled order table for benchmarks: ``user_id`` int64 (sparse 40-bit ids),
     ``ts`` timestamp[us, UTC], ``amount`` float64 (3 % refunds, negative). There are exactly
     ``n_orders`` rows and ``n_users`` customers (default ``n_orders / 12.7``), each with at least one
-    order, over ``months`` UTC months from 2024-01 (24: to 2025-12). There are no bad rows.
+    order, over ``months`` UTC months from 2024-01 (24: to 2025-12); first orders grow by ``growth``
+    a month. There are no bad rows.
     """
     if n_orders < 0:
         raise ValueError(f"n_orders must be >= 0, got {n_orders}")
@@ -492,7 +493,7 @@ def orders_only(n_orders: int, *, seed: int = 0, n_users: int | None = None, mon
     n_users = max(min(n_users, n_purchases), 1 if n_purchases else 0)
 
     # First orders: monthly volume grows 3 %/month, uniform within the month.
-    vol = 1.03 ** np.arange(months)
+    vol = growth ** np.arange(months)
     per_month = rng.multinomial(n_users, vol / vol.sum())
     m = np.repeat(np.arange(months), per_month)
     first_ts = starts[m] + (rng.random(n_users) * (starts[m + 1] - starts[m])).astype(np.int64)
