@@ -257,6 +257,37 @@ def test_string_ids_and_signup_cohorts_with_activity() -> None:
     assert_same_result(state.table(as_of="2024-06-01", since="2024-02-01"), cohorts(orders, signups=signups, activity=activity, activity_ts="ts", by="channel", as_of="2024-06-01", since="2024-02-01")[0])
 
 
+def test_strict_bad_rows_and_interrupts_leave_the_state_as_it_was() -> None:
+    spec = ltrcore.CohortSpec(horizon=6)
+    state = ltrcore.CohortState.build(spec, orders_of(HISTORY))
+    saved = ltrcore.CohortState.build(spec, orders_of(HISTORY))
+    bad = orders_of([(7, 4, 10.0)]).vstack(pl.DataFrame({"user_id": [None], "ts": [month(4)], "amount": [1.0]}, schema=orders_of([]).schema))
+    with pytest.raises(ltrcore.BadRowsError, match="user_id"):
+        state.update(bad, strict=True)
+    assert state == saved
+
+    def interrupt(phase: str, rows: int) -> None:
+        if phase == "state: users":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        state.update(orders_of([(7, 4, 10.0)]), progress=interrupt)
+    assert state == saved
+    state.update(orders_of([(7, 4, 10.0)]))  # and the next call works
+    assert state.users == saved.users + 1
+
+
+def test_threads_and_batches_do_not_change_the_state() -> None:
+    rnd = random.Random(3)
+    rows = [(rnd.randrange(2_000), rnd.randint(1, 6), rnd.choice([-5.0, 0.0, 12.5, 40.0])) for _ in range(20_000)]
+    orders = orders_of(rows).to_arrow()
+    spec = ltrcore.CohortSpec(horizon=6)
+    one = ltrcore.CohortState.build(spec, orders, threads=1)
+    two = ltrcore.CohortState.build(spec, pa.Table.from_batches(orders.to_batches(max_chunksize=777)), threads=2)
+    assert one == two
+    assert_same_result(one.table(), cohorts(orders, horizon=6)[0])
+
+
 def test_update_refuses_mismatched_inputs() -> None:
     state = ltrcore.CohortState.build(ltrcore.CohortSpec(), orders_of(HISTORY))
     with pytest.raises(ltrcore.DtypeError, match="the same kind of user id as the state"):

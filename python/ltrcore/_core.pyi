@@ -61,6 +61,7 @@ class CorePartial:
     def input_rows(self) -> int: ...
     def __eq__(self, value: object, /) -> bool: ...
 
+@final
 class CoreState:
     @staticmethod
     def empty(horizon: int, signup: bool) -> CoreState: ...
@@ -85,6 +86,7 @@ class CoreState:
         strict: bool,
         late: str,
         through: tuple[str, int] | None,
+        threads: int,
         progress: Callable[[str, int], Any] | None,
         segment_ranks: Callable[[], list[int]] | None = None,
     ) -> CoreState: ...

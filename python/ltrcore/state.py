@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ class CohortState:
         *,
         through: Any = None,
         strict: bool = False,
+        threads: int | None = None,
         progress: Callable[[str, int], Any] | None = None,
     ) -> CohortState:
         """The state of ``orders`` (and ``signups``, ``activity``), with the watermark at the last
@@ -92,7 +93,7 @@ class CohortState:
         Building reads the rows once and keeps about 40 bytes per row while it sorts them by user;
         a history too large for that can be built month by month (``build`` the first, ``update``
         with the others): the result is the same."""
-        return cls.empty(spec).update(orders, signups, activity, through=through, strict=strict, progress=progress)
+        return cls.empty(spec).update(orders, signups, activity, through=through, strict=strict, threads=threads, progress=progress)
 
     # ---------------------------------------------------------------------------------------------
     @property
@@ -141,6 +142,7 @@ class CohortState:
         late: str = "refuse",
         through: Any = None,
         strict: bool = False,
+        threads: int | None = None,
         progress: Callable[[str, int], Any] | None = None,
     ) -> CohortState:
         """Adds the rows after the watermark (one month or several) and returns this state.
@@ -148,9 +150,10 @@ class CohortState:
         ``late``: ``"refuse"`` (default) refuses the whole update when any row falls at or before
         the watermark; ``"apply"`` applies such rows exactly where they change no user's cohort.
         ``through`` moves the watermark to the period holding that date (rows after it are refused);
-        by default it moves to the last period of the new rows. On any error the state is left as
-        it was."""
-        from .front import time_point
+        by default it moves to the last period of the new rows. ``threads``, ``strict`` and
+        ``progress`` are as for :func:`ltrcore.cohorts`. On any error (Ctrl-C included) the state
+        is left as it was."""
+        from .front import threads_for, time_point
 
         spec = self.spec
         if late not in _LATE:
@@ -162,6 +165,7 @@ class CohortState:
         if orders is None and signups is None and activity is None:
             raise InvalidArgumentError("update needs orders, signups or activity")
         through_point = time_point(through, "through")
+        workers = threads_for(threads)
         by = spec.by_columns
         coder = _coder(by, self._segments)
         orders_source = signup_source = activity_source = None
@@ -202,6 +206,7 @@ class CohortState:
             strict=bool(strict),
             late=late,
             through=through_point,
+            threads=workers,
             progress=progress,
             segment_ranks=coder.ranks if coder is not None else None,
         )
@@ -293,7 +298,9 @@ class CohortState:
         waiting = pa.table(self._core.waiting_arrow())
         parts = {"partial": partial}
         if self.spec.by_columns:
-            seg = self._segments if self._segments is not None else _coder(self.spec.by_columns, None).dictionary()  # type: ignore[union-attr]
+            coder = _coder(self.spec.by_columns, None)
+            assert coder is not None
+            seg = self._segments if self._segments is not None else coder.dictionary()
             dictionary = seg.sort(SEGMENT_CODE).to_arrow()
             dictionary = pa.table(
                 {
@@ -312,7 +319,7 @@ BY_PREFIX = "by_"
 _PARTS = ("partial", "segment", "user", "waiting")
 
 
-def _coder(by: tuple[str, ...], segments: pl.DataFrame | None) -> SegmentCoder | None:
+def _coder(by: Sequence[str], segments: pl.DataFrame | None) -> SegmentCoder | None:
     """A segment coder that keeps the state's codes and numbers new values on."""
     if not by:
         return None

@@ -43,7 +43,7 @@ impl CoreState {
     /// The state with new rows added (see `State::update`); this one is left as it was.
     #[pyo3(signature = (
         *, orders, signups, activity, user, ts, amount, segment, signup_ts, activity_ts, period, tz, min_amount, scale,
-        strict, late, through, progress, segment_ranks=None
+        strict, late, through, threads, progress, segment_ranks=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn update(
@@ -65,6 +65,7 @@ impl CoreState {
         strict: bool,
         late: &str,
         through: Option<(String, i64)>,
+        threads: usize,
         progress: Option<Py<PyAny>>,
         segment_ranks: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
@@ -92,7 +93,7 @@ impl CoreState {
             min_amount,
             float_scale: scale,
             strict,
-            threads: 1,
+            threads,
             chunk_rows: 1 << 16,
             cells_budget: ltrcore_core::DEFAULT_CELLS_BUDGET,
         };

@@ -25,13 +25,14 @@ mod output;
 mod passes;
 mod spec;
 
-use exec::{run_round, watched, Round, STEPS_PER_ROUND, TICK_EVERY};
+use exec::{run_round, Round, STEPS_PER_ROUND, TICK_EVERY};
 use groups::{resolve_ties, seal_groups};
 use output::count_users;
 use passes::{sum_accs, Acc, ActivityPass, FirstPurchasePass, OrdersPass, Pass, Share, SignupPass, Totals};
 
 pub use output::{period_of_point, CellsOut, CohortOut, CohortResult, ReconLines, ACTIVITY_REASONS, ORDER_REASONS_FIRST_PURCHASE, ORDER_REASONS_SIGNUPS, SIGNUP_REASONS};
 pub use passes::Paying;
+pub(crate) use exec::watched;
 pub(crate) use passes::{bad_row_error, status_reason};
 pub use spec::{BatchSource, CutOff, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET, MAX_CHUNK_ROWS};
 

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 
 use crate::calendar::{Calendar, PeriodKind};
 use crate::columns::{ColumnNames, Interner, UserFamily};
-use crate::engine::{trace, BatchSource, Hooks, Paying, Spec, Stream};
+use crate::engine::{trace, watched, BatchSource, Hooks, Paying, Spec, Stream};
 use crate::error::{CoreError, Result};
 use crate::kernel::hash_key;
 use crate::partial::{CohortKind, Partial, TableTotals};
@@ -366,7 +366,13 @@ impl State {
             return Err(CoreError::InvalidArgument("signups were given to a state of first-purchase cohorts".into()));
         }
         let defining = if kind == CohortKind::Signup { SIGNUPS } else { ORDERS };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(spec.threads)
+            .thread_name(|i| format!("ltrcore-state-{i}"))
+            .build()
+            .map_err(|e| CoreError::Internal(format!("thread pool: {e}")))?;
         let mut reader = Reader {
+            pool: &pool,
             spec,
             cal: &cal,
             hooks,
@@ -442,17 +448,19 @@ impl State {
         // Text ids: each text's id, and the text of each id (two texts with one id are refused).
         let mut text_of: hashbrown::HashMap<u64, &[u8], foldhash::fast::FixedState> = hashbrown::HashMap::default();
         if text_ids {
-            let ids: Vec<u64> = texts.par_iter().map(|t| text_id(t)).collect();
+            let ids: Vec<u64> = pool.install(|| texts.par_iter().map(|t| text_id(t)).collect());
             text_of.reserve(ids.len());
             for (&id, &text) in ids.iter().zip(&texts) {
                 if let Some(other) = text_of.insert(id, text) {
                     return Err(collision(other, text));
                 }
             }
-            chunks.par_iter_mut().for_each_init(Vec::new, |ordered, (c, parts)| {
-                c.iter_mut().for_each(|r| r.id = ids[r.id as usize]);
-                *parts = order_by_part(c, ordered);
-                std::mem::swap(c, ordered);
+            pool.install(|| {
+                chunks.par_iter_mut().for_each_init(Vec::new, |ordered, (c, parts)| {
+                    c.iter_mut().for_each(|r| r.id = ids[r.id as usize]);
+                    *parts = order_by_part(c, ordered);
+                    std::mem::swap(c, ordered);
+                });
             });
         }
         let total = reader.rows as u64;
@@ -492,17 +500,23 @@ impl State {
             text_of: &text_of,
             text_ids,
         };
-        // Each partition gathers its rows from every chunk, sorts them by id in cache, and walks.
-        let outs = (0..PARTS)
-            .into_par_iter()
-            .map_init(
-                || (Vec::new(), Vec::new()),
-                |(rows, scratch): &mut (Vec<read::Rec>, Vec<read::Rec>), p| {
-                    gather_sorted(&chunks, p, rows, scratch);
-                    walk(&ctx, &users[p], &waiting[p], rows)
-                },
-            )
-            .collect::<Result<Vec<_>>>()?;
+        // Each partition gathers its rows from every chunk, sorts them by id in cache, and walks;
+        // the calling thread meanwhile reports progress and polls for Ctrl-C.
+        let outs = watched(&pool, hooks, "state: users", |stop| {
+            (0..PARTS)
+                .into_par_iter()
+                .map_init(
+                    || (Vec::new(), Vec::new()),
+                    |(rows, scratch): &mut (Vec<read::Rec>, Vec<read::Rec>), p| {
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            return Err(CoreError::Internal("stopped".into())); // the tick's error is returned instead
+                        }
+                        gather_sorted(&chunks, p, rows, scratch);
+                        walk(&ctx, &users[p], &waiting[p], rows)
+                    },
+                )
+                .collect::<Result<Vec<_>>>()
+        })??;
         drop(chunks);
         trace("state: walk", walking);
         let conflict_count: u64 = outs.iter().map(|o| o.conflict_count).sum();

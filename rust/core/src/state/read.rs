@@ -47,6 +47,7 @@ const BLOCKS_PER_ROUND: usize = 16;
 
 /// Decodes an update's tables into valid rows, counting the others.
 pub(crate) struct Reader<'a> {
+    pub(crate) pool: &'a rayon::ThreadPool,
     pub(crate) spec: &'a Spec,
     pub(crate) cal: &'a Calendar,
     pub(crate) hooks: &'a dyn Hooks,
@@ -123,13 +124,15 @@ impl Reader<'_> {
             let starts: Vec<usize> = (0..view.len).step_by(BLOCK_ROWS).collect();
             for group in starts.chunks(BLOCKS_PER_ROUND) {
                 let cal = self.cal;
-                let blocks: Vec<Result<Block>> = group
-                    .par_iter()
-                    .map_init(
-                        || (Decoded::default(), Vec::new()),
-                        |(d, scratch), &lo| decode_block(&view, lo, view.len.min(lo + BLOCK_ROWS), cal, &how, set, row0, d, scratch),
-                    )
-                    .collect();
+                let blocks: Vec<Result<Block>> = self.pool.install(|| {
+                    group
+                        .par_iter()
+                        .map_init(
+                            || (Decoded::default(), Vec::new()),
+                            |(d, scratch), &lo| decode_block(&view, lo, view.len.min(lo + BLOCK_ROWS), cal, &how, set, row0, d, scratch),
+                        )
+                        .collect()
+                });
                 for block in blocks {
                     let block = block?;
                     totals.rows += block.rows;
