@@ -290,7 +290,7 @@ def test_threads_and_batches_do_not_change_the_state() -> None:
 
 def test_update_refuses_mismatched_inputs() -> None:
     state = ltrcore.CohortState.build(ltrcore.CohortSpec(), orders_of(HISTORY))
-    with pytest.raises(ltrcore.DtypeError, match="the same kind of user id as the state"):
+    with pytest.raises(ltrcore.DtypeError, match="the same kind of user id as in the state"):
         state.update(orders_of([]).with_columns(pl.col("user_id").cast(pl.String)))
     with pytest.raises(ltrcore.InvalidArgumentError, match="first_purchase"):
         state.update(signups=pl.DataFrame({"user_id": [1], "signup_ts": [month(5)]}))

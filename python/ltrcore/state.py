@@ -41,8 +41,8 @@ from .partial import Partial, _piece, _source_of
 from .spec import CohortSpec, min_amount_parts
 from .table import CohortTable
 
-#: Version of the state file's layout; a file of another version is refused.
-STATE_FORMAT_VERSION = 1
+#: Version of the state file's layout (the core's); a file of another version is refused.
+STATE_FORMAT_VERSION: int = _core.STATE_FORMAT_VERSION
 
 META_STATE = b"ltrcore.state"
 META_SPEC = b"ltrcore.spec"

@@ -62,6 +62,11 @@ pub(crate) fn time_point(value: Option<(String, i64)>) -> PyResult<Option<TimePo
     }
 }
 
+/// The order of the segment values, from the front's coder: a callable the core calls once.
+pub(crate) fn ranks_from(callable: Py<PyAny>) -> impl FnMut() -> ltrcore_core::Result<Vec<u32>> + Send {
+    move || Python::attach(|py| callable.call0(py)?.extract::<Vec<u32>>(py)).map_err(external)
+}
+
 /// Runs `f` without the GIL, with its errors and panics mapped to Python exceptions.
 pub(crate) fn guarded<T: Send>(py: Python<'_>, f: impl FnOnce() -> ltrcore_core::Result<T> + Send) -> PyResult<T> {
     match py.detach(|| catch_unwind(AssertUnwindSafe(f))) {
@@ -127,9 +132,7 @@ fn accumulate(
     let mut activity = activity.map(|opener| PySource { table: "activity", opener, reopenable: false, in_memory: false });
     let hooks = PyHooks { progress, last_progress: Mutex::new(None) };
     // The order of the segment values, from the front's coder (called once, after the cohorts' pass).
-    let mut ranks = segment_ranks.map(|callable| {
-        move || -> ltrcore_core::Result<Vec<u32>> { Python::attach(|py| callable.call0(py)?.extract::<Vec<u32>>(py)).map_err(external) }
-    });
+    let mut ranks = segment_ranks.map(ranks_from);
     let inner = guarded(py, || {
         let inputs = Inputs {
             orders: &mut orders,
@@ -164,5 +167,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<state::CoreState>()?;
     m.add_class::<ArrowStream>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("STATE_FORMAT_VERSION", ltrcore_core::state::STATE_FORMAT_VERSION)?;
     Ok(())
 }

@@ -10,9 +10,9 @@ use ltrcore_core::{BatchSource, CohortKind, Spec};
 use pyo3::prelude::*;
 
 use crate::arrow_io::{import_stream, ArrowStream, PySource};
-use crate::errors::{external, to_py, InvalidArgumentError};
+use crate::errors::{to_py, InvalidArgumentError};
 use crate::partial::CorePartial;
-use crate::{guarded, time_point, PyHooks};
+use crate::{guarded, ranks_from, time_point, PyHooks};
 
 #[pyclass(module = "ltrcore._core", name = "CoreState", frozen)]
 pub struct CoreState {
@@ -100,9 +100,7 @@ impl CoreState {
         let source = |table: &'static str, opener: Option<Py<PyAny>>| opener.map(|opener| PySource { table, opener, reopenable: false, in_memory: false });
         let (mut orders, mut signups, mut activity) = (source("orders", orders), source("signups", signups), source("activity", activity));
         let hooks = PyHooks { progress, last_progress: Mutex::new(None) };
-        let mut ranks = segment_ranks.map(|callable| {
-            move || -> ltrcore_core::Result<Vec<u32>> { Python::attach(|py| callable.call0(py)?.extract::<Vec<u32>>(py)).map_err(external) }
-        });
+        let mut ranks = segment_ranks.map(ranks_from);
         let state = &self.inner;
         let inner = guarded(py, || {
             let inputs = StateInputs {

@@ -104,29 +104,35 @@ pub(crate) fn schema_mismatch(expected: &arrow_schema::Schema, got: &arrow_schem
     })
 }
 
+/// Resolves a stream's columns and checks that its user ids are of the kind `seen` first (the kind,
+/// and where it was seen: a table, or "the state"); the first table sets it.
+pub(crate) fn resolve_columns(stream: &Stream, names: &ColumnNames<'_>, float_scale: u8, seen: &mut Option<(UserFamily, String)>) -> Result<ColumnSet> {
+    let set = ColumnSet::resolve(&stream.schema, names, float_scale)?;
+    match seen {
+        None => *seen = Some((set.family, stream.table.to_string())),
+        Some((family, table)) if *family != set.family => {
+            return Err(CoreError::Dtype {
+                table: stream.table.to_string(),
+                column: names.user.to_string(),
+                dtype: stream.schema.field(set.user.0).data_type().to_string(),
+                accepted: format!(
+                    "the same kind of user id as in {table} ({}); integers and strings (or uint64 and signed integers) cannot be matched",
+                    match family {
+                        UserFamily::Signed => "signed or small unsigned integers",
+                        UserFamily::Unsigned64 => "uint64",
+                        UserFamily::Str => "strings",
+                    }
+                ),
+            });
+        }
+        _ => {}
+    }
+    Ok(set)
+}
+
 impl<'h> Runner<'h> {
     pub(crate) fn columns(&mut self, stream: &Stream, names: ColumnNames<'_>) -> Result<ColumnSet> {
-        let set = ColumnSet::resolve(&stream.schema, &names, self.spec.float_scale)?;
-        match &self.family {
-            None => self.family = Some((set.family, stream.table.to_string())),
-            Some((family, table)) if *family != set.family => {
-                return Err(CoreError::Dtype {
-                    table: stream.table.to_string(),
-                    column: names.user.to_string(),
-                    dtype: stream.schema.field(set.user.0).data_type().to_string(),
-                    accepted: format!(
-                        "the same kind of user id as in {table} ({}); integers and strings (or uint64 and signed integers) cannot be matched",
-                        match family {
-                            UserFamily::Signed => "signed or small unsigned integers",
-                            UserFamily::Unsigned64 => "uint64",
-                            UserFamily::Str => "strings",
-                        }
-                    ),
-                });
-            }
-            _ => {}
-        }
-        Ok(set)
+        resolve_columns(stream, &names, self.spec.float_scale, &mut self.family)
     }
 
     /// Streams `stream` in rounds of steps. Every worker thread runs one round in lockstep: for each

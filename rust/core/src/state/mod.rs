@@ -9,8 +9,9 @@
 //! * The aggregate `Partial`, kept in step, and the watermark: the last period ingested.
 //!
 //! Users and waiting rows are split into `PARTS` partitions by the top bits of their id (ids are
-//! hashes, so the partitions are even). An update decodes the new rows, sorts them by id, and walks
-//! every partition in parallel beside its new rows (`walk`): users without new rows are copied,
+//! hashes, so the partitions are even). An update decodes the new rows in parallel blocks, each
+//! ordered by partition (`read`); then every partition, in parallel, gathers its rows, sorts them by
+//! id in cache and walks them beside its users (`walk`): users without new rows are copied,
 //! partitions without new rows are shared, not copied. Each walk gives the numbers to add to the
 //! partial and to take out of it (a member's counts that a new row moves, waiting rows that leave
 //! their reason). Nothing is changed in place: an update returns a new state or an error, so a
@@ -41,7 +42,8 @@ pub use layout::{family_name, family_of_name, AGE_COLUMNS};
 use read::{gather_sorted, order_by_part, Reader};
 use walk::{walk, Context, CONFLICTS_NAMED};
 
-/// Version of the state's layout; a state of another version is refused.
+/// Version of the state file's layout (written and checked by the Python layer); a state of
+/// another version is refused.
 pub const STATE_FORMAT_VERSION: u32 = 1;
 
 /// Bitsets per user: paid, paid twice, active (`kernel::PAID`, `MULTI`, `ACTIVE`).
@@ -377,8 +379,7 @@ impl State {
             cal: &cal,
             hooks,
             interner: Interner::default(),
-            family: self.family,
-            family_table: None,
+            family: self.family.map(|f| (f, "the state".to_string())),
             watermark: self.watermark,
             late_rows: 0,
             first_late: None,
@@ -441,7 +442,7 @@ impl State {
             (true, Some(f)) => f()?,
             _ => Vec::new(),
         };
-        let family = reader.family.unwrap_or(UserFamily::Signed);
+        let family = reader.family().unwrap_or(UserFamily::Signed);
         let text_ids = family == UserFamily::Str;
         let texts = reader.interner.texts();
         let mut chunks = std::mem::take(&mut reader.chunks);
@@ -550,7 +551,7 @@ impl State {
         };
         hooks.tick("state: users", total, true)?;
         trace("state: update", started);
-        Ok(State { partial, watermark, family: reader.family, users: new_users, waiting: new_waiting })
+        Ok(State { partial, watermark, family: reader.family(), users: new_users, waiting: new_waiting })
     }
 
     /// The same state with every segment code `c` replaced by `map[c]` (a common dictionary).

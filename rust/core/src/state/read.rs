@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use super::{part_of, period_label, too_large, LateRow, ORDERS, PARTS, PART_SHIFT, SIGNUPS};
 use crate::calendar::{Calendar, PeriodKind};
 use crate::columns::{status, BatchView, ColumnNames, ColumnSet, Decoded, Interner, UserFamily, Want};
-use crate::engine::{bad_row_error, status_reason, Hooks, Spec, Stream};
+use crate::engine::{bad_row_error, resolve_columns, status_reason, Hooks, Spec, Stream};
 use crate::error::{CoreError, Result};
 use crate::kernel::hash_key;
 use crate::partial::TableTotals;
@@ -52,9 +52,8 @@ pub(crate) struct Reader<'a> {
     pub(crate) cal: &'a Calendar,
     pub(crate) hooks: &'a dyn Hooks,
     pub(crate) interner: Interner,
-    pub(crate) family: Option<UserFamily>,
-    /// The table the family was first seen in (`None`: the state's).
-    pub(crate) family_table: Option<&'static str>,
+    /// The kind of user id, and where it was first seen (a table, or "the state").
+    pub(crate) family: Option<(UserFamily, String)>,
     pub(crate) watermark: Option<i32>,
     pub(crate) late_rows: u64,
     pub(crate) first_late: Option<LateRow>,
@@ -69,31 +68,11 @@ pub(crate) struct Reader<'a> {
 
 impl Reader<'_> {
     pub(crate) fn columns(&mut self, stream: &Stream, names: &ColumnNames<'_>) -> Result<ColumnSet> {
-        let set = ColumnSet::resolve(&stream.schema, names, self.spec.float_scale)?;
-        match self.family {
-            None => {
-                self.family = Some(set.family);
-                self.family_table = Some(stream.table);
-            }
-            Some(family) if family != set.family => {
-                let seen = self.family_table.map_or_else(|| "the state".to_string(), str::to_string);
-                return Err(CoreError::Dtype {
-                    table: stream.table.to_string(),
-                    column: names.user.to_string(),
-                    dtype: stream.schema.field(set.user.0).data_type().to_string(),
-                    accepted: format!(
-                        "the same kind of user id as {seen} ({}); integers and strings (or uint64 and signed integers) cannot be matched",
-                        match family {
-                            UserFamily::Signed => "signed or small unsigned integers",
-                            UserFamily::Unsigned64 => "uint64",
-                            UserFamily::Str => "strings",
-                        }
-                    ),
-                });
-            }
-            _ => {}
-        }
-        Ok(set)
+        resolve_columns(stream, names, self.spec.float_scale, &mut self.family)
+    }
+
+    pub(crate) fn family(&self) -> Option<UserFamily> {
+        self.family.as_ref().map(|f| f.0)
     }
 
     /// Reads one table: its totals and bad rows into `totals`, its valid rows into `chunks`.
@@ -167,7 +146,7 @@ impl Reader<'_> {
             period_label(kind, self.watermark.unwrap_or(0)),
             super::table_name(first.table),
             first.row,
-            super::show_key(self.family, first.key, &texts),
+            super::show_key(self.family(), first.key, &texts),
             period_label(kind, first.period),
         )
     }
