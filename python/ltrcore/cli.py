@@ -189,7 +189,8 @@ def _state_parsers(sub: Any) -> None:
     build.add_argument("--signups", help="signups file (user + signup time + segment columns): signup cohorts")
     build.add_argument("--activity", help="activity file (user + timestamp): activity retention")
     _spec_options(build)
-    build.add_argument("--through", default=None, help="the last date the data covers (default: the last row's period)")
+    build.add_argument("--through", default=None, help="the last date the data covers; without it, the last row's period")
+    build.add_argument("--threads", type=int, default=None, help="worker threads; without it, all cores")
     update = actions.add_parser(
         "update",
         help="add new order files to a saved state",
@@ -203,7 +204,8 @@ def _state_parsers(sub: Any) -> None:
     update.add_argument("--signups", help="new signups file")
     update.add_argument("--activity", help="new activity file")
     update.add_argument("--late", default="refuse", choices=["refuse", "apply"], help="what to do with rows at or before the watermark")
-    update.add_argument("--through", default=None, help="the last date the new data covers (default: the last row's period)")
+    update.add_argument("--through", default=None, help="the last date the new data covers; without it, the last row's period")
+    update.add_argument("--threads", type=int, default=None, help="worker threads; without it, all cores")
 
 
 def _state(args: argparse.Namespace) -> int:
@@ -227,12 +229,16 @@ def _state(args: argparse.Namespace) -> int:
                 tz=args.tz,
                 min_amount=args.min_amount,
             )
-            state = CohortState.build(spec, args.orders, args.signups, args.activity, through=args.through, progress=bar)
+            state = CohortState.build(
+                spec, args.orders, args.signups, args.activity, through=args.through, threads=args.threads, progress=bar
+            )
         else:
             if not (args.orders or args.signups or args.activity):
                 raise ValueError("state update needs NEW_ORDERS, --signups or --activity")
             state = CohortState.load(args.state)
-            state.update(args.orders, args.signups, args.activity, late=args.late, through=args.through, progress=bar)
+            state.update(
+                args.orders, args.signups, args.activity, late=args.late, through=args.through, threads=args.threads, progress=bar
+            )
         state.save(args.state)
     finally:
         _end_progress(bar)
