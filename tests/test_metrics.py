@@ -284,6 +284,31 @@ def small():
     return build(SMALL_ORDERS, signups=SMALL_SIGNUPS, activity=SMALL_ACTIVITY, horizon=3, as_of="2024-04-01")
 
 
+def test_cum_revenue_is_the_exact_sum_converted_once():
+    """Orders of 0.1 at age 0 and 0.2 at age 1: a float running sum gives 0.30000000000000004 at
+    age 1, the exact sum 0.3. With two channels whose values sort in another order than they first
+    appear (b before a), each row's exact revenue must stay with its own cohort."""
+    import ltrcore
+
+    def at(month: int) -> dt.datetime:
+        return dt.datetime(2024, month, 10, tzinfo=dt.timezone.utc)
+
+    orders = pl.DataFrame(
+        {
+            "user_id": [1, 1, 2, 2],
+            "ts": [at(1), at(2), at(1), at(2)],
+            "amount": [0.1, 0.2, 7.0, 0.7],
+            "channel": ["b", "b", "a", "a"],
+        }
+    )
+    alone = ltrcore.cohorts(orders.filter(pl.col("user_id") == 1), horizon=2, as_of="2024-03-01").ltr()
+    assert 0.1 + 0.2 != 0.3
+    assert alone["cum_revenue"].to_list() == [0.1, 0.3]
+    by = ltrcore.cohorts(orders, horizon=2, as_of="2024-03-01", by="channel").ltr()
+    got = {(r["channel"], r["age"]): r["cum_revenue"] for r in by.iter_rows(named=True)}
+    assert got == {("a", 0): 7.0, ("a", 1): 7.7, ("b", 0): 0.1, ("b", 1): 0.3}
+
+
 def test_small_table_is_what_the_comments_say(small):
     # Sanity of the fixture against the engine itself (not the metrics layer).
     long = small.to_polars()

@@ -57,11 +57,16 @@ def _keys(table: CohortTable) -> list[str]:
 
 
 def ltr(table: CohortTable) -> pl.DataFrame:
-    """Cumulative revenue per cohort member at each age (the LTR curve)."""
+    """Cumulative revenue per cohort member at each age (the LTR curve). ``cum_revenue`` is the exact
+    cumulative sum of the exact revenue, converted to float once (a float running sum drifts: 0.1 +
+    0.2 is not 0.3)."""
     keys = _keys(table)
     h = table.horizon
-    df = table.to_polars().with_columns(
-        pl.when(pl.col("complete")).then(pl.col("revenue").cum_sum().over(keys, order_by="age")).alias("cum_revenue")
+    df = table._long_with_exact_revenue().with_columns(
+        pl.when(pl.col("complete"))
+        .then(pl.col("revenue_exact").cum_sum().over(keys, order_by="age"))
+        .cast(pl.Float64)
+        .alias("cum_revenue")
     )
     df = df.with_columns((pl.col("cum_revenue") / pl.col("cohort_size")).alias("ltr"))
     df = df.with_columns(pl.col("ltr").filter(pl.col("age") == h - 1).first().over(keys).alias("ltr_horizon"))

@@ -68,16 +68,20 @@ class CohortTable:
         return frame.drop(SEGMENT_CODE, strict=False)
 
     def _build_long(self, segments: pl.DataFrame | None) -> pl.DataFrame:
-        cells = pl.DataFrame(self._core.cells())
-        self._revenue_exact = cells.select("revenue_exact")
-        cells = cells.drop("revenue_exact").with_columns(
+        cells = pl.DataFrame(self._core.cells()).with_columns(
             pl.col("age").cast(pl.Int32),
             pl.col("cohort_size", "orders", "payers", "active").cast(pl.Int64),
         )
         cells = self._with_segments(cells, segments)
         if self.by:
             cells = cells.sort([*self.by, "cohort", "age"], nulls_last=True, maintain_order=True)
-        return cells
+        # The exact revenue (Decimal at `scale`), row for row with the long table once it is sorted.
+        self._revenue_exact = cells.get_column("revenue_exact")
+        return cells.drop("revenue_exact")
+
+    def _long_with_exact_revenue(self) -> pl.DataFrame:
+        """The long table with ``revenue_exact`` (Decimal): for sums taken exactly, then converted once."""
+        return self._long.with_columns(self._revenue_exact)
 
     # ----------------------------------------------------------------------------------------------
     def to_polars(self) -> pl.DataFrame:
