@@ -1202,3 +1202,61 @@ def test_a_by_column_called_segment_does_not_clash_with_internal_names():
     table = build(orders, by="segment", as_of="2024-03-01")
     assert table.to_polars().columns[0] == "segment"
     assert sorted(table.metrics(cac=10).get_column("segment").to_list()) == ["x", "x", "y"]
+
+
+# --- exact decisions (issue 13, item 1) ---------------------------------------------------------
+def _one_cohort(amount: float, later: float | None = None):
+    """One customer paying ``amount`` in January 2024 (and ``later`` in February), both months complete."""
+    import ltrcore
+
+    ts = [dt.datetime(2024, 1, 10, tzinfo=dt.timezone.utc)]
+    amounts = [amount]
+    if later is not None:
+        ts.append(dt.datetime(2024, 2, 10, tzinfo=dt.timezone.utc))
+        amounts.append(later)
+    orders = pl.DataFrame({"user_id": [1] * len(ts), "ts": ts, "amount": amounts})
+    return ltrcore.cohorts(orders, horizon=3, as_of="2024-03-01")
+
+
+def test_an_exact_ratio_of_3_is_healthy():
+    """LTV = 180 × 0.35 = 63 against a spend of 21: LTV/CAC is exactly 3, so healthy. In floats,
+    180 × 0.35 = 62.99999999999999 and the ratio 2.9999999999999996, which read as marginal."""
+    m = _one_cohort(180.0).metrics(spend=21, margin=0.35).row(0, named=True)
+    assert 180 * 0.35 / 21 < 3
+    assert m["ltv_cac"] == 3.0 and m["verdict"] == "healthy"
+
+
+def test_margin_equal_to_cac_is_paid_back():
+    """Revenue 9 at age 0, margin 0.3, spend 2.7: cumulative margin 0.3 × 9 = 2.7 reaches the CAC of
+    2.7 exactly at age 0 (floats say 2.6999999999999997). LTV/CAC is exactly 1: losing money."""
+    m = _one_cohort(9.0).metrics(spend=2.7, margin=0.3).row(0, named=True)
+    assert 0.3 * 9 < 2.7
+    assert (m["payback_age"], m["payback_status"]) == (0, "self-funding")
+    assert (m["ltv_cac"], m["verdict"]) == (1.0, "losing money")
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    margin_cents=st.integers(1, 100),
+    revenue_thirds=st.integers(1, 3000),
+    bump=st.sampled_from([-1, 0, 1]),
+)
+def test_thresholds_are_decided_exactly(margin_cents: int, revenue_thirds: int, bump: int):
+    """Values exact in decimal and mostly inexact in binary: margin m = k/100, revenue R = 3j (so
+    m × R / 3 has at most two decimals), spend S = m × R / 3 (ratio exactly 3) or S = m × R (ratio
+    exactly 1), nudged by one cent. The verdict must follow the exact ratio, and payback the exact
+    comparison of m × R with S."""
+    from decimal import Decimal
+
+    m = Decimal(margin_cents) / 100
+    revenue = Decimal(3 * revenue_thirds)
+    table = _one_cohort(float(revenue))
+    cent = Decimal("0.01") * bump
+    for spend, edge in ((m * revenue / 3 + cent, 3), (m * revenue + cent, 1)):
+        if spend <= 0:
+            continue
+        row = table.metrics(spend=float(spend), margin=float(m)).row(0, named=True)
+        ratio = m * revenue / spend
+        expected = "healthy" if ratio >= 3 else "marginal" if ratio > 1 else "losing money"
+        assert row["verdict"] == expected, (m, revenue, spend, edge, row)
+        assert (row["payback_age"] == 0) == (m * revenue >= spend), (m, revenue, spend, row)

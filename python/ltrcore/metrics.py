@@ -5,13 +5,17 @@ Definitions follow DOMAIN.md. Per-signup values (``ltr``, ``ltv``, ``clv``) divi
 CAC divides acquisition spend by the customers acquired (members with a paying order), so the ratio
 ``ltv_cac`` compares like with like: ``ltv_per_customer / cac``, which equals the cohort's lifetime
 margin divided by its acquisition spend. Incomplete cells stay null, and a ratio whose denominator is
-zero is null, never inf or NaN.
+zero is null, never inf or NaN. Decisions (verdicts, payback) are taken on exact fractions of the
+exact sums, the margin and the spend (see ``exact`` and ``_decide``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from collections.abc import Mapping
+from decimal import Decimal
+from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -236,8 +240,55 @@ def _cohort_frame(table: CohortTable) -> pl.DataFrame:
     return table.cohort_stats().select([*_keys(table), "cohort_size", "customers"])
 
 
-def _spend_per_cohort(table: CohortTable, spend: Any, cac: Any, margin: Any) -> pl.DataFrame:
-    """Per (segment…, cohort): ``spend`` and ``margin`` (Float64; spend null when neither given)."""
+def exact(value: Any, what: str) -> Fraction:
+    """A number as an exact fraction, for decisions. Floats are taken as the shortest decimal that
+    reads back as them, that is, as they were written: 0.35 is 7/20, not 0.34999999999999997779…"""
+    if isinstance(value, bool):
+        raise InvalidArgumentError(f"{what} must be a number; got {value!r}")
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return Fraction(int(value))
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise InvalidArgumentError(f"{what} must be finite; got {value!r}")
+        return Fraction(value)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"{what} must be a number; got {value!r}") from None
+    if not np.isfinite(number):
+        raise InvalidArgumentError(f"{what} must be finite; got {value!r}")
+    return Fraction(Decimal(repr(number)))
+
+
+#: Per (segment…, cohort) key: the exact spend (None when not given or not attributable) and margin.
+Costs = dict[tuple[Any, ...], tuple[Fraction | None, Fraction]]
+
+
+def _key_of(row: Mapping[str, Any], keys: list[str]) -> tuple[Any, ...]:
+    return tuple(row[k] for k in keys)
+
+
+def _costs_frame(cohorts: pl.DataFrame, keys: list[str], costs: Costs) -> pl.DataFrame:
+    """The float view of exact costs (each converted once), in the cohorts' order."""
+    rows = [costs[_key_of(r, keys)] for r in cohorts.select(keys).iter_rows(named=True)]
+    return cohorts.select(keys).with_columns(
+        pl.Series("spend", [None if sp is None else float(sp) for sp, _ in rows], dtype=pl.Float64),
+        pl.Series("margin", [float(m) for _, m in rows], dtype=pl.Float64),
+    )
+
+
+def _split_by_customers(total: Fraction | None, customers: int, of: int) -> Fraction | None:
+    """A share of ``total`` in proportion to customers (None when there are none to share by)."""
+    if total is None or of == 0:
+        return None
+    return total * customers / of
+
+
+def _spend_per_cohort(table: CohortTable, spend: Any, cac: Any, margin: Any) -> tuple[pl.DataFrame, Costs]:
+    """Per (segment…, cohort): ``spend`` and ``margin`` as floats (spend null when neither is given),
+    and the same exactly (``Costs``), which every decision is taken on."""
     cohorts = _cohort_frame(table)
     keys = _keys(table)
     if spend is not None and cac is not None:
@@ -247,58 +298,68 @@ def _spend_per_cohort(table: CohortTable, spend: Any, cac: Any, margin: Any) -> 
         _check_margin(margin)
     elif not _is_table(spend):
         raise InvalidArgumentError(f"margin={margin!r} names a column, which needs a spend table")
+    rows = list(cohorts.iter_rows(named=True))
+    periods = {r["cohort"] for r in rows}
+    # Customers per period, for spend without a channel split over the period's segments.
+    period_customers: dict[dt.date, int] = {}
+    for r in rows:
+        period_customers[r["cohort"]] = period_customers.get(r["cohort"], 0) + r["customers"]
 
-    def by_period(values: Mapping[Any, Any] | float | int, what: str) -> pl.DataFrame:
+    def by_period(values: Mapping[Any, Any] | Any, what: str, margin_of: Any) -> Costs:
         """Per-period amounts (or one amount for every period), split over segments by customers."""
-        periods = cohorts.get_column("cohort").unique().to_list()
         if isinstance(values, Mapping):
-            amounts: dict[dt.date, float] = {}
+            amounts: dict[dt.date, Fraction] = {}
             for k, v in values.items():
                 key = _period_key(k, what, table.period)
-                amounts[key] = amounts.get(key, 0.0) + float(v)
-            unknown = _unmatched(table, set(amounts), set(periods))
+                amounts[key] = amounts.get(key, Fraction(0)) + exact(v, what)
+            unknown = _unmatched(table, set(amounts), periods)
             if unknown:
                 raise InvalidArgumentError(
                     f"{what} has period(s) with no cohort: {', '.join(map(str, unknown))}; cohorts run "
                     f"from {min(periods) if periods else '-'} to {max(periods) if periods else '-'}"
                 )
         else:
-            amounts = {p: float(values) for p in periods}
-        if any(not np.isfinite(v) or v < 0 for v in amounts.values()):
+            one = exact(values, what)
+            amounts = {p: one for p in periods}
+        if any(v < 0 for v in amounts.values()):
             raise InvalidArgumentError(f"{what} must be finite and non-negative")
-        frame = pl.DataFrame({"cohort": list(amounts), "__total": list(amounts.values())}, schema={"cohort": pl.Date, "__total": pl.Float64})
-        out = cohorts.join(frame, on="cohort", how="left")
-        share = _ratio(pl.col("customers").cast(pl.Float64), pl.col("customers").sum().over("cohort").cast(pl.Float64))
-        if table.by:
-            # Spend without a channel: split over the period's segments by the customers they brought.
-            out = out.with_columns((pl.col("__total") * share).alias("spend"))
-        else:
-            out = out.with_columns(pl.col("__total").alias("spend"))
-        return out.select([*keys, "spend"])
+        costs: Costs = {}
+        for r in rows:
+            total = amounts.get(r["cohort"])
+            if table.by:
+                # Spend without a channel: split over the period's segments by the customers they brought.
+                total = _split_by_customers(total, r["customers"], period_customers[r["cohort"]])
+            costs[_key_of(r, keys)] = (total, margin_of(r))
+        return costs
+
+    if margin_column is None:
+        fixed = exact(margin, "margin")
+
+        def margin_of(_: Mapping[str, Any]) -> Fraction:
+            return fixed
 
     if cac is not None:
         if isinstance(cac, Mapping):
-            per = {_period_key(k, "cac", table.period): float(v) for k, v in cac.items()}
-            if any(not np.isfinite(v) or v < 0 for v in per.values()):
-                raise InvalidArgumentError("cac must be finite and non-negative")
-            unknown = _unmatched(table, set(per), set(cohorts.get_column("cohort").to_list()))
+            per = {_period_key(k, "cac", table.period): exact(v, "cac") for k, v in cac.items()}
+            unknown = _unmatched(table, set(per), periods)
             if unknown:
                 raise InvalidArgumentError(f"cac has period(s) with no cohort: {', '.join(map(str, unknown))}")
-            cac_frame = pl.DataFrame({"cohort": list(per), "__cac": list(per.values())}, schema={"cohort": pl.Date, "__cac": pl.Float64})
-            out = cohorts.join(cac_frame, on="cohort", how="left")
         else:
-            value = float(cac)
-            if not np.isfinite(value) or value < 0:
-                raise InvalidArgumentError(f"cac must be finite and non-negative; got {cac!r}")
-            out = cohorts.with_columns(pl.lit(value).alias("__cac"))
-        out = out.with_columns((pl.col("__cac") * pl.col("customers")).alias("spend"))
-        return out.select([*keys, "spend"]).with_columns(pl.lit(float(margin)).alias("margin"))
-
-    if spend is None:
-        return cohorts.select(keys).with_columns(pl.lit(None, pl.Float64).alias("spend"), pl.lit(float(margin)).alias("margin"))
-    if isinstance(spend, (int, float, Mapping)) and not isinstance(spend, bool):
-        return by_period(spend, "spend").with_columns(pl.lit(float(margin)).alias("margin"))
-    return _spend_table(table, cohorts, _spend_frame(spend), margin, margin_column, by_period)
+            value = exact(cac, "cac")
+            per = {p: value for p in periods}
+        if any(v < 0 for v in per.values()):
+            raise InvalidArgumentError("cac must be finite and non-negative")
+        costs = {}
+        for r in rows:
+            c = per.get(r["cohort"])
+            costs[_key_of(r, keys)] = (None if c is None else c * r["customers"], margin_of(r))
+    elif spend is None:
+        costs = {_key_of(r, keys): (None, margin_of(r)) for r in rows}
+    elif isinstance(spend, (int, float, Decimal, Mapping)) and not isinstance(spend, bool):
+        costs = by_period(spend, "spend", margin_of)
+    else:
+        costs = _spend_table(table, rows, _spend_frame(spend), margin, margin_column, by_period)
+    return _costs_frame(cohorts, keys, costs), costs
 
 
 def _check_margin(margin: Any) -> None:
@@ -310,9 +371,20 @@ def _check_margin(margin: Any) -> None:
         raise InvalidArgumentError(f"margin must be in (0, 1]; got {margin!r}")
 
 
+@dataclass(frozen=True)
+class _SpendRow:
+    """One row of a spend table, exactly."""
+
+    cohort: dt.date
+    channel: Any
+    total: Fraction
+    weight: Fraction
+    margin: Fraction | None
+
+
 def _spend_table(
-    table: CohortTable, cohorts: pl.DataFrame, frame: pl.DataFrame, margin: Any, margin_column: str | None, by_period: Any
-) -> pl.DataFrame:
+    table: CohortTable, rows: list[dict[str, Any]], frame: pl.DataFrame, margin: Any, margin_column: str | None, by_period: Any
+) -> Costs:
     keys = _keys(table)
     period_col = next((c for c in ("period", "month") if c in frame.columns), None)
     if period_col is None:
@@ -338,82 +410,98 @@ def _spend_table(
     if len(channel_cols) > 1:
         raise InvalidArgumentError(f"the spend table may have one channel column; it has {channel_cols}")
     channel = channel_cols[0] if channel_cols else None
-    parts = [pl.col(c).cast(pl.Float64).fill_null(0.0) for c in (["spend"] if has_total else detailed)]
-    frame = frame.with_columns(
-        pl.col(period_col).map_elements(lambda v: _period_key(v, "spend", table.period), return_dtype=pl.Date).alias("cohort"),
-        pl.sum_horizontal(parts).alias("__total"),
-        (pl.col("spend") if has_total else pl.col("campaign") if "campaign" in detailed else pl.lit(0.0))
-        .cast(pl.Float64)
-        .fill_null(0.0)
-        .alias("__weight"),
-    )
-    bad = frame.filter(pl.any_horizontal([(p < 0) | p.is_nan() | p.is_infinite() for p in parts]))
-    if bad.height:
-        raise InvalidArgumentError(f"spend must be finite and not negative; first bad row: {bad.row(0, named=True)}")
-    periods = set(cohorts.get_column("cohort").to_list())
-    unknown_periods = _unmatched(table, set(frame.get_column("cohort").to_list()), periods)
-    if unknown_periods:
-        raise InvalidArgumentError(
-            f"spend has period(s) with no cohort: {', '.join(map(str, unknown_periods))}"
+    amount_cols = ["spend"] if has_total else detailed
+    weight_col = "spend" if has_total else "campaign" if "campaign" in detailed else None
+    periods = {c["cohort"] for c in rows}
+
+    # Each spend row exactly: its period, channel, total, weight (direct spend: how overhead is
+    # shared out) and margin.
+    spend_rows: list[_SpendRow] = []
+    for raw in frame.iter_rows(named=True):
+        parts = [Fraction(0) if raw[c] is None else exact(raw[c], "spend") for c in amount_cols]
+        if any(p < 0 for p in parts):
+            raise InvalidArgumentError(f"spend must be finite and not negative; first bad row: {raw}")
+        spend_rows.append(
+            _SpendRow(
+                cohort=_period_key(raw[period_col], "spend", table.period),
+                channel=raw[channel] if channel else None,
+                total=sum(parts, Fraction(0)),
+                weight=Fraction(0) if weight_col is None or raw[weight_col] is None else exact(raw[weight_col], "spend"),
+                margin=None if margin_column is None or raw[margin_column] is None else exact(raw[margin_column], "margin"),
+            )
         )
-    frame = frame.filter(pl.col("cohort").is_in(list(periods)))
-    margins = None
+    unknown_periods = _unmatched(table, {r.cohort for r in spend_rows}, periods)
+    if unknown_periods:
+        raise InvalidArgumentError(f"spend has period(s) with no cohort: {', '.join(map(str, unknown_periods))}")
+    spend_rows = [r for r in spend_rows if r.cohort in periods]
+
+    margins: dict[tuple[Any, ...], Fraction] | None = None
     if margin_column is not None:
-        m = frame.get_column(margin_column).drop_nulls()
-        if m.len() and ((m <= 0).any() or (m > 1).any()):
+        found = [r.margin for r in spend_rows if r.margin is not None]
+        if any(m <= 0 or m > 1 for m in found):
             raise InvalidArgumentError(f"margin column {margin_column!r} must be in (0, 1]")
-        margins = frame.filter(pl.col(margin_column).is_not_null()).group_by(
-            ["cohort", *([channel] if channel else [])]
-        ).agg(pl.col(margin_column).cast(pl.Float64).mean().alias("margin"))
+        sums: dict[tuple[Any, ...], list[Fraction]] = {}
+        for r in spend_rows:
+            if r.margin is not None:
+                sums.setdefault((r.cohort, r.channel), []).append(r.margin)
+        margins = {k: sum(v, Fraction(0)) / len(v) for k, v in sums.items()}
+
+    def margin_of(row: Mapping[str, Any]) -> Fraction:
+        if margins is None:
+            return exact(margin, "margin")
+        found = margins.get((row["cohort"], row[channel] if channel else None))
+        if found is None:
+            raise InvalidArgumentError(f"margin column {margin_column!r} has no value for some cohorts")
+        return found
 
     if channel is None:
-        totals = frame.group_by("cohort").agg(pl.col("__total").sum())
-        out = by_period(dict(zip(totals.get_column("cohort"), totals.get_column("__total"))), "spend")
-    else:
-        values = set(cohorts.get_column(channel).to_list())
-        listed = frame.filter(pl.col(channel).is_not_null())
-        unknown_values = sorted(set(listed.get_column(channel).to_list()) - values, key=str)
-        if unknown_values:
-            raise InvalidArgumentError(
-                f"spend has {channel} value(s) unknown to the cohorts: {unknown_values}; known: {sorted(values, key=str)}"
-            )
-        direct = listed.group_by(["cohort", channel]).agg(pl.col("__total").sum(), pl.col("__weight").sum())
-        missing = direct.join(cohorts.select(["cohort", channel]).unique(), on=["cohort", channel], how="anti", nulls_equal=True)
-        if missing.height:
-            raise InvalidArgumentError(
-                f"spend for {missing.row(0, named=True)['cohort']} / {channel}="
-                f"{missing.row(0, named=True)[channel]!r} has no cohort to charge it to"
-            )
-        overhead = frame.filter(pl.col(channel).is_null()).group_by("cohort").agg(pl.col("__total").sum().alias("__overhead"))
-        # Every (period, channel) that has a cohort, with its direct spend and weight.
-        slots = cohorts.select(["cohort", channel]).unique().join(
-            direct, on=["cohort", channel], how="left", nulls_equal=True
-        ).with_columns(
-            pl.col("__total").fill_null(0.0), pl.col("__weight").fill_null(0.0)
+        totals: dict[dt.date, Fraction] = {}
+        for r in spend_rows:
+            totals[r.cohort] = totals.get(r.cohort, Fraction(0)) + r.total
+        return by_period(totals, "spend", margin_of)
+
+    values = {c[channel] for c in rows}
+    listed = [r for r in spend_rows if r.channel is not None]
+    unknown_values = sorted({r.channel for r in listed} - values, key=str)
+    if unknown_values:
+        raise InvalidArgumentError(
+            f"spend has {channel} value(s) unknown to the cohorts: {unknown_values}; known: {sorted(values, key=str)}"
         )
-        slots = slots.join(overhead, on="cohort", how="left").with_columns(pl.col("__overhead").fill_null(0.0))
-        weight_sum = pl.col("__weight").sum().over("cohort")
-        equal = 1.0 / pl.len().over("cohort")
-        share = pl.when(weight_sum > 0).then(pl.col("__weight") / weight_sum).otherwise(equal)
-        slots = slots.with_columns((pl.col("__total") + pl.col("__overhead") * share).alias("__channel_spend"))
-        out = cohorts.join(
-            slots.select(["cohort", channel, "__channel_spend"]), on=["cohort", channel], how="left", nulls_equal=True
-        )
-        # Several `by` columns: split a channel's spend over its other segments by customers.
+    slots = {(c["cohort"], c[channel]) for c in rows}
+    direct: dict[tuple[Any, Any], list[Fraction]] = {}
+    for r in listed:
+        d = direct.setdefault((r.cohort, r.channel), [Fraction(0), Fraction(0)])
+        d[0] += r.total
+        d[1] += r.weight
+    for cohort, value in sorted(set(direct) - slots, key=str):
+        raise InvalidArgumentError(f"spend for {cohort} / {channel}={value!r} has no cohort to charge it to")
+    overhead: dict[dt.date, Fraction] = {}
+    for r in spend_rows:
+        if r.channel is None:
+            overhead[r.cohort] = overhead.get(r.cohort, Fraction(0)) + r.total
+    # Each (period, channel) that has a cohort: its direct spend, plus the period's overhead in
+    # proportion to direct spend (equally when there is none).
+    in_period: dict[dt.date, list[Any]] = {}
+    for cohort, value in slots:
+        in_period.setdefault(cohort, []).append(value)
+    channel_spend: dict[tuple[Any, Any], Fraction] = {}
+    for cohort, channels in in_period.items():
+        weights = {v: direct.get((cohort, v), [Fraction(0), Fraction(0)])[1] for v in channels}
+        weight_sum = sum(weights.values(), Fraction(0))
+        for v in channels:
+            share = weights[v] / weight_sum if weight_sum > 0 else Fraction(1, len(channels))
+            channel_spend[(cohort, v)] = direct.get((cohort, v), [Fraction(0)])[0] + overhead.get(cohort, Fraction(0)) * share
+    # Several `by` columns: a channel's spend is split over its other segments by customers.
+    customers_in: dict[tuple[Any, Any], int] = {}
+    for c in rows:
+        customers_in[(c["cohort"], c[channel])] = customers_in.get((c["cohort"], c[channel]), 0) + c["customers"]
+    costs: Costs = {}
+    for c in rows:
+        total: Fraction | None = channel_spend[(c["cohort"], c[channel])]
         if len(table.by) > 1:
-            share_c = _ratio(pl.col("customers").cast(pl.Float64), pl.col("customers").sum().over(["cohort", channel]).cast(pl.Float64))
-            out = out.with_columns((pl.col("__channel_spend") * share_c).alias("spend"))
-        else:
-            out = out.with_columns(pl.col("__channel_spend").alias("spend"))
-        out = out.select([*keys, "spend"])
-    if margins is not None:
-        on = ["cohort", *([channel] if channel else [])]
-        out = out.join(margins, on=on, how="left", nulls_equal=True)
-        if out.get_column("margin").null_count():
-            raise InvalidArgumentError(f"margin column {margin_column!r} has no value for some cohorts")
-    else:
-        out = out.with_columns(pl.lit(float(margin)).alias("margin"))
-    return out.select([*keys, "spend", "margin"])
+            total = _split_by_customers(total, c["customers"], customers_in[(c["cohort"], c[channel])])
+        costs[_key_of(c, keys)] = (total, margin_of(c))
+    return costs
 
 
 def metrics(
@@ -433,7 +521,7 @@ def metrics(
         raise InvalidArgumentError(f"discount_rate must be a non-negative annual rate; got {discount_rate!r}")
     keys = _keys(table)
     months = MONTHS_PER_PERIOD[table.period]
-    costs = _spend_per_cohort(table, spend, cac, margin)
+    costs, exact_costs = _spend_per_cohort(table, spend, cac, margin)
     cells = ltr(table)
     if projected:
         proj = project(table).with_columns(
@@ -473,35 +561,9 @@ def metrics(
         _ratio(pl.col("ltv_per_customer"), pl.col("cac")).alias("ltv_cac"),
         (pl.col("ltv_per_customer") - pl.col("cac")).alias("net_value"),
     )
-    # Payback: the first observed age whose cumulative margin per customer reaches CAC.
-    pay = cells.join(per.select([*keys, "cac", "margin", "customers"]), on=keys, how="left", nulls_equal=True).filter(
-        pl.col("complete") & pl.col("cac").is_not_null()
-    )
-    pay = pay.filter(
-        _ratio(pl.col("margin") * pl.col("cum_revenue"), pl.col("customers").cast(pl.Float64)) >= pl.col("cac")
-    ).group_by(keys).agg(pl.col("age").min().alias("payback_age"))
-    per = per.join(pay, on=keys, how="left", nulls_equal=True)
-    payback_months = (pl.col("payback_age") + 1).cast(pl.Float64) * months
-    per = per.with_columns(
-        pl.when(pl.col("cac").is_null())
-        .then(None)
-        .when(pl.col("payback_age").is_null())
-        .then(pl.lit(NOT_YET))
-        .when(payback_months <= 12)
-        .then(pl.lit(SELF_FUNDING))
-        .when(payback_months <= 24)
-        .then(pl.lit(NEEDS_FUNDING))
-        .otherwise(pl.lit(UNVIABLE))
-        .alias("payback_status"),
-        pl.when(pl.col("ltv_cac").is_null() | pl.col("ltv_cac").is_nan())
-        .then(None)
-        .when(pl.col("ltv_cac") >= 3)
-        .then(pl.lit(HEALTHY))
-        .when(pl.col("ltv_cac") > 1)
-        .then(pl.lit(MARGINAL))
-        .otherwise(pl.lit(LOSING))
-        .alias("verdict"),
-    )
+    # The decisions, on exact numbers: verdict, payback age and status.
+    decided = _decide(table, per, exact_costs, projected)
+    per = per.drop("ltv_cac").join(decided, on=keys, how="left", nulls_equal=True)
     per = per.with_columns(pl.col("verdict").replace_strict(ADVICE, default=None, return_dtype=pl.String).alias("advice"))
     return per.select(
         [
@@ -529,6 +591,77 @@ def metrics(
 
 # --------------------------------------------------------------------------------------------------
 # the text report
+
+
+#: Months in one period as exact fractions, for the payback bands.
+EXACT_MONTHS_PER_PERIOD = {
+    "month": Fraction(1),
+    "quarter": Fraction(3),
+    "week": Fraction(12) / Fraction(Decimal("52.1775")),
+    "day": Fraction(12) / Fraction(Decimal("365.25")),
+}
+
+
+def verdict_of(ratio: Fraction | float | None) -> str | None:
+    """The LTV/CAC band: at least 3 healthy, above 1 marginal, at most 1 losing money."""
+    if ratio is None or ratio != ratio:  # noqa: PLR0124 (NaN)
+        return None
+    return HEALTHY if ratio >= 3 else MARGINAL if ratio > 1 else LOSING
+
+
+def payback_status_of(age: int | None, period: str) -> str:
+    if age is None:
+        return NOT_YET
+    months = (age + 1) * EXACT_MONTHS_PER_PERIOD[period]
+    return SELF_FUNDING if months <= 12 else NEEDS_FUNDING if months <= 24 else UNVIABLE
+
+
+def _exact_revenue(table: CohortTable) -> dict[tuple[Any, ...], list[Fraction]]:
+    """Per (segment…, cohort): the exact cumulative revenue at each complete age, from age 0."""
+    keys = _keys(table)
+    cells = table._long_with_exact_revenue().filter(pl.col("complete")).sort([*keys, "age"], nulls_last=True)
+    out: dict[tuple[Any, ...], list[Fraction]] = {}
+    for r in cells.select([*keys, "revenue_exact"]).iter_rows(named=True):
+        cum = out.setdefault(_key_of(r, keys), [])
+        cum.append((cum[-1] if cum else Fraction(0)) + Fraction(r["revenue_exact"]))
+    return out
+
+
+def _decide(table: CohortTable, per: pl.DataFrame, costs: Costs, projected: bool) -> pl.DataFrame:
+    """``ltv_cac``, ``payback_age``, ``payback_status`` and ``verdict`` per cohort. Observed values
+    are decided exactly: LTV/CAC is margin × revenue to date ÷ spend (the customers cancel), and
+    payback is the first complete age whose margin × cumulative revenue reaches the spend, in
+    exact fractions of the exact sums, the margin and the spend as written. Projected values come
+    from float chain-ladder factors, so their ratio is decided on the float."""
+    keys = _keys(table)
+    cum = _exact_revenue(table)
+    out = []
+    for r in per.select([*keys, "customers", "ltv_per_customer", "cac"]).iter_rows(named=True):
+        key = _key_of(r, keys)
+        spend, margin = costs[key]
+        rated = spend is not None and r["customers"] and spend > 0
+        revenue = cum.get(key, [])
+        if projected:
+            value, cac = r["ltv_per_customer"], r["cac"]
+            ratio: Fraction | float | None = value / cac if rated and value is not None and cac else None
+        elif rated and spend is not None:
+            ratio = margin * (revenue[-1] if revenue else 0) / spend
+        else:
+            ratio = None
+        payback = None
+        if spend is not None and r["customers"]:
+            payback = next((a for a, c in enumerate(revenue) if margin * c >= spend), None)
+        out.append(
+            {
+                **dict(zip(keys, key)),
+                "ltv_cac": None if ratio is None else float(ratio),
+                "payback_age": payback,
+                "payback_status": None if spend is None or not r["customers"] else payback_status_of(payback, table.period),
+                "verdict": verdict_of(ratio),
+            }
+        )
+    decided: dict[str, pl.DataType] = {"ltv_cac": pl.Float64(), "payback_age": pl.Int64(), "payback_status": pl.String(), "verdict": pl.String()}
+    return pl.DataFrame(out, schema={**{k: per.schema[k] for k in keys}, **decided})
 
 
 def summary(
@@ -561,23 +694,25 @@ def summary(
             f"{row['observed_ages']} observed {table.period}(s); payback: {row['payback_status']}."
         )
     if table.by:
-        by_channel = (
-            rated.group_by(table.by)
-            .agg(
-                (pl.col("ltv_per_customer") * pl.col("customers")).sum().alias("value"),
-                (pl.col("cac") * pl.col("customers")).sum().alias("cost"),
-                pl.col("payback_status").mode().first().alias("payback"),
-            )
-            .with_columns(_ratio(pl.col("value"), pl.col("cost")).alias("ratio"))
-            .sort("ratio", descending=True, nulls_last=True)
-        )
+        # Pooled over a channel's rated cohorts, exactly: Σ margin × revenue to date ÷ Σ spend.
+        _, costs = _spend_per_cohort(table, spend, cac, margin)
+        cum = _exact_revenue(table)
+        keys = _keys(table)
+        pooled: dict[tuple[Any, ...], list[Fraction]] = {}
+        for row in rated.select(keys).iter_rows(named=True):
+            key = _key_of(row, keys)
+            sp, mg = costs[key]
+            revenue = cum.get(key, [])
+            acc = pooled.setdefault(key[:-1], [Fraction(0), Fraction(0)])
+            acc[0] += mg * (revenue[-1] if revenue else 0)
+            acc[1] += sp or 0
+        paybacks = rated.group_by(table.by).agg(pl.col("payback_status").mode().first().alias("payback"))
+        payback_of = {tuple(r[b] for b in table.by): r["payback"] for r in paybacks.iter_rows(named=True)}
+        ratios = {seg: value / cost for seg, (value, cost) in pooled.items() if cost > 0}
         lines.append("By channel (all cohorts pooled):")
-        for row in by_channel.iter_rows(named=True):
-            if row["ratio"] is None:
-                continue
-            verdict = HEALTHY if row["ratio"] >= 3 else MARGINAL if row["ratio"] > 1 else LOSING
-            seg = ", ".join(f"{b}={row[b]}" for b in table.by)
-            lines.append(f"  {seg}: LTV/CAC {row['ratio']:.2f}, {verdict}; payback mostly {row['payback']}.")
+        for seg_values, ratio in sorted(ratios.items(), key=lambda item: item[1], reverse=True):
+            seg = ", ".join(f"{b}={v}" for b, v in zip(table.by, seg_values))
+            lines.append(f"  {seg}: LTV/CAC {float(ratio):.2f}, {verdict_of(ratio)}; payback mostly {payback_of.get(seg_values)}.")
     counts = rated.group_by("verdict").len().sort("verdict")
     lines.append(
         "Verdicts: " + ", ".join(f"{r['len']} {r['verdict']}" for r in counts.iter_rows(named=True)) + "."
