@@ -6,7 +6,7 @@ CAC divides acquisition spend by the customers acquired (members with a paying o
 ``ltv_cac`` compares like with like: ``ltv_per_customer / cac``, which equals the cohort's lifetime
 margin divided by its acquisition spend. Incomplete cells stay null, and a ratio whose denominator is
 zero is null, never inf or NaN. Decisions (verdicts, payback) are taken on exact fractions of the
-exact sums, the margin and the spend (see ``exact`` and ``_decide``).
+exact sums, the margin and the spend (see ``_exact`` and ``_decide``).
 """
 
 from __future__ import annotations
@@ -240,7 +240,7 @@ def _cohort_frame(table: CohortTable) -> pl.DataFrame:
     return table.cohort_stats().select([*_keys(table), "cohort_size", "customers"])
 
 
-def exact(value: Any, what: str) -> Fraction:
+def _exact(value: Any, what: str) -> Fraction:
     """A number as an exact fraction, for decisions. Floats are taken as the shortest decimal that
     reads back as them, that is, as they were written: 0.35 is 7/20, not 0.34999999999999997779…"""
     if isinstance(value, bool):
@@ -311,7 +311,7 @@ def _spend_per_cohort(table: CohortTable, spend: Any, cac: Any, margin: Any) -> 
             amounts: dict[dt.date, Fraction] = {}
             for k, v in values.items():
                 key = _period_key(k, what, table.period)
-                amounts[key] = amounts.get(key, Fraction(0)) + exact(v, what)
+                amounts[key] = amounts.get(key, Fraction(0)) + _exact(v, what)
             unknown = _unmatched(table, set(amounts), periods)
             if unknown:
                 raise InvalidArgumentError(
@@ -319,7 +319,7 @@ def _spend_per_cohort(table: CohortTable, spend: Any, cac: Any, margin: Any) -> 
                     f"from {min(periods) if periods else '-'} to {max(periods) if periods else '-'}"
                 )
         else:
-            one = exact(values, what)
+            one = _exact(values, what)
             amounts = {p: one for p in periods}
         if any(v < 0 for v in amounts.values()):
             raise InvalidArgumentError(f"{what} must be finite and non-negative")
@@ -333,19 +333,19 @@ def _spend_per_cohort(table: CohortTable, spend: Any, cac: Any, margin: Any) -> 
         return costs
 
     if margin_column is None:
-        fixed = exact(margin, "margin")
+        fixed = _exact(margin, "margin")
 
         def margin_of(_: Mapping[str, Any]) -> Fraction:
             return fixed
 
     if cac is not None:
         if isinstance(cac, Mapping):
-            per = {_period_key(k, "cac", table.period): exact(v, "cac") for k, v in cac.items()}
+            per = {_period_key(k, "cac", table.period): _exact(v, "cac") for k, v in cac.items()}
             unknown = _unmatched(table, set(per), periods)
             if unknown:
                 raise InvalidArgumentError(f"cac has period(s) with no cohort: {', '.join(map(str, unknown))}")
         else:
-            value = exact(cac, "cac")
+            value = _exact(cac, "cac")
             per = {p: value for p in periods}
         if any(v < 0 for v in per.values()):
             raise InvalidArgumentError("cac must be finite and non-negative")
@@ -418,7 +418,7 @@ def _spend_table(
     # shared out) and margin.
     spend_rows: list[_SpendRow] = []
     for raw in frame.iter_rows(named=True):
-        parts = [Fraction(0) if raw[c] is None else exact(raw[c], "spend") for c in amount_cols]
+        parts = [Fraction(0) if raw[c] is None else _exact(raw[c], "spend") for c in amount_cols]
         if any(p < 0 for p in parts):
             raise InvalidArgumentError(f"spend must be finite and not negative; first bad row: {raw}")
         spend_rows.append(
@@ -426,8 +426,8 @@ def _spend_table(
                 cohort=_period_key(raw[period_col], "spend", table.period),
                 channel=raw[channel] if channel else None,
                 total=sum(parts, Fraction(0)),
-                weight=Fraction(0) if weight_col is None or raw[weight_col] is None else exact(raw[weight_col], "spend"),
-                margin=None if margin_column is None or raw[margin_column] is None else exact(raw[margin_column], "margin"),
+                weight=Fraction(0) if weight_col is None or raw[weight_col] is None else _exact(raw[weight_col], "spend"),
+                margin=None if margin_column is None or raw[margin_column] is None else _exact(raw[margin_column], "margin"),
             )
         )
     unknown_periods = _unmatched(table, {r.cohort for r in spend_rows}, periods)
@@ -448,7 +448,7 @@ def _spend_table(
 
     def margin_of(row: Mapping[str, Any]) -> Fraction:
         if margins is None:
-            return exact(margin, "margin")
+            return _exact(margin, "margin")
         found = margins.get((row["cohort"], row[channel] if channel else None))
         if found is None:
             raise InvalidArgumentError(f"margin column {margin_column!r} has no value for some cohorts")
@@ -602,14 +602,14 @@ EXACT_MONTHS_PER_PERIOD = {
 }
 
 
-def verdict_of(ratio: Fraction | float | None) -> str | None:
+def _verdict_of(ratio: Fraction | float | None) -> str | None:
     """The LTV/CAC band: at least 3 healthy, above 1 marginal, at most 1 losing money."""
     if ratio is None or ratio != ratio:  # noqa: PLR0124 (NaN)
         return None
     return HEALTHY if ratio >= 3 else MARGINAL if ratio > 1 else LOSING
 
 
-def payback_status_of(age: int | None, period: str) -> str:
+def _payback_status_of(age: int | None, period: str) -> str:
     if age is None:
         return NOT_YET
     months = (age + 1) * EXACT_MONTHS_PER_PERIOD[period]
@@ -656,8 +656,8 @@ def _decide(table: CohortTable, per: pl.DataFrame, costs: Costs, projected: bool
                 **dict(zip(keys, key)),
                 "ltv_cac": None if ratio is None else float(ratio),
                 "payback_age": payback,
-                "payback_status": None if spend is None or not r["customers"] else payback_status_of(payback, table.period),
-                "verdict": verdict_of(ratio),
+                "payback_status": None if spend is None or not r["customers"] else _payback_status_of(payback, table.period),
+                "verdict": _verdict_of(ratio),
             }
         )
     decided: dict[str, pl.DataType] = {"ltv_cac": pl.Float64(), "payback_age": pl.Int64(), "payback_status": pl.String(), "verdict": pl.String()}
@@ -712,7 +712,7 @@ def summary(
         lines.append("By channel (all cohorts pooled):")
         for seg_values, ratio in sorted(ratios.items(), key=lambda item: item[1], reverse=True):
             seg = ", ".join(f"{b}={v}" for b, v in zip(table.by, seg_values))
-            lines.append(f"  {seg}: LTV/CAC {float(ratio):.2f}, {verdict_of(ratio)}; payback mostly {payback_of.get(seg_values)}.")
+            lines.append(f"  {seg}: LTV/CAC {float(ratio):.2f}, {_verdict_of(ratio)}; payback mostly {payback_of.get(seg_values)}.")
     counts = rated.group_by("verdict").len().sort("verdict")
     lines.append(
         "Verdicts: " + ", ".join(f"{r['len']} {r['verdict']}" for r in counts.iter_rows(named=True)) + "."
