@@ -1260,3 +1260,27 @@ def test_thresholds_are_decided_exactly(margin_cents: int, revenue_thirds: int, 
         expected = "healthy" if ratio >= 3 else "marginal" if ratio > 1 else "losing money"
         assert row["verdict"] == expected, (m, revenue, spend, edge, row)
         assert (row["payback_age"] == 0) == (m * revenue >= spend), (m, revenue, spend, row)
+
+
+def test_spend_before_since_is_left_out_with_a_warning():
+    """Tracking began on 2024-02-01 (``since``): January's cohort is not reported, so January's spend
+    of 100 has nothing to charge it to. It is left out with a SpendIgnoredWarning; February's 50 is
+    charged to February's one customer (revenue 30 at margin 1: LTV/CAC 30 ÷ 50 = 0.6). A typo'd
+    period (2031) is still an error."""
+    import ltrcore
+
+    orders = pl.DataFrame(
+        {
+            "user_id": [1, 2],
+            "ts": [dt.datetime(2024, 1, 10, tzinfo=dt.timezone.utc), dt.datetime(2024, 2, 10, tzinfo=dt.timezone.utc)],
+            "amount": [20.0, 30.0],
+        }
+    )
+    table = ltrcore.cohorts(orders, horizon=2, since="2024-02-01", as_of="2024-03-01")
+    for spend in ({"2024-01": 100, "2024-02": 50}, pl.DataFrame({"month": ["2024-01", "2024-02"], "spend": [100.0, 50.0]})):
+        with pytest.warns(ltrcore.SpendIgnoredWarning, match="2024-01-01 is before since"):
+            m = table.metrics(spend=spend)
+        row = m.row(0, named=True)
+        assert (str(row["cohort"]), row["spend"], row["ltv_cac"]) == ("2024-02-01", 50.0, 0.6)
+    with pytest.raises(ltrcore.InvalidArgumentError, match="no cohort: 2031-01-01"):
+        table.metrics(spend={"2031-01": 5})

@@ -20,6 +20,7 @@ from .exceptions import (
     LateRowsError,
     LtrcoreError,
     OutOfMemoryError,
+    SpendIgnoredWarning,
     StreamError,
 )
 from .front import cohorts
@@ -45,6 +46,7 @@ __all__ = [
     "LateRowsError",
     "LtrcoreError",
     "OutOfMemoryError",
+    "SpendIgnoredWarning",
     "StreamError",
     "__version__",
     "cohorts",

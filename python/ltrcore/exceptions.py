@@ -60,3 +60,8 @@ class InternalError(LtrcoreError, RuntimeError):
 
 class ExcludedRowsWarning(UserWarning):
     """Some input rows were excluded for bad data; see ``table.reconciliation``."""
+
+
+class SpendIgnoredWarning(UserWarning):
+    """Spend for periods before ``since`` was left out: their cohorts are not reported (tracking
+    began mid-period), so there is nothing to charge it to."""

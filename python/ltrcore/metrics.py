@@ -12,8 +12,9 @@ exact sums, the margin and the spend (see ``_exact`` and ``_decide``).
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import warnings
 from collections.abc import Mapping
+from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from .exceptions import InvalidArgumentError
+from .exceptions import InvalidArgumentError, SpendIgnoredWarning
 
 if TYPE_CHECKING:
     from .table import CohortTable
@@ -217,12 +218,23 @@ def _next_period(start: dt.date, period: str) -> dt.date:
     return start + dt.timedelta(days=7 if period == "week" else 1)
 
 
-def _unmatched(table: CohortTable, periods: set[dt.date], cohorts: set[dt.date]) -> list[dt.date]:
-    """Periods with no cohort. Only the running period (the one after the last complete period) is
-    let through: a monthly job's spend table usually has it, and its cohort is simply not reported
-    yet. Any other period (a typo such as 2030 for 2023) is an error."""
+def _unmatched(table: CohortTable, periods: set[dt.date], cohorts: set[dt.date], what: str) -> list[dt.date]:
+    """Periods with no cohort, which are errors (a typo such as 2030 for 2023), but for two: the
+    running period (the one after the last complete period), which a monthly job's spend table
+    usually has and whose cohort is simply not reported yet; and periods before ``since`` (the
+    partial install month), whose cohorts are not reported: their amounts are left out, with a
+    ``SpendIgnoredWarning``."""
     running = _next_period(table.last_complete, table.period) if table.last_complete else None
-    return sorted(p for p in periods - cohorts if p != running)
+    early = sorted(p for p in periods - cohorts if table.first_usable is not None and p < table.first_usable)
+    if early:
+        warnings.warn(
+            SpendIgnoredWarning(
+                f"{what} for {', '.join(map(str, early))} is before since ({table.first_usable}) and was left out: "
+                "those cohorts are not reported"
+            ),
+            stacklevel=4,
+        )
+    return sorted(p for p in periods - cohorts if p != running and p not in early)
 
 
 def _spend_frame(spend: Any) -> pl.DataFrame:
@@ -312,7 +324,7 @@ def _spend_per_cohort(table: CohortTable, spend: Any, cac: Any, margin: Any) -> 
             for k, v in values.items():
                 key = _period_key(k, what, table.period)
                 amounts[key] = amounts.get(key, Fraction(0)) + _exact(v, what)
-            unknown = _unmatched(table, set(amounts), periods)
+            unknown = _unmatched(table, set(amounts), periods, what)
             if unknown:
                 raise InvalidArgumentError(
                     f"{what} has period(s) with no cohort: {', '.join(map(str, unknown))}; cohorts run "
@@ -341,7 +353,7 @@ def _spend_per_cohort(table: CohortTable, spend: Any, cac: Any, margin: Any) -> 
     if cac is not None:
         if isinstance(cac, Mapping):
             per = {_period_key(k, "cac", table.period): _exact(v, "cac") for k, v in cac.items()}
-            unknown = _unmatched(table, set(per), periods)
+            unknown = _unmatched(table, set(per), periods, "cac")
             if unknown:
                 raise InvalidArgumentError(f"cac has period(s) with no cohort: {', '.join(map(str, unknown))}")
         else:
@@ -430,7 +442,7 @@ def _spend_table(
                 margin=None if margin_column is None or raw[margin_column] is None else _exact(raw[margin_column], "margin"),
             )
         )
-    unknown_periods = _unmatched(table, {r.cohort for r in spend_rows}, periods)
+    unknown_periods = _unmatched(table, {r.cohort for r in spend_rows}, periods, "spend")
     if unknown_periods:
         raise InvalidArgumentError(f"spend has period(s) with no cohort: {', '.join(map(str, unknown_periods))}")
     spend_rows = [r for r in spend_rows if r.cohort in periods]
