@@ -90,7 +90,7 @@ class CohortState:
         """The state of ``orders`` (and ``signups``, ``activity``), with the watermark at the last
         period of their rows, or at ``through`` (a date in the last period the data covers).
 
-        Building reads the rows once and keeps about 40 bytes per row while it sorts them by user;
+        Building reads the rows once and keeps about 32 bytes per row while it sorts them by user;
         a history too large for that can be built month by month (``build`` the first, ``update``
         with the others): the result is the same."""
         return cls.empty(spec).update(orders, signups, activity, through=through, strict=strict, threads=threads, progress=progress)
