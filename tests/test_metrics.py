@@ -676,8 +676,9 @@ def payer36():
         (241, 24, "likely unviable"),  # 25 months
         (250, 24, "likely unviable"),
         (360, 35, "likely unviable"),  # the last observed age
-        (361, None, "not yet paid back"),
-        (400, None, "not yet paid back"),
+        # Never paid back in 36 observed months (more than 24): likely unviable, not "not yet".
+        (361, None, "likely unviable"),
+        (400, None, "likely unviable"),
     ],
 )
 def test_payback_bands_monthly(payer36, cac, age, status):
@@ -937,7 +938,7 @@ def test_per_cell_ratios_match_long_table(rows):
 # ----------------------------------------------------------------------------------------------------
 def test_summary_names_best_and_worst_channels():
     table = build(_facebook_search_orders(), by="channel", as_of="2024-02-01")
-    s = table.summary(spend=SPEND_FB_PS, margin=1.0)
+    s = table.summary(spend=SPEND_FB_PS, margin=1.0, min_size=1)  # small test cohorts
     assert isinstance(s, str) and s.strip()
     low = s.lower()
     assert "facebook" in s and "paid_search" in s
@@ -955,8 +956,10 @@ def test_summary_names_best_and_worst_channels():
 def test_summary_names_best_and_worst_cohorts():
     # Jan cohort: 4 customers × 100, Feb cohort: 2 customers × 100 but spend differs: Jan cac 10, Feb cac 200
     m_spend = {"2024-01": 40, "2024-02": 400}
-    s = _two_cohorts().summary(spend=m_spend)
+    s = _two_cohorts().summary(spend=m_spend, min_size=1)  # cohorts of 4 and 2: named only from min_size 1
     assert isinstance(s, str)
+    default = _two_cohorts().summary(spend=m_spend)
+    assert "best and worst are not named (min_size)" in default and "Worst cohort" not in default
     best_line = next(line for line in s.splitlines() if "best" in line.lower())
     worst_line = next(line for line in s.splitlines() if "worst" in line.lower())
     assert "2024-01" in best_line, s
@@ -1284,3 +1287,14 @@ def test_spend_before_since_is_left_out_with_a_warning():
         assert (str(row["cohort"]), row["spend"], row["ltv_cac"]) == ("2024-02-01", 50.0, 0.6)
     with pytest.raises(ltrcore.InvalidArgumentError, match="no cohort: 2031-01-01"):
         table.metrics(spend={"2031-01": 5})
+
+
+def test_summary_says_when_nothing_is_complete_and_when_seasonality_cannot_be_judged():
+    """Orders in January 2024 only, as_of the start of January: no complete month, so the summary
+    says exactly that (not "no acquisition cost given"). As of March: two complete months, fewer
+    than 12, so seasonality cannot be judged yet."""
+    orders = make_orders([("a", "2024-01-05", 10), ("b", "2024-01-20", 20)])
+    nothing = build(orders, horizon=3, as_of="2024-01-15").summary(spend={"2024-01": 5})
+    assert "No complete month yet" in nothing and "No acquisition cost" not in nothing, nothing
+    early = build(orders, horizon=3, as_of="2024-03-01").summary(spend={"2024-01": 5}, min_size=1)
+    assert "Fewer than 12 complete months of data (2): seasonality cannot be judged yet." in early, early

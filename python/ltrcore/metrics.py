@@ -621,9 +621,11 @@ def _verdict_of(ratio: Fraction | float | None) -> str | None:
     return HEALTHY if ratio >= 3 else MARGINAL if ratio > 1 else LOSING
 
 
-def _payback_status_of(age: int | None, period: str) -> str:
+def _payback_status_of(age: int | None, period: str, observed_ages: int) -> str:
+    """The payback band; a cohort observed for more than 24 months without paying back is likely
+    unviable, not "not yet paid back"."""
     if age is None:
-        return NOT_YET
+        return UNVIABLE if observed_ages * EXACT_MONTHS_PER_PERIOD[period] > 24 else NOT_YET
     months = (age + 1) * EXACT_MONTHS_PER_PERIOD[period]
     return SELF_FUNDING if months <= 12 else NEEDS_FUNDING if months <= 24 else UNVIABLE
 
@@ -668,7 +670,7 @@ def _decide(table: CohortTable, per: pl.DataFrame, costs: Costs, projected: bool
                 **dict(zip(keys, key)),
                 "ltv_cac": None if ratio is None else float(ratio),
                 "payback_age": payback,
-                "payback_status": None if spend is None or not r["customers"] else _payback_status_of(payback, table.period),
+                "payback_status": None if spend is None or not r["customers"] else _payback_status_of(payback, table.period, len(revenue)),
                 "verdict": _verdict_of(ratio),
             }
         )
@@ -676,15 +678,39 @@ def _decide(table: CohortTable, per: pl.DataFrame, costs: Costs, projected: bool
     return pl.DataFrame(out, schema={**{k: per.schema[k] for k in keys}, **decided})
 
 
+#: Months of complete data below which the summary says seasonality cannot be judged.
+SEASONALITY_MONTHS = 12
+
+
 def summary(
-    table: CohortTable, spend: Any = None, margin: float | str = 1.0, discount_rate: float = 0.0, cac: Any = None
+    table: CohortTable,
+    spend: Any = None,
+    margin: float | str = 1.0,
+    discount_rate: float = 0.0,
+    cac: Any = None,
+    min_size: int = 30,
 ) -> str:
-    """A short plain-language report: best and worst cohorts (and channels), verdicts, payback, next step."""
+    """A short plain-language report: best and worst cohorts (and channels), verdicts, payback, next
+    step. Cohorts with fewer than ``min_size`` members are rated but never named best or worst."""
+    if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
+        raise InvalidArgumentError(f"min_size must be a non-negative integer; got {min_size!r}")
     m = metrics(table, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac)
     lines = [
         f"{m.height} cohort(s), {table.period}ly, horizon {table.horizon}, tz {table.tz}; "
         f"last complete {table.period}: {table.last_complete}."
     ]
+    if table.last_complete is None or m.height == 0 or int(m.get_column("observed_ages").sum()) == 0:
+        lines.append(
+            f"No complete {table.period} yet: every cell is still running (as_of {table.as_of or 'the last order'}), "
+            "so there is nothing to judge."
+        )
+        return "\n".join(lines)
+    first = min(table.cohorts)
+    span = (_next_period(table.last_complete, table.period) - first).days
+    if span < 365:
+        lines.append(
+            f"Fewer than {SEASONALITY_MONTHS} complete months of data ({span / 30.4375:.0f}): seasonality cannot be judged yet."
+        )
     rated = m.filter(pl.col("ltv_cac").is_not_null())
     if rated.height == 0:
         mean_ltr = m.select(pl.col("ltr").mean()).item() or 0.0
@@ -698,13 +724,18 @@ def summary(
         seg = ", ".join(f"{b}={row[b]}" for b in table.by)
         return f"{row['cohort']}" + (f" ({seg})" if seg else "")
 
-    best = rated.sort("ltv_cac", descending=True).row(0, named=True)
-    worst = rated.sort("ltv_cac").row(0, named=True)
-    for name, row in (("Best", best), ("Worst", worst)):
-        lines.append(
-            f"{name} cohort: {label(row)}, LTV/CAC {row['ltv_cac']:.2f} ({row['verdict']}) after "
-            f"{row['observed_ages']} observed {table.period}(s); payback: {row['payback_status']}."
-        )
+    named = rated.filter(pl.col("cohort_size") >= min_size)
+    worst = None
+    if named.height == 0:
+        lines.append(f"No rated cohort has {min_size} members or more: best and worst are not named (min_size).")
+    else:
+        best = named.sort("ltv_cac", descending=True).row(0, named=True)
+        worst = named.sort("ltv_cac").row(0, named=True)
+        for name, row in (("Best", best), ("Worst", worst)):
+            lines.append(
+                f"{name} cohort: {label(row)}, LTV/CAC {row['ltv_cac']:.2f} ({row['verdict']}) after "
+                f"{row['observed_ages']} observed {table.period}(s); payback: {row['payback_status']}."
+            )
     if table.by:
         # Pooled over a channel's rated cohorts, exactly: Σ margin × revenue to date ÷ Σ spend.
         _, costs = _spend_per_cohort(table, spend, cac, margin)
@@ -733,5 +764,6 @@ def summary(
     lines.append(
         "Payback: " + ", ".join(f"{r['len']} {r['payback_status']}" for r in statuses.iter_rows(named=True)) + "."
     )
-    lines.append("Next: " + ADVICE[worst["verdict"]])
+    if worst is not None:
+        lines.append("Next: " + ADVICE[worst["verdict"]])
     return "\n".join(lines)

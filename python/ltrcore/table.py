@@ -199,9 +199,12 @@ class CohortTable:
         """Per cohort: LTR, LTV, CLV, CAC, LTV/CAC, net value, payback, verdict and advice."""
         return _metrics.metrics(self, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, projected=projected)
 
-    def summary(self, spend: Any = None, margin: float | str = 1.0, discount_rate: float = 0.0, cac: Any = None) -> str:
-        """A short plain-language report: best and worst cohorts and channels, verdicts, payback, next step."""
-        return _metrics.summary(self, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac)
+    def summary(
+        self, spend: Any = None, margin: float | str = 1.0, discount_rate: float = 0.0, cac: Any = None, min_size: int = 30
+    ) -> str:
+        """A short plain-language report: best and worst cohorts and channels, verdicts, payback, next
+        step. Cohorts with fewer than ``min_size`` members are never named best or worst."""
+        return _metrics.summary(self, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, min_size=min_size)
 
     def to_html(self, path: Any = None, **kwargs: Any) -> str:
         """A self-contained HTML report (charts inlined as SVG; needs matplotlib). ``kwargs`` go to
