@@ -4,7 +4,8 @@ Contract pinned here:
     f_k = Σ_c cum(c, k+1) / Σ_c cum(c, k) over the cohorts c of the same segment whose cell k+1 is complete
     projected cum(c, k+1) = cum(c, k) × f_k for every not-yet-observed age up to horizon − 1; ltr = cum / size
     observed cells keep their ltr with projected = False; small_cohort = cohort_size < min_size
-    a needed factor with fewer than min_cohorts mature cohorts -> InvalidArgumentError naming the minimum
+    a needed factor with fewer than min_cohorts mature cohorts is not estimated: the cells that need it stay
+    null, flagged unprojectable, and the rest is projected
     metrics(projected=True): ltr (and ltv = ltr × margin, clv) from the projected ltr at age horizon − 1
 
 The data come from a known retention curve: every user pays ``AMOUNT`` in the cohort month (age 0: these
@@ -17,7 +18,6 @@ projection must hit the truth to float precision.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import warnings
 from typing import Any
 
@@ -128,7 +128,7 @@ def random_projection(random_table):
 
 def test_projection_shape_and_columns(random_table, random_projection):
     pr = random_projection
-    assert pr.columns == ["cohort", "age", "ltr", "projected", "small_cohort"]
+    assert pr.columns == ["cohort", "age", "ltr", "projected", "small_cohort", "unprojectable"]
     assert pr.schema["projected"] == pl.Boolean and pr.schema["small_cohort"] == pl.Boolean
     assert pr.schema["ltr"] == pl.Float64
     long = random_table.to_polars()
@@ -192,7 +192,7 @@ def test_exact_proportions_project_exactly_per_segment():
     )
     table = build(orders, by="channel", horizon=H, as_of="2021-09-01")  # cohorts 2020-01 .. 2021-08
     pr = table.project()
-    assert pr.columns == ["channel", "cohort", "age", "ltr", "projected", "small_cohort"]
+    assert pr.columns == ["channel", "cohort", "age", "ltr", "projected", "small_cohort", "unprojectable"]
     truth = {"A": [AMOUNT * sum(p_a[: k + 1]) for k in range(H)], "B": [AMOUNT * sum(p_b[: k + 1]) for k in range(H)]}
     assert pr.filter(pl.col("projected")).height > 0
     for r in pr.iter_rows(named=True):
@@ -250,21 +250,25 @@ def _four_small_cohorts(size: int = 3) -> Any:
     return build(orders, horizon=3, as_of="2021-05-01")
 
 
-def test_too_few_mature_cohorts_error_names_minimum():
+def test_too_few_mature_cohorts_leave_cells_null_and_flagged():
+    """Four cohorts (2021-01 .. 04), horizon 3, as of 2021-05-01. f_0 rests on 3 mature cohorts (Jan,
+    Feb, Mar reach age 1), so April's age 1 is projected. f_1 would rest on 2 (Jan, Feb reach age 2),
+    fewer than min_cohorts = 3: March's and April's age 2 stay null, flagged unprojectable, and the
+    call does not fail. Their projected LTV (and CLV) is null, never a guess."""
     table = _four_small_cohorts()
-    with pytest.raises(ltrcore.InvalidArgumentError) as e:
-        table.project()  # min_cohorts = 3, f_1 has 2
-    assert re.search(r"(?<!\d)3(?!\d)", str(e.value)), str(e.value)
-    with pytest.raises(ltrcore.InvalidArgumentError) as e:
-        table.project(min_cohorts=9)
-    assert re.search(r"(?<!\d)9(?!\d)", str(e.value)), str(e.value)
-    with pytest.raises(ltrcore.InvalidArgumentError):
-        table.metrics(projected=True)
-    # with 2 it works: f_0 = 60/30 ... every cohort doubles then triples: ltr 10, 20, 30
-    pr = table.project(min_cohorts=2)
-    for r in pr.iter_rows(named=True):
-        assert r["ltr"] == pytest.approx(10.0 * (r["age"] + 1)), r
-    assert pr.filter(pl.col("projected")).height == 3  # Mar age 2, Apr ages 1 and 2
+    pr = table.project()
+    flagged = pr.filter(pl.col("unprojectable"))
+    assert sorted((str(r["cohort"]), r["age"]) for r in flagged.iter_rows(named=True)) == [("2021-03-01", 2), ("2021-04-01", 2)]
+    assert flagged["ltr"].null_count() == 2 and not flagged["projected"].any()
+    april = pr.filter((pl.col("cohort") == dt.date(2021, 4, 1)) & (pl.col("age") == 1)).row(0, named=True)
+    assert april["projected"] and april["ltr"] is not None and not april["unprojectable"]
+    # min_cohorts = 9: no factor can be estimated; every unobserved cell is null and flagged.
+    nine = table.project(min_cohorts=9)
+    assert (nine["unprojectable"] == nine["ltr"].is_null()).all() and not nine["projected"].any()
+    m = table.metrics(projected=True)
+    young = m.filter(pl.col("cohort") >= dt.date(2021, 3, 1))
+    assert young["ltr"].null_count() == 2 and young["clv"].null_count() == 2
+    assert m.filter(pl.col("cohort") < dt.date(2021, 3, 1))["ltr"].null_count() == 0
 
 
 def test_fully_observed_needs_no_factors():

@@ -119,9 +119,10 @@ def project(table: CohortTable, method: str = "chain_ladder", min_cohorts: int =
     """The LTR curve with not-yet-observed cells filled by volume-weighted chain-ladder factors.
 
     Factors are estimated per segment from cumulative revenue: f_k = Σ cum(c, k+1) / Σ cum(c, k) over
-    the cohorts c whose age k+1 is complete. A factor estimated from fewer than ``min_cohorts`` cohorts
-    is refused. Cohorts smaller than ``min_size`` are flagged ``small_cohort``: their projection rests
-    on few people.
+    the cohorts c whose age k+1 is complete. A factor that would rest on fewer than ``min_cohorts``
+    cohorts is not estimated: the cells that need it (and the later ages of the same cohorts) stay
+    null and are flagged ``unprojectable``, and the rest of the table is still projected. Cohorts
+    smaller than ``min_size`` are flagged ``small_cohort``: their projection rests on few people.
     """
     if method != "chain_ladder":
         raise InvalidArgumentError(f"unknown projection method {method!r}; available: 'chain_ladder'")
@@ -144,28 +145,24 @@ def project(table: CohortTable, method: str = "chain_ladder", min_cohorts: int =
             if observed[:, k + 1].all():
                 continue  # nothing to fill at this age
             mature = observed[:, k + 1]
+            fill = ~observed[:, k + 1]
             if mature.sum() < min_cohorts:
-                first = part.row(0, named=True)
-                label = " for " + ", ".join(f"{b}={first[b]!r}" for b in table.by) if table.by else ""
-                raise InvalidArgumentError(
-                    f"cannot project age {k} → {k + 1}{label}: only {int(mature.sum())} cohort(s) have reached "
-                    f"age {k + 1}; the chain-ladder needs at least min_cohorts={min_cohorts}"
-                )
+                continue  # no factor: these cells (and what would follow from them) stay NaN
             den = cum[mature, k].sum()
             factor = cum[mature, k + 1].sum() / den if den != 0 else 1.0
-            fill = ~observed[:, k + 1]
-            filled[fill, k + 1] = filled[fill, k] * factor
+            filled[fill, k + 1] = filled[fill, k] * factor  # NaN where age k could not be projected
         ltr_values = filled / size[:, None]
         parts.append(
             part.select([*keys, "age"]).with_columns(
-                pl.Series("ltr", ltr_values.reshape(-1)),
-                pl.Series("projected", (~observed).reshape(-1)),
+                pl.Series("ltr", ltr_values.reshape(-1)).fill_nan(None),
+                pl.Series("projected", (~observed & ~np.isnan(filled)).reshape(-1)),
                 pl.Series("small_cohort", np.repeat(size < min_size, h)),
+                pl.Series("unprojectable", np.isnan(filled).reshape(-1)),
             )
         )
     if not parts:
         return curve.select([*keys, "age", "ltr"]).with_columns(
-            pl.lit(False).alias("projected"), pl.lit(False).alias("small_cohort")
+            pl.lit(False).alias("projected"), pl.lit(False).alias("small_cohort"), pl.lit(False).alias("unprojectable")
         )
     return pl.concat(parts)
 
@@ -547,11 +544,14 @@ def metrics(
         revenue_for_value = pl.col("revenue")
         ltr_value = None
     discount = (1.0 + rate) ** (pl.col("age").cast(pl.Float64) * months / 12.0)
+    discounted = (revenue_for_value / discount).sum()
+    if projected:  # a cohort with unprojectable ages has no projected value
+        discounted = pl.when(revenue_for_value.is_null().any()).then(None).otherwise(discounted)
     agg = [
         pl.col("cohort_size").first(),
         pl.col("complete").sum().cast(pl.Int64).alias("observed_ages"),
         pl.col("revenue").filter(pl.col("complete")).sum().alias("revenue_to_date"),
-        (revenue_for_value / discount).sum().alias("__discounted"),
+        discounted.alias("__discounted"),
     ]
     if ltr_value is not None:
         agg.append(ltr_value.alias("__ltr_projected"))
