@@ -455,7 +455,7 @@ def reference_cohorts(
         if reason[i] != "used":
             continue
         c, seg = members[o_user[i]]
-        cell = cells.setdefault((seg, c, o_period[i] - c), {"net": 0, "gross": 0, "ref": 0, "orders": 0, "payers": set()})
+        cell = cells.setdefault((seg, c, o_period[i] - c), {"net": 0, "gross": 0, "ref": 0, "pay": 0, "orders": 0, "payers": set()})
         a = o_amt[i]
         cell["net"] += a
         if a > 0:
@@ -464,6 +464,7 @@ def reference_cohorts(
             cell["ref"] += a
         if paying(i):
             cell["orders"] += 1
+            cell["pay"] += a
             cell["payers"].add(o_user[i])
 
     sizes: dict[tuple, int] = {}
@@ -484,15 +485,20 @@ def reference_cohorts(
             row["age"] = age
             row["cohort_size"] = size
             if complete:
-                cell = cells.get((seg, c, age), {"net": 0, "gross": 0, "ref": 0, "orders": 0, "payers": set()})
+                empty: dict[str, Any] = {"net": 0, "gross": 0, "ref": 0, "pay": 0, "orders": 0, "payers": set()}
+                cell = cells.get((seg, c, age), empty)
+                before = cells.get((seg, c, age - 1), empty) if age > 0 else None
                 row["revenue"] = cell["net"] / div  # int / int: correctly rounded, like i128 -> f64 / 10^s
                 row["gross_revenue"] = cell["gross"] / div
                 row["refunds"] = cell["ref"] / div
+                row["payments"] = cell["pay"] / div
                 row["orders"] = cell["orders"]
                 row["payers"] = len(cell["payers"])
+                # Payers of this age who paid at the age before too.
+                row["retained"] = len(cell["payers"] & before["payers"]) if before is not None else 0
                 row["active"] = len(active_cells.get((seg, c, age), ())) if activity_t is not None else None
             else:
-                for k in ("revenue", "gross_revenue", "refunds", "orders", "payers", "active"):
+                for k in ("revenue", "gross_revenue", "refunds", "payments", "orders", "payers", "retained", "active"):
                     row[k] = None
             row["complete"] = complete
             rows_out.append(row)
@@ -509,8 +515,10 @@ def reference_cohorts(
         "revenue": pl.Float64,
         "gross_revenue": pl.Float64,
         "refunds": pl.Float64,
+        "payments": pl.Float64,
         "orders": COUNT_DTYPE,
         "payers": COUNT_DTYPE,
+        "retained": COUNT_DTYPE,
         "active": COUNT_DTYPE,
         "complete": pl.Boolean,
     }

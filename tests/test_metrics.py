@@ -7,7 +7,8 @@ plain reference built from ``to_polars()`` and ``cohort_stats()`` on random smal
 
 Formulas pinned (the contract):
     cum_revenue(k) = Σ_{j ≤ k} revenue(j); ltr = cum_revenue / cohort_size; null where not complete
-    arppu = revenue / payers; aov = revenue / orders; paying_retention = payers / cohort_size;
+    arppu = payments / payers; aov = payments / orders (payments: the paying orders' amounts);
+    arppu_net = revenue / payers; aov_net = revenue / orders; paying_retention = payers / cohort_size;
     activity_retention = active / cohort_size; a zero denominator gives null, never inf/NaN
     metrics: ltr = revenue_to_date / cohort_size; ltv = ltr × margin;
              clv = Σ_k revenue_k × margin / (1 + r)^(k·m/12) / cohort_size  (m = months per period)
@@ -377,25 +378,28 @@ def test_ltr_is_one_value_per_cohort_for_ltr_horizon(small):
 
 def test_arppu_hand_computed(small):
     out = small.arppu()
-    assert_cell_columns(out, ["cohort", "age", "arppu"])
+    assert_cell_columns(out, ["cohort", "age", "arppu", "arppu_net"])
     assert out.schema["arppu"] == pl.Float64
-    expect = {(JAN, 0): 35.0, (JAN, 1): 30.0, (JAN, 2): 15.0, (FEB, 0): 60.0, (FEB, 1): 30.0, (FEB, 2): None,
-              (MAR, 0): None,  # revenue -5, payers 0: zero denominator -> null, not -inf
-              (MAR, 1): None, (MAR, 2): None}
-    for (c, a), v in expect.items():
-        assert cell(out, c, a)["arppu"] == approx(v), (c, a)
-    assert_no_nan_or_inf(out, ["arppu"])
+    # Jan age 2: u3 pays 25, u1 refunds 10 without paying that month: payments 25 / 1 payer; net 15 / 1.
+    expect = {(JAN, 0): (35.0, 35.0), (JAN, 1): (30.0, 30.0), (JAN, 2): (25.0, 15.0), (FEB, 0): (60.0, 60.0),
+              (FEB, 1): (30.0, 30.0), (FEB, 2): (None, None),
+              (MAR, 0): (None, None),  # revenue -5, payers 0: zero denominator -> null, not -inf
+              (MAR, 1): (None, None), (MAR, 2): (None, None)}
+    for (c, a), (v, net) in expect.items():
+        assert (cell(out, c, a)["arppu"], cell(out, c, a)["arppu_net"]) == (approx(v), approx(net)), (c, a)
+    assert_no_nan_or_inf(out, ["arppu", "arppu_net"])
 
 
 def test_aov_hand_computed(small):
     out = small.aov()
-    assert_cell_columns(out, ["cohort", "age", "aov"])
+    assert_cell_columns(out, ["cohort", "age", "aov", "aov_net"])
     assert out.schema["aov"] == pl.Float64
-    expect = {(JAN, 0): 70 / 3, (JAN, 1): 30.0, (JAN, 2): 15.0, (FEB, 0): 30.0, (FEB, 1): 30.0, (FEB, 2): None,
-              (MAR, 0): None, (MAR, 1): None, (MAR, 2): None}
-    for (c, a), v in expect.items():
-        assert cell(out, c, a)["aov"] == approx(v), (c, a)
-    assert_no_nan_or_inf(out, ["aov"])
+    expect = {(JAN, 0): (70 / 3, 70 / 3), (JAN, 1): (30.0, 30.0), (JAN, 2): (25.0, 15.0), (FEB, 0): (30.0, 30.0),
+              (FEB, 1): (30.0, 30.0), (FEB, 2): (None, None), (MAR, 0): (None, None), (MAR, 1): (None, None),
+              (MAR, 2): (None, None)}
+    for (c, a), (v, net) in expect.items():
+        assert (cell(out, c, a)["aov"], cell(out, c, a)["aov_net"]) == (approx(v), approx(net)), (c, a)
+    assert_no_nan_or_inf(out, ["aov", "aov_net"])
 
 
 def test_retention_hand_computed(small):
@@ -422,22 +426,23 @@ def test_retention_without_activity_is_null():
 
 def test_repeat_rate_hand_computed(small):
     out = small.repeat_rate()
-    assert out.columns == ["cohort", "cohort_size", "customers", "repeaters", "repeat_rate"]
+    assert out.columns == ["cohort", "cohort_size", "customers", "repeaters", "repeat_rate", "repeat_rate_of_customers"]
     assert out.height == 3
     # Jan: u1 has 3 paying orders (the refund is not one), u2 and u3 one each, u4 none.
     assert one(out, cohort=JAN) == {"cohort": JAN, "cohort_size": 4, "customers": 3, "repeaters": 1,
-                                    "repeat_rate": approx(0.25)}
+                                    "repeat_rate": approx(0.25), "repeat_rate_of_customers": approx(1 / 3)}
     assert one(out, cohort=FEB) == {"cohort": FEB, "cohort_size": 2, "customers": 2, "repeaters": 1,
-                                    "repeat_rate": approx(0.5)}
+                                    "repeat_rate": approx(0.5), "repeat_rate_of_customers": approx(0.5)}
     # Mar: u7 only refunded within the complete ages; the April order is not complete yet.
     assert one(out, cohort=MAR) == {"cohort": MAR, "cohort_size": 1, "customers": 0, "repeaters": 0,
-                                    "repeat_rate": approx(0.0)}
+                                    "repeat_rate": approx(0.0), "repeat_rate_of_customers": None}
 
 
 def test_repeat_rate_with_by():
     table = build(SMALL_ORDERS, signups=SMALL_SIGNUPS, by="channel", horizon=3, as_of="2024-04-01")
     out = table.repeat_rate()
-    assert out.columns == ["channel", "cohort", "cohort_size", "customers", "repeaters", "repeat_rate"]
+    assert out.columns == ["channel", "cohort", "cohort_size", "customers", "repeaters", "repeat_rate",
+                           "repeat_rate_of_customers"]
     r = one(out, channel="ads", cohort=JAN)
     assert (r["cohort_size"], r["customers"], r["repeaters"], r["repeat_rate"]) == (2, 2, 1, approx(0.5))
     r = one(out, channel="seo", cohort=JAN)

@@ -200,17 +200,18 @@ def test_first_purchase_example():
     ref = reference_cohorts(t, user="user_id", ts="ts", amount="amount", horizon=3)
     assert ref.amount_scale == 4
     assert ref.table.columns == [
-        "cohort", "age", "cohort_size", "revenue", "gross_revenue", "refunds", "orders", "payers", "active",
-        "complete",
+        "cohort", "age", "cohort_size", "revenue", "gross_revenue", "refunds", "payments", "orders", "payers",
+        "retained", "active", "complete",
     ]  # fmt: skip
-    assert cells(ref, "cohort", "age", "cohort_size", "revenue", "gross_revenue", "refunds", "orders", "payers",
-                 "complete") == [
-        (D(2024, 1, 1), 0, 1, 8.0, 10.0, -2.0, 1, 1, True),
-        (D(2024, 1, 1), 1, 1, 5.0, 5.0, 0.0, 1, 1, True),
-        (D(2024, 1, 1), 2, 1, None, None, None, None, None, False),
-        (D(2024, 2, 1), 0, 1, 23.0, 23.0, 0.0, 2, 1, True),
-        (D(2024, 2, 1), 1, 1, None, None, None, None, None, False),
-        (D(2024, 2, 1), 2, 1, None, None, None, None, None, False),
+    # u1 pays in January and again in February: retained at age 1.
+    assert cells(ref, "cohort", "age", "cohort_size", "revenue", "gross_revenue", "refunds", "payments", "orders",
+                 "payers", "retained", "complete") == [
+        (D(2024, 1, 1), 0, 1, 8.0, 10.0, -2.0, 10.0, 1, 1, 0, True),
+        (D(2024, 1, 1), 1, 1, 5.0, 5.0, 0.0, 5.0, 1, 1, 1, True),
+        (D(2024, 1, 1), 2, 1, None, None, None, None, None, None, None, False),
+        (D(2024, 2, 1), 0, 1, 23.0, 23.0, 0.0, 23.0, 2, 1, 0, True),
+        (D(2024, 2, 1), 1, 1, None, None, None, None, None, None, None, False),
+        (D(2024, 2, 1), 2, 1, None, None, None, None, None, None, None, False),
     ]  # fmt: skip
     assert ref.table["active"].null_count() == ref.table.height  # no activity -> null
     assert recon(ref) == {

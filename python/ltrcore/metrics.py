@@ -79,21 +79,39 @@ def ltr(table: CohortTable) -> pl.DataFrame:
 
 
 def arppu(table: CohortTable) -> pl.DataFrame:
-    """Revenue per paying user in each cell."""
+    """Average payment per paying user in each cell: ``arppu`` = payments ÷ payers, where payments
+    are the paying orders' amounts (above ``min_amount``), so a refund from someone who did not pay
+    that period cannot drive it negative. ``arppu_net`` = net revenue ÷ payers (refunds and token
+    purchases at or below ``min_amount`` included)."""
     return table.to_polars().select(
-        [*_keys(table), "age", _ratio(pl.col("revenue"), pl.col("payers")).alias("arppu"), "complete"]
+        [
+            *_keys(table),
+            "age",
+            _ratio(pl.col("payments"), pl.col("payers")).alias("arppu"),
+            _ratio(pl.col("revenue"), pl.col("payers")).alias("arppu_net"),
+            "complete",
+        ]
     )
 
 
 def aov(table: CohortTable) -> pl.DataFrame:
-    """Average order value in each cell."""
+    """Average order value in each cell: ``aov`` = payments ÷ paying orders (same rule as ARPPU);
+    ``aov_net`` = net revenue ÷ paying orders."""
     return table.to_polars().select(
-        [*_keys(table), "age", _ratio(pl.col("revenue"), pl.col("orders")).alias("aov"), "complete"]
+        [
+            *_keys(table),
+            "age",
+            _ratio(pl.col("payments"), pl.col("orders")).alias("aov"),
+            _ratio(pl.col("revenue"), pl.col("orders")).alias("aov_net"),
+            "complete",
+        ]
     )
 
 
 def retention(table: CohortTable) -> pl.DataFrame:
-    """Paying retention (payers ÷ cohort size) and activity retention (active ÷ cohort size)."""
+    """The share of each cohort still paying or active at each age: ``paying_retention`` (payers ÷
+    cohort size) and ``activity_retention`` (active ÷ cohort size). For the retention *rate* (buyers
+    kept from one period to the next), see :func:`retention_rate`."""
     return table.to_polars().select(
         [
             *_keys(table),
@@ -105,10 +123,60 @@ def retention(table: CohortTable) -> pl.DataFrame:
     )
 
 
+#: Polars offsets of one period, for calendar periods of cells.
+_PERIOD_OFFSET = {"month": "mo", "week": "w", "quarter": "q", "day": "d"}
+
+
+def retention_rate(table: CohortTable, store_wide: bool = False) -> pl.DataFrame:
+    """The retention rate as the material defines it: customers who bought in both this period and
+    the previous one ÷ customers who bought in the previous period. Counted exactly from each
+    member's paying ages in the core.
+
+    Per cohort and age (default): ``retained`` (payers at this age who paid at the age before),
+    ``previous_payers`` (payers at the age before) and ``retention_rate``; null at age 0, in cells
+    not yet complete, and when nobody paid at the age before.
+
+    ``store_wide=True``: one row per calendar ``period`` over all cohorts and segments. A member
+    counts while both periods lie within their cohort's horizon (the engine follows a member for
+    ``horizon`` periods), so a buyer at their cohort's last age is left out of the denominator: the
+    next period could not count them back. The first period of the data has no previous one."""
+    cells = table.to_polars().sort([*_keys(table), "age"])
+    keys = _keys(table)
+    cells = cells.with_columns(
+        pl.col("payers").shift(1).over(keys, order_by="age").alias("previous_payers"),
+    ).with_columns(
+        pl.when((pl.col("age") > 0) & pl.col("complete")).then(pl.col("previous_payers")).alias("previous_payers"),
+        pl.when((pl.col("age") > 0) & pl.col("complete")).then(pl.col("retained")).alias("retained"),
+    )
+    if not store_wide:
+        return cells.select(
+            [*keys, "age", "retained", "previous_payers",
+             _ratio(pl.col("retained"), pl.col("previous_payers")).cast(pl.Float64).alias("retention_rate"), "complete"]
+        )
+    unit = _PERIOD_OFFSET[table.period]
+    periods = (
+        cells.filter(pl.col("previous_payers").is_not_null())
+        .with_columns(pl.col("cohort").dt.offset_by(pl.format("{}" + unit, pl.col("age"))).alias("period"))
+        .group_by("period")
+        .agg(pl.col("retained").sum(), pl.col("previous_payers").sum())
+        .sort("period")
+    )
+    return periods.with_columns(
+        pl.col("retained", "previous_payers").cast(pl.Int64),
+        _ratio(pl.col("retained"), pl.col("previous_payers")).cast(pl.Float64).alias("retention_rate"),
+    )
+
+
 def repeat_rate(table: CohortTable) -> pl.DataFrame:
-    """Share of each cohort with two or more paying orders within the complete ages."""
+    """Repeat buyers (two or more paying orders within the complete ages) per cohort, over both
+    denominators: ``repeat_rate`` = repeaters ÷ cohort size (the share of the cohort, as the material
+    defines it) and ``repeat_rate_of_customers`` = repeaters ÷ customers (the share of those who paid
+    at all)."""
     stats = table.cohort_stats()
-    return stats.with_columns(_ratio(pl.col("repeaters"), pl.col("cohort_size")).alias("repeat_rate"))
+    return stats.with_columns(
+        _ratio(pl.col("repeaters"), pl.col("cohort_size")).alias("repeat_rate"),
+        _ratio(pl.col("repeaters"), pl.col("customers")).alias("repeat_rate_of_customers"),
+    )
 
 
 # --------------------------------------------------------------------------------------------------

@@ -184,8 +184,8 @@ class Partial:
 
 
 #: The layout's measures: exact money, and counts.
-MONEY_COLUMNS = ("amount", "gross", "refunds")
-COUNT_COLUMNS = ("members", "rows", "orders", "payers", "activity_rows", "active", "first_paid", "first_repeat")
+MONEY_COLUMNS = ("amount", "gross", "refunds", "payments")
+COUNT_COLUMNS = ("members", "rows", "orders", "payers", "activity_rows", "active", "first_paid", "first_repeat", "retained")
 _INT32 = ("cohort", "age", "last_period")
 _TEXT = ("record", "table", "reason")
 

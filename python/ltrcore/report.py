@@ -413,12 +413,12 @@ class _Charts:
 
     # ----------------------------------------------------------------------------------------------
     def arppu(self, table: CohortTable) -> Any:
-        title = "ARPPU by age (revenue ÷ payers, complete cells pooled over cohorts)"
+        title = "ARPPU by age (payments ÷ payers, complete cells pooled over cohorts)"
         long = _with_segment(table, table.to_polars()).filter(pl.col("complete"))
         if long.height == 0:
             return self.empty(title, "no complete cells yet")
-        agg = [pl.col("revenue").sum(), pl.col("payers").sum()]
-        ratio = pl.when(pl.col("payers") > 0).then(pl.col("revenue") / pl.col("payers")).alias("arppu")
+        agg = [pl.col("payments").sum(), pl.col("payers").sum()]
+        ratio = pl.when(pl.col("payers") > 0).then(pl.col("payments") / pl.col("payers")).alias("arppu")
         per = long.group_by([SEG, "age"]).agg(agg).with_columns(ratio).sort([SEG, "age"])
         overall = long.group_by("age").agg(agg).with_columns(ratio).sort("age")
         fig = self.figure(9.5, 4.2)

@@ -16,7 +16,7 @@ PERIODS = ("month", "week", "quarter", "day")
 COHORT_KINDS = ("first_purchase", "signup")
 
 #: Version of the partial's layout (rows, columns and metadata), part of every fingerprint.
-PARTIAL_FORMAT_VERSION = 1
+PARTIAL_FORMAT_VERSION = 2
 
 
 def column_name(name: str, value: Any) -> str:

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from . import _core
 from .adapters import SEGMENT_CODE, SegmentCoder, read_whole
 from .exceptions import ColumnNotFoundError, InvalidArgumentError
-from .partial import Partial, _piece, _source_of
+from .partial import COUNT_COLUMNS, MONEY_COLUMNS, Partial, _piece, _source_of
 from .spec import CohortSpec, min_amount_parts
 from .table import CohortTable
 
@@ -408,8 +408,7 @@ def _load(path: str) -> CohortState:
             raise InvalidArgumentError(f"corrupted: its {part} row groups hold {sorted(map(str, records))} records")
         return table if part == "partial" else table.drop_columns(["record"])
 
-    partial_columns = ["record", "table", "reason", "segment", "cohort", "age", "amount", "gross", "refunds", "members",
-                       "rows", "orders", "payers", "activity_rows", "active", "first_paid", "first_repeat", "last_period"]
+    partial_columns = ["record", "table", "reason", "segment", "cohort", "age", *MONEY_COLUMNS, *COUNT_COLUMNS, "last_period"]
     partial = _core.CorePartial.from_arrow(read("partial", partial_columns), spec.horizon, spec.cohort == "signup", spec.period)
     segments = None
     if spec.by_columns:

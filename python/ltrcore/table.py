@@ -14,7 +14,7 @@ from . import _core
 from . import metrics as _metrics
 from .adapters import SEGMENT_CODE
 
-MEASURES = ("cohort_size", "revenue", "gross_revenue", "refunds", "orders", "payers", "active")
+MEASURES = ("cohort_size", "revenue", "gross_revenue", "refunds", "payments", "orders", "payers", "retained", "active")
 _EPOCH_DAY = dt.date(1970, 1, 1)
 
 
@@ -70,7 +70,7 @@ class CohortTable:
     def _build_long(self, segments: pl.DataFrame | None) -> pl.DataFrame:
         cells = pl.DataFrame(self._core.cells()).with_columns(
             pl.col("age").cast(pl.Int32),
-            pl.col("cohort_size", "orders", "payers", "active").cast(pl.Int64),
+            pl.col("cohort_size", "orders", "payers", "retained", "active").cast(pl.Int64),
         )
         cells = self._with_segments(cells, segments)
         if self.by:
@@ -180,8 +180,14 @@ class CohortTable:
         """Paying retention and (with activity) activity retention in each cell."""
         return _metrics.retention(self)
 
+    def retention_rate(self, store_wide: bool = False) -> pl.DataFrame:
+        """Buyers of the previous period who bought again ÷ buyers of the previous period, per cohort
+        and age, or per calendar period over all cohorts (``store_wide``)."""
+        return _metrics.retention_rate(self, store_wide=store_wide)
+
     def repeat_rate(self) -> pl.DataFrame:
-        """Share of each cohort with two or more paying orders within the complete ages."""
+        """Repeaters (two or more paying orders within the complete ages) ÷ cohort size
+        (``repeat_rate``) and ÷ customers (``repeat_rate_of_customers``)."""
         return _metrics.repeat_rate(self)
 
     def project(self, method: str = "chain_ladder", min_cohorts: int = 3, min_size: int = 30) -> pl.DataFrame:

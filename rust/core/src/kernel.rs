@@ -251,6 +251,19 @@ impl<'a> UserBits<'a> {
         self.for_each_age(kind, |a| counts[a] += 1);
     }
 
+    /// Calls `f(age)` for every age ≥ 1 at which the user paid, having paid at the age before too
+    /// (the numerator of the retention rate).
+    #[inline]
+    pub fn for_each_retained_age(&self, mut f: impl FnMut(usize)) {
+        let mut previous = usize::MAX;
+        self.for_each_age(PAID, |a| {
+            if a > 0 && previous == a - 1 {
+                f(a);
+            }
+            previous = a;
+        });
+    }
+
     /// The two lowest ages set in bitset `kind`.
     #[inline]
     pub fn lowest_two(&self, kind: usize) -> (Option<usize>, Option<usize>) {
@@ -669,14 +682,18 @@ impl Users {
 #[derive(Clone, Default)]
 pub struct Cells {
     pub rows: Vec<u64>,
+    /// Sum of the positive amounts.
     pub gross: Vec<i128>,
+    /// Sum of the non-positive amounts (≤ 0).
     pub refunds: Vec<i128>,
+    /// Sum of the paying orders' amounts (`amount > min_amount`): ARPPU's and AOV's numerator.
+    pub payments: Vec<i128>,
     pub orders: Vec<u64>,
     pub activity_rows: Vec<u64>,
 }
 
 /// Bytes one cell takes in `Cells`.
-pub const CELL_BYTES: usize = 3 * size_of::<u64>() + 2 * size_of::<i128>();
+pub const CELL_BYTES: usize = 3 * size_of::<u64>() + 3 * size_of::<i128>();
 
 impl Cells {
     pub fn new(n: usize) -> Result<Self> {
@@ -685,6 +702,7 @@ impl Cells {
             rows: try_vec(n, 0, "the cohort grid")?,
             gross: try_vec(n, 0, "the cohort grid")?,
             refunds: try_vec(n, 0, "the cohort grid")?,
+            payments: try_vec(n, 0, "the cohort grid")?,
             orders: try_vec(n, 0, "the cohort grid")?,
             activity_rows: try_vec(n, 0, "the cohort grid")?,
         })
@@ -704,6 +722,7 @@ impl Cells {
         add(&mut self.rows, &other.rows);
         add(&mut self.gross, &other.gross);
         add(&mut self.refunds, &other.refunds);
+        add(&mut self.payments, &other.payments);
         add(&mut self.orders, &other.orders);
         add(&mut self.activity_rows, &other.activity_rows);
     }
@@ -725,6 +744,9 @@ impl CellAdd for Cells {
             self.refunds[cell] += i128::from(amount);
         }
         self.orders[cell] += u64::from(paying);
+        if paying {
+            self.payments[cell] += i128::from(amount);
+        }
     }
 
     #[inline(always)]
@@ -1015,6 +1037,28 @@ mod tests {
     }
 
     #[test]
+    fn retained_ages_are_paid_ages_after_a_paid_age() {
+        // Paid at ages 0, 1, 3, 4, 5 (and 39 with the long horizon); MULTI and ACTIVE bits around
+        // them must not count.
+        for horizon in [12usize, 40] {
+            let mut words = vec![0u64; (3 * horizon).div_ceil(64)];
+            let mut set = |kind: usize, age: usize| words[(kind * horizon + age) >> 6] |= 1 << ((kind * horizon + age) & 63);
+            for a in [0, 1, 3, 4, 5] {
+                set(PAID, a);
+            }
+            set(MULTI, 2);
+            set(ACTIVE, 6);
+            set(ACTIVE, 7);
+            if horizon == 40 {
+                set(PAID, 39);
+            }
+            let mut found = Vec::new();
+            UserBits::new(&words, horizon).for_each_retained_age(|a| found.push(a));
+            assert_eq!(found, vec![1, 4, 5], "horizon {horizon}");
+        }
+    }
+
+    #[test]
     fn index_grows_and_finds_every_user() {
         let mut u = Users::new(true);
         let key = |k: u64| k.wrapping_mul(0x9e37_79b9_7f4a_7c15);
@@ -1125,6 +1169,7 @@ mod tests {
         assert_eq!((0..3).map(|i| cells.net(i)).collect::<Vec<_>>(), vec![700, -100, 0]);
         assert_eq!(cells.gross, vec![700, 0, 0]);
         assert_eq!(cells.refunds, vec![0, -100, 0]);
+        assert_eq!(cells.payments, vec![700, 0, 0]);
         assert_eq!(cells.orders, vec![2, 0, 0]);
         assert_eq!(tally.rows(Reason::BeforeCohort), 1);
         assert_eq!(tally.rows(Reason::BeyondHorizon), 1);
@@ -1166,7 +1211,7 @@ mod tests {
                 }
             });
             let t = CellSink::total(sinks);
-            (t.rows, t.gross, t.refunds, t.orders, t.activity_rows)
+            (t.rows, t.gross, t.refunds, t.payments, t.orders, t.activity_rows)
         };
         let private = run(usize::MAX);
         assert_eq!(private.0.iter().sum::<u64>(), rows.len() as u64);

@@ -29,7 +29,7 @@ use crate::error::{CoreError, Result};
 use crate::reconcile::{Reason, Tally};
 
 /// Version of the partial's Arrow layout; a partial of another version is refused.
-pub const PARTIAL_FORMAT_VERSION: u32 = 1;
+pub const PARTIAL_FORMAT_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CohortKind {
@@ -56,11 +56,16 @@ pub struct PartialCells {
     pub rows: Vec<u64>,
     /// Paying orders (`amount > min_amount`).
     pub orders: Vec<u64>,
+    /// Sum of the positive amounts.
     pub gross: Vec<i128>,
     /// Sum of the non-positive amounts (≤ 0).
     pub refunds: Vec<i128>,
+    /// Sum of the paying orders' amounts.
+    pub payments: Vec<i128>,
     /// Members with a paying order in the cell.
     pub payers: Vec<u64>,
+    /// Members with a paying order in the cell and in the cell of the age before.
+    pub retained: Vec<u64>,
     pub activity_rows: Vec<u64>,
     /// Members with activity in the cell.
     pub active: Vec<u64>,
@@ -79,7 +84,9 @@ impl PartialCells {
             orders: try_vec(n, 0, w)?,
             gross: try_vec(n, 0, w)?,
             refunds: try_vec(n, 0, w)?,
+            payments: try_vec(n, 0, w)?,
             payers: try_vec(n, 0, w)?,
+            retained: try_vec(n, 0, w)?,
             activity_rows: try_vec(n, 0, w)?,
             active: try_vec(n, 0, w)?,
             first_paid: try_vec(n, 0, w)?,
@@ -87,11 +94,11 @@ impl PartialCells {
         })
     }
 
-    fn counts(&self) -> [&Vec<u64>; 7] {
-        [&self.rows, &self.orders, &self.payers, &self.activity_rows, &self.active, &self.first_paid, &self.first_repeat]
+    fn counts(&self) -> [&Vec<u64>; 8] {
+        [&self.rows, &self.orders, &self.payers, &self.activity_rows, &self.active, &self.first_paid, &self.first_repeat, &self.retained]
     }
 
-    fn counts_mut(&mut self) -> [&mut Vec<u64>; 7] {
+    fn counts_mut(&mut self) -> [&mut Vec<u64>; 8] {
         [
             &mut self.rows,
             &mut self.orders,
@@ -100,7 +107,27 @@ impl PartialCells {
             &mut self.active,
             &mut self.first_paid,
             &mut self.first_repeat,
+            &mut self.retained,
         ]
+    }
+
+    /// Grows (or shrinks) every measure to `n` cells, new cells zero.
+    pub(crate) fn resize(&mut self, n: usize) {
+        for v in self.counts_mut() {
+            v.resize(n, 0);
+        }
+        for v in self.money_mut() {
+            v.resize(n, 0);
+        }
+    }
+
+    /// The money measures, in `MONEY_COLUMNS[1..]` order.
+    fn money(&self) -> [&Vec<i128>; 3] {
+        [&self.gross, &self.refunds, &self.payments]
+    }
+
+    fn money_mut(&mut self) -> [&mut Vec<i128>; 3] {
+        [&mut self.gross, &mut self.refunds, &mut self.payments]
     }
 
     fn net(&self, i: usize) -> i128 {
@@ -109,7 +136,10 @@ impl PartialCells {
 }
 
 /// Names of the count columns, in `PartialCells::counts` order.
-const COUNT_COLUMNS: [&str; 7] = ["rows", "orders", "payers", "activity_rows", "active", "first_paid", "first_repeat"];
+const COUNT_COLUMNS: [&str; 8] = ["rows", "orders", "payers", "activity_rows", "active", "first_paid", "first_repeat", "retained"];
+
+/// Names of the money columns: a table row's `amount`, then `PartialCells::money` order.
+const MONEY_COLUMNS: [&str; 4] = ["amount", "gross", "refunds", "payments"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Partial {
@@ -226,8 +256,9 @@ impl Partial {
                     for (o, i) in out.cells.counts_mut().into_iter().zip(p.cells.counts()) {
                         add_u64(&mut o[dst], i[src])?;
                     }
-                    add_scaled(&mut out.cells.gross[dst], p.cells.gross[src], factor)?;
-                    add_scaled(&mut out.cells.refunds[dst], p.cells.refunds[src], factor)?;
+                    for (o, i) in out.cells.money_mut().into_iter().zip(p.cells.money()) {
+                        add_scaled(&mut o[dst], i[src], factor)?;
+                    }
                 }
             }
             out.orders.add_scaled(&p.orders, factor)?;
@@ -258,8 +289,9 @@ impl Partial {
                 for (o, i) in self.cells.counts_mut().into_iter().zip(other.cells.counts()) {
                     o[dst] = o[dst].checked_sub(i[src]).ok_or_else(below)?;
                 }
-                self.cells.gross[dst] -= other.cells.gross[src];
-                self.cells.refunds[dst] -= other.cells.refunds[src];
+                for (o, i) in self.cells.money_mut().into_iter().zip(other.cells.money()) {
+                    o[dst] -= i[src];
+                }
             }
         }
         for (mine, theirs) in [(Some(&mut self.orders), Some(&other.orders)), (self.signups.as_mut(), other.signups.as_ref()), (self.activity.as_mut(), other.activity.as_ref())] {
@@ -360,8 +392,10 @@ impl Partial {
                 out.revenue.push(zi(c.net(i)));
                 out.gross.push(zi(c.gross[i]));
                 out.refunds.push(zi(c.refunds[i]));
+                out.payments.push(zi(c.payments[i]));
                 out.orders.push(z(c.orders[i]));
                 out.payers.push(z(c.payers[i]));
+                out.retained.push(z(c.retained[i]));
                 out.active.push(z(c.active[i]));
             }
         }
@@ -439,11 +473,9 @@ pub fn long_schema(scale: u8) -> SchemaRef {
         Field::new("segment", DataType::UInt32, true),
         Field::new("cohort", DataType::Int32, true),
         Field::new("age", DataType::Int32, true),
-        Field::new("amount", money.clone(), false),
-        Field::new("gross", money.clone(), false),
-        Field::new("refunds", money, false),
-        Field::new("members", DataType::Int64, false),
     ];
+    fields.extend(MONEY_COLUMNS.iter().map(|c| Field::new(*c, money.clone(), false)));
+    fields.push(Field::new("members", DataType::Int64, false));
     fields.extend(COUNT_COLUMNS.iter().map(|c| Field::new(*c, DataType::Int64, false)));
     fields.push(Field::new("last_period", DataType::Int32, true));
     Arc::new(Schema::new(fields))
@@ -460,9 +492,9 @@ struct LongBuilder {
     segment: UInt32Builder,
     cohort: Int32Builder,
     age: Int32Builder,
-    money: [Decimal128Builder; 3],
+    money: [Decimal128Builder; 4],
     members: Int64Builder,
-    counts: [Int64Builder; 7],
+    counts: [Int64Builder; 8],
     last_period: Int32Builder,
 }
 
@@ -491,8 +523,9 @@ impl LongBuilder {
         self.cohort.append_null();
         self.age.append_null();
         self.money[0].append_value(amount);
-        self.money[1].append_value(0);
-        self.money[2].append_value(0);
+        for m in &mut self.money[1..] {
+            m.append_value(0);
+        }
         self.members.append_value(0);
         self.counts[0].append_value(count_value(rows)?);
         for c in &mut self.counts[1..] {
@@ -515,11 +548,11 @@ impl LongBuilder {
             Arc::new(self.segment.finish()),
             Arc::new(self.cohort.finish()),
             Arc::new(self.age.finish()),
-            money(&mut self.money[0])?,
-            money(&mut self.money[1])?,
-            money(&mut self.money[2])?,
-            Arc::new(self.members.finish()),
         ];
+        for m in &mut self.money {
+            columns.push(money(m)?);
+        }
+        columns.push(Arc::new(self.members.finish()));
         columns.extend(self.counts.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
         columns.push(Arc::new(self.last_period.finish()));
         RecordBatch::try_new(schema, columns).map_err(|e| CoreError::Internal(e.to_string()))
@@ -539,7 +572,7 @@ impl Partial {
             for a in 0..h {
                 let i = g * h + a;
                 let members = if a == 0 { self.members[g] } else { 0 };
-                let empty = members == 0 && c.gross[i] == 0 && c.refunds[i] == 0 && c.counts().iter().all(|v| v[i] == 0);
+                let empty = members == 0 && c.money().iter().all(|v| v[i] == 0) && c.counts().iter().all(|v| v[i] == 0);
                 if empty {
                     continue;
                 }
@@ -551,8 +584,9 @@ impl Partial {
                 #[allow(clippy::cast_possible_truncation)] // an age is below the horizon, at most 1000
                 b.age.append_value(a as i32);
                 b.money[0].append_value(0);
-                b.money[1].append_value(c.gross[i]);
-                b.money[2].append_value(c.refunds[i]);
+                for (col, v) in b.money[1..].iter_mut().zip(c.money()) {
+                    col.append_value(v[i]);
+                }
                 b.members.append_value(count_value(members)?);
                 for (col, v) in b.counts.iter_mut().zip(c.counts()) {
                     col.append_value(count_value(v[i])?);
@@ -620,7 +654,7 @@ impl Accumulating {
         let int32 = |name| Self::column(batch, name, |t| *t == DataType::Int32, "int32").map(|c| c.as_primitive::<Int32Type>());
         let (cohort, age, last_period) = (int32("cohort")?, int32("age")?, int32("last_period")?);
         let mut money = Vec::new();
-        for name in ["amount", "gross", "refunds"] {
+        for name in MONEY_COLUMNS {
             let col = Self::column(batch, name, |t| matches!(t, DataType::Decimal128(38, s) if (0..=38).contains(s)), "decimal128(38, scale)")?;
             let DataType::Decimal128(_, s) = col.data_type() else { unreachable!() };
             let s = u8::try_from(*s).unwrap_or(0);
@@ -667,12 +701,13 @@ impl Accumulating {
                         let col = counts[k];
                         add_u64(&mut dst[i], non_negative(COUNT_COLUMNS[k], col.is_valid(row).then(|| col.value(row)), row)?)?;
                     }
-                    let (gross, refunds) = (amount_at(1, row)?, amount_at(2, row)?);
+                    let (gross, refunds, payments) = (amount_at(1, row)?, amount_at(2, row)?, amount_at(3, row)?);
                     if gross < 0 || refunds > 0 {
                         return Err(invalid(format!("row {row} has negative gross or positive refunds")));
                     }
-                    add_scaled(&mut self.part.cells.gross[i], gross, 1)?;
-                    add_scaled(&mut self.part.cells.refunds[i], refunds, 1)?;
+                    for (dst, v) in self.part.cells.money_mut().into_iter().zip([gross, refunds, payments]) {
+                        add_scaled(&mut dst[i], v, 1)?;
+                    }
                 }
                 Some(REASON) | Some(READ) => {
                     let name = table.is_valid(row).then(|| table.value(row)).filter(|t| TABLES.contains(t));
@@ -734,12 +769,7 @@ impl Accumulating {
         self.part.groups.push(key);
         self.part.members.push(0);
         let h = self.h;
-        let cells = &mut self.part.cells;
-        for v in cells.counts_mut() {
-            v.resize((g + 1) * h, 0);
-        }
-        cells.gross.resize((g + 1) * h, 0);
-        cells.refunds.resize((g + 1) * h, 0);
+        self.part.cells.resize((g + 1) * h);
         Ok(g)
     }
 

@@ -44,6 +44,8 @@ impl CohortResult {
         let mut size = UInt64Builder::with_capacity(n);
         let (mut rev, mut gross, mut refunds) = (Float64Builder::with_capacity(n), Float64Builder::with_capacity(n), Float64Builder::with_capacity(n));
         let mut rev_exact = Decimal128Builder::with_capacity(n);
+        let mut payments = Float64Builder::with_capacity(n);
+        let mut retained = UInt64Builder::with_capacity(n);
         let (mut orders, mut payers, mut active) = (UInt64Builder::with_capacity(n), UInt64Builder::with_capacity(n), UInt64Builder::with_capacity(n));
         let mut complete = BooleanBuilder::with_capacity(n);
         let c = &r.cells;
@@ -62,8 +64,10 @@ impl CohortResult {
                     rev_exact.append_value(c.revenue[i]);
                     gross.append_value(to_float(c.gross[i], r.scale));
                     refunds.append_value(to_float(c.refunds[i], r.scale));
+                    payments.append_value(to_float(c.payments[i], r.scale));
                     orders.append_value(c.orders[i]);
                     payers.append_value(c.payers[i]);
+                    retained.append_value(c.retained[i]);
                     if r.has_activity {
                         active.append_value(c.active[i]);
                     } else {
@@ -74,8 +78,10 @@ impl CohortResult {
                     rev_exact.append_null();
                     gross.append_null();
                     refunds.append_null();
+                    payments.append_null();
                     orders.append_null();
                     payers.append_null();
+                    retained.append_null();
                     active.append_null();
                 }
             }
@@ -88,8 +94,10 @@ impl CohortResult {
             ("revenue", Arc::new(rev.finish())),
             ("gross_revenue", Arc::new(gross.finish())),
             ("refunds", Arc::new(refunds.finish())),
+            ("payments", Arc::new(payments.finish())),
             ("orders", Arc::new(orders.finish())),
             ("payers", Arc::new(payers.finish())),
+            ("retained", Arc::new(retained.finish())),
             ("active", Arc::new(active.finish())),
             ("complete", Arc::new(complete.finish())),
             ("revenue_exact", decimal(&mut rev_exact, r.scale)?),

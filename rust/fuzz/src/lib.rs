@@ -146,8 +146,10 @@ fn diff(core: &RefResult, want: &RefResult) -> String {
     field!(cells.revenue);
     field!(cells.gross);
     field!(cells.refunds);
+    field!(cells.payments);
     field!(cells.orders);
     field!(cells.payers);
+    field!(cells.retained);
     field!(cells.active);
     field!(has_activity);
     field!(orders_reconciliation);

@@ -581,6 +581,7 @@ fn run(case: &Case) -> Result<RefResult, ExpectedErr> {
         net: i128,
         gross: i128,
         refunds: i128,
+        payments: i128,
         orders: u64,
         payers: BTreeSet<Key>,
         active: BTreeSet<Key>,
@@ -613,6 +614,7 @@ fn run(case: &Case) -> Result<RefResult, ExpectedErr> {
             }
             if paying(s) {
                 c.orders += 1;
+                c.payments += carried;
                 c.payers.insert(u.clone());
                 *paying_used.entry(u.clone()).or_default() += 1;
             }
@@ -670,8 +672,12 @@ fn run(case: &Case) -> Result<RefResult, ExpectedErr> {
             out.revenue.push(c.net);
             out.gross.push(c.gross);
             out.refunds.push(c.refunds);
+            out.payments.push(c.payments);
             out.orders.push(c.orders);
             out.payers.push(c.payers.len() as u64);
+            // Payers of this age who paid at the age before too.
+            let before = if complete && age > 0 { cells.get(&(seg, cohort, age - 1)) } else { None };
+            out.retained.push(before.map_or(0, |b| c.payers.intersection(&b.payers).count() as u64));
             out.active.push(c.active.len() as u64);
         }
     }

@@ -35,8 +35,11 @@ pub struct CellsOut {
     pub revenue: Vec<i128>,
     pub gross: Vec<i128>,
     pub refunds: Vec<i128>,
+    pub payments: Vec<i128>,
     pub orders: Vec<u64>,
     pub payers: Vec<u64>,
+    /// Payers who paid at the age before too (0 at age 0).
+    pub retained: Vec<u64>,
     pub active: Vec<u64>,
 }
 
@@ -108,11 +111,13 @@ pub const ACTIVITY_REASONS: [Reason; 9] = [
     Reason::NotYetComplete,
 ];
 
-/// What the users' bitsets give: per group the members, per cell the payers, the actives, and the
-/// histograms of the ages at which members first pay and first repeat (see `partial`).
+/// What the users' bitsets give: per group the members, per cell the payers, the payers retained
+/// from the age before, the actives, and the histograms of the ages at which members first pay and
+/// first repeat (see `partial`).
 pub(crate) struct UserCounts {
     pub(crate) members: Vec<u64>,
     pub(crate) payers: Vec<u64>,
+    pub(crate) retained: Vec<u64>,
     pub(crate) active: Vec<u64>,
     pub(crate) first_paid: Vec<u64>,
     pub(crate) first_repeat: Vec<u64>,
@@ -123,14 +128,15 @@ impl UserCounts {
         UserCounts {
             members: vec_or_unwind(groups, 0, "the cohort sizes"),
             payers: vec_or_unwind(cells, 0, "the payers per cell"),
+            retained: vec_or_unwind(cells, 0, "the retained payers per cell"),
             active: vec_or_unwind(cells, 0, "the actives per cell"),
             first_paid: vec_or_unwind(cells, 0, "the first paying ages"),
             first_repeat: vec_or_unwind(cells, 0, "the first repeat ages"),
         }
     }
 
-    fn per_cell(&mut self) -> [&mut Vec<u64>; 4] {
-        [&mut self.payers, &mut self.active, &mut self.first_paid, &mut self.first_repeat]
+    fn per_cell(&mut self) -> [&mut Vec<u64>; 5] {
+        [&mut self.payers, &mut self.active, &mut self.first_paid, &mut self.first_repeat, &mut self.retained]
     }
 
     pub(crate) fn add(&mut self, other: &mut UserCounts) {
@@ -150,7 +156,7 @@ impl UserCounts {
 /// each shard adds its users' ages to, `PENDING_ROWS` at a time, under a lock.
 pub(crate) fn count_users(shards: &[Users], n_groups: usize, h: usize, has_activity: bool, budget: usize, stop: &AtomicBool) -> UserCounts {
     let n_cells = n_groups * h;
-    let private = n_cells.saturating_mul(4 * size_of::<u64>()).saturating_mul(shards.len()) <= budget;
+    let private = n_cells.saturating_mul(5 * size_of::<u64>()).saturating_mul(shards.len()) <= budget;
     let shared = Mutex::new(UserCounts::new(0, if private { 0 } else { n_cells }));
     // Each pending entry is (cell, which per-cell count).
     let add_shared = |pending: &mut Vec<(usize, u8)>| {
@@ -177,6 +183,7 @@ pub(crate) fn count_users(shards: &[Users], n_groups: usize, h: usize, has_activ
                 let base = g * h;
                 if private {
                     bits.count_ages(PAID, &mut c.payers[base..base + h]);
+                    bits.for_each_retained_age(|a| c.retained[base + a] += 1);
                     if has_activity {
                         bits.count_ages(ACTIVE, &mut c.active[base..base + h]);
                     }
@@ -188,6 +195,7 @@ pub(crate) fn count_users(shards: &[Users], n_groups: usize, h: usize, has_activ
                     }
                 } else {
                     bits.for_each_age(PAID, |a| pending.push((base + a, 0)));
+                    bits.for_each_retained_age(|a| pending.push((base + a, 4)));
                     if has_activity {
                         bits.for_each_age(ACTIVE, |a| pending.push((base + a, 1)));
                     }
@@ -208,7 +216,8 @@ pub(crate) fn count_users(shards: &[Users], n_groups: usize, h: usize, has_activ
     }
     if !private {
         let shared = shared.into_inner().unwrap_or_else(PoisonError::into_inner);
-        (total.payers, total.active, total.first_paid, total.first_repeat) = (shared.payers, shared.active, shared.first_paid, shared.first_repeat);
+        (total.payers, total.active, total.first_paid, total.first_repeat, total.retained) =
+            (shared.payers, shared.active, shared.first_paid, shared.first_repeat, shared.retained);
     }
     total
 }

@@ -352,7 +352,7 @@ impl State {
                 .filter(|(g, _)| p.members[*g] > 0)
                 .map(|(g, &key)| {
                     let c = &p.cells;
-                    let cells = (g * h..(g + 1) * h).flat_map(|i| [c.payers[i], c.active[i], c.first_paid[i], c.first_repeat[i]]).collect();
+                    let cells = (g * h..(g + 1) * h).flat_map(|i| [c.payers[i], c.retained[i], c.active[i], c.first_paid[i], c.first_repeat[i]]).collect();
                     (key, p.members[g], cells)
                 })
                 .collect()
@@ -366,7 +366,7 @@ impl State {
         }
         if held.groups.iter().enumerate().any(|(g, _)| held.members[g] == 0 && {
             let c = &held.cells;
-            (g * h..(g + 1) * h).any(|i| c.payers[i] + c.active[i] + c.first_paid[i] + c.first_repeat[i] > 0)
+            (g * h..(g + 1) * h).any(|i| c.payers[i] + c.retained[i] + c.active[i] + c.first_paid[i] + c.first_repeat[i] > 0)
         }) {
             return Err(invalid("it counts payers in a cohort without members".into()));
         }

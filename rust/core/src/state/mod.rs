@@ -44,7 +44,7 @@ use walk::{walk, Context, CONFLICTS_NAMED};
 
 /// Version of the state file's layout (written and checked by the Python layer); a state of
 /// another version is refused.
-pub const STATE_FORMAT_VERSION: u32 = 1;
+pub const STATE_FORMAT_VERSION: u32 = 2;
 
 /// Bitsets per user: paid, paid twice, active (`kernel::PAID`, `MULTI`, `ACTIVE`).
 const KINDS: usize = 3;

@@ -8,7 +8,7 @@ use super::{describe, missing, Key, Keys, UserFacts, Waiting, ACTIVITY, ORDERS, 
 use crate::engine::Paying;
 use crate::error::Result;
 use crate::kernel::{UserBits, ACTIVE, MULTI, PAID};
-use crate::partial::{CohortKind, Partial, PartialCells, TableTotals};
+use crate::partial::{CohortKind, Partial, TableTotals};
 use crate::reconcile::Reason;
 
 /// What the walks share.
@@ -55,12 +55,7 @@ impl Grid {
         p.groups.push(key);
         p.members.push(0);
         let n = (g + 1) * p.horizon as usize;
-        let c: &mut PartialCells = &mut p.cells;
-        for v in [&mut c.rows, &mut c.orders, &mut c.payers, &mut c.activity_rows, &mut c.active, &mut c.first_paid, &mut c.first_repeat] {
-            v.resize(n, 0);
-        }
-        c.gross.resize(n, 0);
-        c.refunds.resize(n, 0);
+        p.cells.resize(n);
         self.index.insert(key, g);
         g
     }
@@ -74,14 +69,15 @@ impl Grid {
         }
     }
 
-    /// Adds one member's per-cell counts (payers, actives, first paying and first repeat ages), as
-    /// `engine::output::count_users` counts them.
+    /// Adds one member's per-cell counts (payers, retained payers, actives, first paying and first
+    /// repeat ages), as `engine::output::count_users` counts them.
     pub(crate) fn add_counts(&mut self, g: usize, bits: &[u64]) {
         let h = self.partial.horizon as usize;
         let base = g * h;
         let c = &mut self.partial.cells;
         let user = UserBits::new(bits, h);
         user.for_each_age(PAID, |a| c.payers[base + a] += 1);
+        user.for_each_retained_age(|a| c.retained[base + a] += 1);
         user.for_each_age(ACTIVE, |a| c.active[base + a] += 1);
         let (first, repeat) = first_and_repeat(&user);
         if let Some(a) = first {
@@ -308,13 +304,21 @@ impl Walk<'_> {
         Ok(())
     }
 
-    /// A member's counts from `old_bits` to `bits`. Bits are only ever set, so the new paying and
-    /// active ages are added; the first paying and first repeat ages move only when they change.
+    /// A member's counts from `old_bits` to `bits`. Bits are only ever set, so the new paying,
+    /// retained and active ages are added; the first paying and first repeat ages move only when
+    /// they change.
     fn move_counts(&mut self, g: usize, key: (u32, i32), bits: &[u64]) {
         let h = self.ctx.horizon as usize;
         let base = g * h;
         let (old, new) = (UserBits::new(&self.old_bits, h), UserBits::new(bits, h));
         let c = &mut self.plus.partial.cells;
+        let mut was_retained = Vec::new();
+        old.for_each_retained_age(|a| was_retained.push(a));
+        new.for_each_retained_age(|a| {
+            if !was_retained.contains(&a) {
+                c.retained[base + a] += 1;
+            }
+        });
         for (w, (&o, &n)) in self.old_bits.iter().zip(bits).enumerate() {
             let mut added = n & !o;
             while added != 0 {
@@ -376,6 +380,7 @@ impl Walk<'_> {
         }
         if self.ctx.paying.pays(amount) {
             c.orders[cell] += 1;
+            c.payments[cell] += i128::from(amount);
             if set(bits, PAID) {
                 set(bits, MULTI);
             }
