@@ -36,6 +36,8 @@ HEALTHY, MARGINAL, LOSING = "healthy", "marginal", "losing money"
 TOO_EARLY = "too early to tell: losing money so far"
 NO_CUSTOMERS = "no customers: all spend lost"
 TOO_EARLY_NO_CUSTOMERS = "too early to tell: no customers yet"
+#: Payback in words when spend brought no customer: there is no one to pay it back.
+NEVER_PAID_BACK = "never: no customers"
 #: What a verdict rests on (the ``verdict_basis`` column).
 OBSERVED, PROJECTED, TOO_YOUNG = "observed", "projected", "too young"
 #: Observed months below which a cohort without a projection is ``too young``. Revenue to date only
@@ -815,6 +817,8 @@ def _decide(
                 payback_basis = PROJECTED if payback is not None else None
             status = _payback_status_of(payback, table.period, observed)
             words = _payback_words(payback, payback_basis, observed, h if curve is not None else None, table.period)
+        elif spend is not None and spend > 0:
+            words = NEVER_PAID_BACK
         out.append(
             {
                 **dict(zip(keys, key)),
@@ -1013,6 +1017,8 @@ def _pooled(cohorts: list[_Cohort], h: int, period: str) -> dict[str, Any]:
                 verdict = NO_CUSTOMERS if basis == OBSERVED else TOO_EARLY_NO_CUSTOMERS
         if paid_customers:
             payback = _pooled_payback(paid, h, period)
+        elif spend > 0:
+            payback = (None, None, None, NEVER_PAID_BACK)
     out.update(
         ltv_cac=None if ratio is None else float(ratio),
         verdict=verdict,
@@ -1136,21 +1142,24 @@ def summary(
             judged = named
         # no customers ranks last: its LTV/CAC is undefined, and all its spend is lost
         order = pl.col("ltv_cac").fill_null(float("-inf"))
-        best = judged.sort(order, descending=True).row(0, named=True)
-        worst = judged.sort(order).row(0, named=True)
+        best = judged.sort(order, descending=True, maintain_order=True).row(0, named=True)
+        worst = judged.sort(order, maintain_order=True).row(0, named=True)
         for name, row in (("Best", best), ("Worst", worst)):
             ratio = "undefined" if row["ltv_cac"] is None else f"{row['ltv_cac']:.2f}"
             lines.append(
                 f"{name} cohort: {label(row)}, LTV/CAC {ratio} ({row['verdict']}; {row['verdict_basis']}) after "
                 f"{_periods(row['observed_ages'], table.period, 'observed')}"
-                + (f"; payback {row['payback']}: {row['payback_status']}." if row["payback"] else ".")
+                + (f"; payback {row['payback']}" if row["payback"] else "")
+                + (f": {row['payback_status']}." if row["payback_status"] else ".")
             )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SpendIgnoredWarning)
         per_channel = channels(table, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, projected=mode)
     if table.by:
         lines.append("By channel (all cohorts pooled; spend from every cohort, with or without customers):")
-        segments = per_channel.filter(~pl.col("total")).sort(pl.col("ltv_cac").fill_null(float("-inf")), descending=True)
+        segments = per_channel.filter(~pl.col("total")).sort(
+            pl.col("ltv_cac").fill_null(float("-inf")), descending=True, maintain_order=True
+        )
         for row in segments.iter_rows(named=True):
             seg = ", ".join(f"{b}={row[b]}" for b in table.by)
             lines.append("  " + _channel_line(seg, row))
@@ -1175,7 +1184,8 @@ def _channel_line(name: str, row: dict[str, Any]) -> str:
     if row["verdict"] is None:
         return f"{name}: spend {_money(row['spend'])}, no verdict (no spend to judge)."
     ratio = "undefined" if row["ltv_cac"] is None else f"{row['ltv_cac']:.2f}"
-    payback = f"; payback {row['payback']}: {row['payback_status']}" if row["payback"] else ""
+    payback = f"; payback {row['payback']}" if row["payback"] else ""
+    payback += f": {row['payback_status']}" if row["payback_status"] else ""
     return (
         f"{name}: LTV/CAC {ratio}, {row['verdict']} ({row['verdict_basis']}); spend {_money(row['spend'])}, "
         f"{row['customers']:,} customers, CAC {_money(row['cac'])}{payback}."
