@@ -59,7 +59,7 @@ ADVICE = {
         "check churn and the average order."
     ),
     TOO_EARLY: (
-        "Too early to tell: fewer than 3 observed months and no projection, so revenue is only to date and "
+        f"Too early to tell: fewer than {MIN_OBSERVED_MONTHS} observed months and no projection, so revenue is only to date and "
         "CAC counts only the customers who have paid so far. Judge it again when more months are observed."
     ),
     NO_CUSTOMERS: (
@@ -67,7 +67,7 @@ ADVICE = {
         "(targeting, offer, the path from signup to first order)."
     ),
     TOO_EARLY_NO_CUSTOMERS: (
-        "Too early to tell: nobody has paid yet after fewer than 3 observed months. Watch the first orders."
+        f"Too early to tell: nobody has paid yet after fewer than {MIN_OBSERVED_MONTHS} observed months. Watch the first orders."
     ),
 }
 
