@@ -1,12 +1,15 @@
 """Unit economics over a ``CohortTable``: LTR, ARPPU, AOV, retention, CAC, LTV, CLV, LTV/CAC, payback,
-chain-ladder projection, and a plain-language summary.
+DRR, ROMI, customer equity, chain-ladder projection, the table per channel (``channels``) and a
+plain-language summary.
 
 Definitions follow DOMAIN.md. Per-signup values (``ltr``, ``ltv``, ``clv``) divide by the cohort size;
 CAC divides acquisition spend by the customers acquired (members with a paying order), so the ratio
 ``ltv_cac`` compares like with like: ``ltv_per_customer / cac``, which equals the cohort's lifetime
 margin divided by its acquisition spend. Incomplete cells stay null, and a ratio whose denominator is
 zero is null, never inf or NaN. Decisions (verdicts, payback) are taken on exact fractions of the
-exact sums, the margin and the spend (see ``_exact`` and ``_decide``).
+exact sums, the margin and the spend (see ``_exact`` and ``_decide``); projected values are floats.
+Every verdict says its basis (``verdict_basis``): observed, projected, or too young (fewer than
+``MIN_OBSERVED_MONTHS`` observed months and no projection).
 """
 
 from __future__ import annotations
@@ -1087,11 +1090,7 @@ def summary(
         raise InvalidArgumentError(f"min_size must be a non-negative integer; got {min_size!r}")
     mode = _projection_mode(projected)
     rate = _discount_rate(discount_rate)
-    with warnings.catch_warnings():
-        # metrics and channels read the same spend: warn about it once (below), not three times
-        warnings.simplefilter("ignore", SpendIgnoredWarning)
-        costs, exact_costs = _spend_per_cohort(table, spend, cac, margin)
-    _spend_per_cohort(table, spend, cac, margin)  # the SpendIgnoredWarning, once
+    costs, exact_costs = _spend_per_cohort(table, spend, cac, margin)
     m = _metrics_of(table, costs, exact_costs, rate, mode).drop("__projection")
     lines = [
         f"{m.height} cohort(s), {table.period}ly, horizon {table.horizon}, tz {table.tz}; "
@@ -1153,7 +1152,7 @@ def summary(
                 + (f": {row['payback_status']}." if row["payback_status"] else ".")
             )
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SpendIgnoredWarning)
+        warnings.simplefilter("ignore", SpendIgnoredWarning)  # said once already, above
         per_channel = channels(table, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, projected=mode)
     if table.by:
         lines.append("By channel (all cohorts pooled; spend from every cohort, with or without customers):")
