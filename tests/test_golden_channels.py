@@ -361,3 +361,17 @@ def test_html_shows_the_channel_table_first(table: ltrcore.CohortTable) -> None:
     assert "<tr class='total'><td>all channels</td>" in channels
     metrics = out[sections[3] :]
     assert "<td>age 2 (projected)</td>" in metrics and "<td>observed</td>" in metrics
+
+
+def test_summary_warns_once_about_spend_before_since() -> None:
+    """Tracking since 2024-02-01: January's spend (100) has no cohort to charge. summary() reads the
+    spend for its cohorts and for its channel lines, and says so once."""
+    orders = pl.DataFrame(
+        {"user_id": [1, 2], "ts": [dt.datetime(2024, 1, 10, tzinfo=UTC), dt.datetime(2024, 2, 10, tzinfo=UTC)],
+         "amount": [20.0, 30.0]}
+    )  # fmt: skip
+    t = ltrcore.cohorts(orders, horizon=2, since="2024-02-01", as_of="2024-03-01")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t.summary(spend={"2024-01": 100, "2024-02": 50}, min_size=1)
+    assert [type(w.message) for w in caught] == [ltrcore.SpendIgnoredWarning]

@@ -888,7 +888,8 @@ def channels(
     (``cohorts_projected_to_horizon``), each Σ revenue (× margin) at the horizon ÷ Σ their
     customers so far. ``ltv_cac = Σ margin × revenue ÷ Σ spend`` over the cohorts with spend, each
     cohort's revenue on its basis as in ``metrics(projected=…)`` (default ``"auto"``: to the
-    horizon where projected, else to date); ``drr = Σ spend ÷ Σ revenue`` and ``romi = (Σ margin ×
+    horizon where projected, else to date; with ``projected=True`` a cohort the projection cannot
+    reach counts with its revenue to date rather than being left out); ``drr = Σ spend ÷ Σ revenue`` and ``romi = (Σ margin ×
     revenue − Σ spend) ÷ Σ spend`` on the same revenue. ``verdict`` and ``verdict_basis``:
     ``projected`` when any of those cohorts is, else ``observed`` when any is, else ``too young``;
     exact when no value is projected. A channel with spend and no customer: CAC null, verdict "no

@@ -3,10 +3,11 @@
 ``render_html(table, spend=..., margin=...)`` returns one HTML document with no external resource (no
 CDN, font, script or image): the charts are drawn with matplotlib (``Figure`` objects on the Agg
 canvas, never pyplot, so the caller's backend and figures are untouched) and inlined as SVG. Sections,
-in order: the table per channel (pooled over cohorts, with the total), parameters and as-of date, the plain-language summary (with spend or cac), heatmaps of
-paying retention and LTR (cohort × age, segments pooled), LTR curves (cumulative margin per customer
-against CAC when spend or cac is given), ARPPU by age, the metrics table with coloured verdicts, and
-the reconciliation tables. Every text is escaped with ``html.escape``.
+in order: the table per channel (pooled over cohorts, with the total), parameters and as-of date, the
+plain-language summary (with spend or cac), heatmaps of paying retention and LTR (cohort × age,
+segments pooled), LTR curves (cumulative margin per customer against CAC when spend or cac is
+given), ARPPU by age, the metrics table with coloured verdicts and their basis, and the
+reconciliation tables. Every text is escaped with ``html.escape``.
 
 matplotlib is an optional dependency (``pip install 'ltrcore[report]'``); it is imported only here.
 """
