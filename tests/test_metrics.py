@@ -158,7 +158,8 @@ def test_domain_cac_facebook_600_paid_search_1000():
     assert ps["cac"] == pytest.approx(1000)  # DOMAIN: 7,000 / 7
     assert ps["ltv_cac"] == pytest.approx(0.5)
     assert ps["net_value"] == pytest.approx(-500)
-    assert ps["verdict"] == "losing money"
+    # one observed month and no projection: losing money so far, which is too early to tell (issue 13)
+    assert (ps["verdict"], ps["verdict_basis"]) == ("too early to tell: losing money so far", "too young")
     assert ps["payback_age"] is None
     assert ps["payback_status"] == "not yet paid back"  # only age 0 observed, never invent a month
 
@@ -186,8 +187,8 @@ def test_domain_cac_counts_paying_customers_not_signups():
     assert one(m, channel="paid_search")["cac"] == pytest.approx(1000)
 
 
-def _single_customer(revenue: float) -> Any:
-    return build(make_orders([("u", "2024-01-15", revenue)]), as_of="2024-02-01")
+def _single_customer(revenue: float, as_of: str = "2024-02-01") -> Any:
+    return build(make_orders([("u", "2024-01-15", revenue)]), as_of=as_of)
 
 
 def test_domain_ltv_50_cac_20_is_marginal():
@@ -217,7 +218,8 @@ def test_domain_ltv_50_cac_20_is_marginal():
     ],
 )
 def test_verdict_thresholds(revenue, margin, cac, ratio, verdict):
-    r = _single_customer(revenue).metrics(margin=margin, cac=cac).row(0, named=True)
+    # three observed months: old enough to be judged on observed values (MIN_OBSERVED_MONTHS)
+    r = _single_customer(revenue, as_of="2024-04-01").metrics(margin=margin, cac=cac).row(0, named=True)
     assert r["ltv_cac"] == pytest.approx(ratio)
     assert r["verdict"] == verdict
     assert isinstance(r["advice"], str) and r["advice"].strip()
@@ -872,8 +874,11 @@ def test_metrics_match_reference(rows, margin, r, cac, use_by, period):
                 assert row[c] == v, (c, row, exp)
         lc = row["ltv_cac"]
         if lc is not None and abs(lc - 3) > 1e-9 and abs(lc - 1) > 1e-9:
-            assert row["verdict"] == ("healthy" if lc >= 3 else "marginal" if lc > 1 else "losing money")
-        assert row["verdict"] in VERDICTS | {None}
+            losing = "too early to tell: losing money so far" if row["verdict_basis"] == "too young" else "losing money"
+            assert row["verdict"] == ("healthy" if lc >= 3 else "marginal" if lc > 1 else losing)
+        assert row["verdict"] in VERDICTS | {"too early to tell: losing money so far", None}
+        young = row["observed_ages"] * MONTHS_PER_PERIOD[period] < 3  # MIN_OBSERVED_MONTHS
+        assert row["verdict_basis"] == (None if row["verdict"] is None else "too young" if young else "observed")
         assert row["payback_status"] in STATUSES
 
 
@@ -1214,7 +1219,8 @@ def test_a_by_column_called_segment_does_not_clash_with_internal_names():
 
 # --- exact decisions (issue 13, item 1) ---------------------------------------------------------
 def _one_cohort(amount: float, later: float | None = None):
-    """One customer paying ``amount`` in January 2024 (and ``later`` in February), both months complete."""
+    """One customer paying ``amount`` in January 2024 (and ``later`` in February); January to March
+    complete, so the cohort is old enough (3 observed months) to be judged on observed values."""
     import ltrcore
 
     ts = [dt.datetime(2024, 1, 10, tzinfo=dt.timezone.utc)]
@@ -1223,7 +1229,7 @@ def _one_cohort(amount: float, later: float | None = None):
         ts.append(dt.datetime(2024, 2, 10, tzinfo=dt.timezone.utc))
         amounts.append(later)
     orders = pl.DataFrame({"user_id": [1] * len(ts), "ts": ts, "amount": amounts})
-    return ltrcore.cohorts(orders, horizon=3, as_of="2024-03-01")
+    return ltrcore.cohorts(orders, horizon=3, as_of="2024-04-01")
 
 
 def test_an_exact_ratio_of_3_is_healthy():

@@ -2,7 +2,8 @@
 
 ``ltrcore report ORDERS ...`` computes the cohorts of order files (parquet, CSV or Arrow IPC: a file,
 directory or glob) and prints the cohort grid, the metrics with verdicts, the reconciliation and a
-summary; it can also write the long table (``--out``) and an HTML report (``--html``). ``ltrcore
+summary, and the table per channel; it can also write the long table (``--out``), the table per
+channel (``--metrics-out``, CSV or parquet) and an HTML report (``--html``). ``ltrcore
 demo`` does the same on the built-in synthetic retailer. Errors print one line and exit 2; Ctrl-C
 exits with 130. A progress bar goes to stderr when it is a terminal.
 """
@@ -85,6 +86,26 @@ def _write_out(frame: pl.DataFrame, path: str) -> None:
         raise ValueError(f"--out must end in .parquet, .csv, .json or .arrow; got {path!r}")
 
 
+#: Formats ``--metrics-out`` writes the channel table to.
+METRICS_OUT_SUFFIXES = ("csv", "parquet")
+
+
+def _check_metrics_out(path: str | None) -> None:
+    """Refuses a ``--metrics-out`` of another format before any work is done."""
+    if path is None:
+        return
+    suffix = path.rsplit(".", 1)[-1].lower() if "." in path else ""
+    if suffix not in METRICS_OUT_SUFFIXES:
+        raise ValueError(f"--metrics-out must end in .csv or .parquet; got {path!r}")
+
+
+def _write_metrics(frame: pl.DataFrame, path: str) -> None:
+    if path.lower().endswith(".parquet"):
+        frame.write_parquet(path)
+    else:
+        frame.write_csv(path)
+
+
 class _Parser(argparse.ArgumentParser):
     """Usage errors as one line (and exit 2), like every other error of the command."""
 
@@ -109,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
         "  ltrcore report orders.parquet\n"
         "  ltrcore report 'orders/*.parquet' --signups signups.parquet --by channel --spend spend.csv --margin 0.3\n"
         "  ltrcore report orders.csv --tz Europe/Berlin --as-of 2025-01-01 --out cohorts.parquet --html report.html\n"
+        "  ltrcore report orders.parquet --signups signups.parquet --by channel --spend spend.csv --metrics-out channels.csv\n"
         "  ltrcore report --state state.parquet --spend spend.csv --margin 0.3\n",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -125,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")
     report.add_argument("--out", help="write the long cohort table to .parquet, .csv, .json or .arrow")
     report.add_argument("--html", help="write a self-contained HTML report (needs ltrcore[report])")
+    report.add_argument("--metrics-out", help="write the table per channel (pooled over cohorts) to .csv or .parquet")
     _state_parsers(sub)
     demo = sub.add_parser(
         "demo",
@@ -143,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--discount-rate", type=float, default=0.0, help="annual discount rate for CLV (default: 0)")
     demo.add_argument("--out", help="write the long cohort table (by channel) to .parquet, .csv, .json or .arrow")
     demo.add_argument("--html", help="write a self-contained HTML report (needs ltrcore[report])")
+    demo.add_argument("--metrics-out", help="write the table per channel (pooled over cohorts) to .csv or .parquet")
     return parser
 
 
@@ -254,6 +278,7 @@ def _demo(args: argparse.Namespace) -> int:
     from . import cohorts
     from .demo import generate
 
+    _check_metrics_out(args.metrics_out)
     tz = "Europe/Berlin"
     t0 = time.perf_counter()
     data = generate(args.rows, seed=args.seed, tz=tz)
@@ -305,15 +330,41 @@ def _print_report(table: Any, spend: Any, margin: float, discount_rate: float) -
 
 
 def _print_metrics(table: Any, spend: Any, margin: float, discount_rate: float) -> None:
-    metrics = table.metrics(spend=spend, margin=margin, discount_rate=discount_rate)
-    columns = [*table.by, "cohort", "cohort_size", "customers", "ltr", "ltv", "clv"]
+    metrics = table.metrics(spend=spend, margin=margin, discount_rate=discount_rate, projected="auto")
+    columns = [*table.by, "cohort", "cohort_size", "customers", "observed_ages", "ltr", "ltv", "clv"]
     if spend is not None:
-        columns += ["cac", "ltv_cac", "payback_age", "payback_status", "verdict"]
-    with pl.Config(tbl_rows=40, tbl_cols=len(columns), fmt_str_lengths=20, float_precision=2, tbl_width_chars=200):
-        print("\nmetrics per cohort:")
+        columns += ["cac", "ltv_cac", "payback", "payback_status", "verdict", "verdict_basis"]
+    with pl.Config(tbl_rows=40, tbl_cols=len(columns), fmt_str_lengths=40, float_precision=2, tbl_width_chars=250):
+        print("\nmetrics per cohort (LTR, LTV and CLV to date, or to the horizon where projected; verdict_basis says which):")
         print(metrics.select(columns))
+    _print_channels(table, spend, margin, discount_rate)
     print()
     print(table.summary(spend=spend, margin=margin, discount_rate=discount_rate))
+
+
+def _channel_view(channels: pl.DataFrame, by: list[str], money: bool) -> pl.DataFrame:
+    """The channel table for reading: one ``channel`` label (``all`` on the total row) and the
+    columns that matter, rounded."""
+    if by:
+        names = pl.concat_str([pl.col(b).cast(pl.String).fill_null("∅") for b in by], separator=" · ")
+        label = pl.when(pl.col("total")).then(pl.lit("all")).otherwise(names)
+    else:
+        label = pl.lit("all")
+    columns = ["signups", "customers", "ltv_per_customer_observed", "ltv_per_customer_projected", "customer_equity"]
+    if money:
+        columns = ["signups", "customers", "spend", "cac", "ltv_per_customer_observed", "ltv_per_customer_projected",
+                   "ltv_cac", "verdict", "verdict_basis", "payback", "drr", "romi", "customer_equity"]  # fmt: skip
+    return channels.select(label.alias(" / ".join(by) if by else "channel"), *columns)
+
+
+def _print_channels(table: Any, spend: Any, margin: float, discount_rate: float) -> None:
+    channels = table.channels(spend=spend, margin=margin, discount_rate=discount_rate)
+    view = _channel_view(channels, table.by, spend is not None)
+    with pl.Config(tbl_rows=40, tbl_cols=view.width, fmt_str_lengths=60, float_precision=2, tbl_width_chars=250,
+                   tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True):  # fmt: skip
+        print("\nper channel, pooled over cohorts (LTV per customer at the horizon: observed over the cohorts that reached it, "
+              "projected over those that can be projected to it; verdicts on projected values where they exist):")
+        print(view)
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -323,6 +374,7 @@ def _report(args: argparse.Namespace) -> int:
         return _report_state(args)
     if args.orders is None:
         raise ValueError("report needs ORDERS or --state FILE")
+    _check_metrics_out(args.metrics_out)
     signups = args.signups  # a path: read by ltrcore itself, in its own Arrow types
     spend = _read_table(args.spend, "spend") if args.spend else None
     bar = _progress_bar()
@@ -358,6 +410,7 @@ def _report_state(args: argparse.Namespace) -> int:
 
     if args.orders is not None:
         raise ValueError("report takes ORDERS or --state, not both")
+    _check_metrics_out(args.metrics_out)
     defaults = _parser().parse_args(["report", "x"])
     given = [name for name in _SPEC_OPTIONS if getattr(args, name) != getattr(defaults, name)]
     if given:
@@ -376,6 +429,9 @@ def _write_outputs(table: Any, args: argparse.Namespace, spend: Any) -> None:
     if getattr(args, "html", None):
         table.to_html(args.html, spend=spend, margin=args.margin, discount_rate=args.discount_rate)
         print(f"wrote {args.html}")
+    if getattr(args, "metrics_out", None):
+        _write_metrics(table.channels(spend=spend, margin=args.margin, discount_rate=args.discount_rate), args.metrics_out)
+        print(f"wrote {args.metrics_out}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

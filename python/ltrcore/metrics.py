@@ -1,12 +1,15 @@
 """Unit economics over a ``CohortTable``: LTR, ARPPU, AOV, retention, CAC, LTV, CLV, LTV/CAC, payback,
-chain-ladder projection, and a plain-language summary.
+DRR, ROMI, customer equity, chain-ladder projection, the table per channel (``channels``) and a
+plain-language summary.
 
 Definitions follow DOMAIN.md. Per-signup values (``ltr``, ``ltv``, ``clv``) divide by the cohort size;
 CAC divides acquisition spend by the customers acquired (members with a paying order), so the ratio
 ``ltv_cac`` compares like with like: ``ltv_per_customer / cac``, which equals the cohort's lifetime
 margin divided by its acquisition spend. Incomplete cells stay null, and a ratio whose denominator is
 zero is null, never inf or NaN. Decisions (verdicts, payback) are taken on exact fractions of the
-exact sums, the margin and the spend (see ``_exact`` and ``_decide``).
+exact sums, the margin and the spend (see ``_exact`` and ``_decide``); projected values are floats.
+Every verdict says its basis (``verdict_basis``): observed, projected, or too young (fewer than
+``MIN_OBSERVED_MONTHS`` observed months and no projection).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -31,6 +34,19 @@ if TYPE_CHECKING:
 MONTHS_PER_PERIOD = {"month": 1.0, "quarter": 3.0, "week": 12 / 52.1775, "day": 12 / 365.25}
 
 HEALTHY, MARGINAL, LOSING = "healthy", "marginal", "losing money"
+#: Verdicts beside the three LTV/CAC bands: a young cohort's "losing money" says it is too early to
+#: tell, and spend that brought no paying customer is lost (CAC is undefined, not infinite).
+TOO_EARLY = "too early to tell: losing money so far"
+NO_CUSTOMERS = "no customers: all spend lost"
+TOO_EARLY_NO_CUSTOMERS = "too early to tell: no customers yet"
+#: Payback in words when spend brought no customer: there is no one to pay it back.
+NEVER_PAID_BACK = "never: no customers"
+#: What a verdict rests on (the ``verdict_basis`` column).
+OBSERVED, PROJECTED, TOO_YOUNG = "observed", "projected", "too young"
+#: Observed months below which a cohort without a projection is ``too young``. Revenue to date only
+#: grows (refunds aside) while the spend is fixed, so a young cohort's LTV/CAC is a floor: "healthy"
+#: and "marginal" stand as floors, "losing money" does not.
+MIN_OBSERVED_MONTHS = 3
 SELF_FUNDING, NEEDS_FUNDING, UNVIABLE, NOT_YET = "self-funding", "needs funding", "likely unviable", "not yet paid back"
 SPEND_COMPONENTS = ("campaign", "wages", "software", "services", "other")
 
@@ -44,6 +60,17 @@ ADVICE = {
         "Losing money on every customer (LTV/CAC at most 1): cut or rework this acquisition. Lower CAC "
         "(targeting, A/B tests, content) and raise LTR (cross-sell, upsell, CRM pushes against churn); "
         "check churn and the average order."
+    ),
+    TOO_EARLY: (
+        f"Too early to tell: fewer than {MIN_OBSERVED_MONTHS} observed months and no projection, so revenue is only to date and "
+        "CAC counts only the customers who have paid so far. Judge it again when more months are observed."
+    ),
+    NO_CUSTOMERS: (
+        "No paying customer for this spend: all of it was lost. Stop or rework this acquisition "
+        "(targeting, offer, the path from signup to first order)."
+    ),
+    TOO_EARLY_NO_CUSTOMERS: (
+        f"Too early to tell: nobody has paid yet after fewer than {MIN_OBSERVED_MONTHS} observed months. Watch the first orders."
     ),
 }
 
@@ -581,25 +608,87 @@ def _spend_table(
     return costs
 
 
-def metrics(
-    table: CohortTable,
-    spend: Any = None,
-    margin: float | str = 1.0,
-    discount_rate: float = 0.0,
-    cac: Any = None,
-    projected: bool = False,
-) -> pl.DataFrame:
-    """One row per (segment…, cohort) with LTR, LTV, CLV, CAC, LTV/CAC, payback and a verdict."""
+#: Months in one period as exact fractions, for the payback bands and the age of a verdict.
+EXACT_MONTHS_PER_PERIOD = {
+    "month": Fraction(1),
+    "quarter": Fraction(3),
+    "week": Fraction(12) / Fraction(Decimal("52.1775")),
+    "day": Fraction(12) / Fraction(Decimal("365.25")),
+}
+
+
+def _discount_rate(discount_rate: Any) -> float:
     try:
         rate = float(discount_rate)
     except (TypeError, ValueError):
         raise InvalidArgumentError(f"discount_rate must be a number; got {discount_rate!r}") from None
     if not np.isfinite(rate) or rate < 0:
         raise InvalidArgumentError(f"discount_rate must be a non-negative annual rate; got {discount_rate!r}")
+    return rate
+
+
+def _projection_mode(projected: Any) -> bool | Literal["auto"]:
+    if isinstance(projected, bool):
+        return projected
+    if isinstance(projected, str) and projected == "auto":
+        return "auto"
+    raise InvalidArgumentError(f"projected must be True, False or 'auto'; got {projected!r}")
+
+
+def metrics(
+    table: CohortTable,
+    spend: Any = None,
+    margin: float | str = 1.0,
+    discount_rate: float = 0.0,
+    cac: Any = None,
+    projected: bool | Literal["auto"] = False,
+) -> pl.DataFrame:
+    """One row per (segment…, cohort) with LTR, LTV, CLV, CAC, LTV/CAC, DRR, ROMI, payback and a
+    verdict with its basis.
+
+    ``projected``: ``False`` judges the values observed to date; ``True`` the chain-ladder values at
+    the horizon (null where the projection is not possible); ``"auto"`` the projected values for
+    the cohorts that have one (not yet observed to the horizon, at least one customer), the observed
+    values for the rest. ``verdict_basis`` says which: ``observed``, ``projected``, or ``too young``
+    (fewer than ``MIN_OBSERVED_MONTHS`` observed months without a projection; such a cohort's
+    "losing money" reads "too early to tell: losing money so far"). A cohort with spend and no
+    paying customer has a null CAC and the verdict "no customers: all spend lost" (or "too early to
+    tell: no customers yet" while too young). Payback beyond the observed ages comes from the
+    projection where there is one (``payback_basis`` ``projected``); ``payback`` says it in words,
+    "not within N observed months" when it is not reached, never an invented month.
+    """
+    mode = _projection_mode(projected)
+    rate = _discount_rate(discount_rate)
+    costs, exact_costs = _spend_per_cohort(table, spend, cac, margin)
+    return _metrics_of(table, costs, exact_costs, rate, mode).drop("__projection")
+
+
+def _metrics_of(
+    table: CohortTable, costs: pl.DataFrame, exact_costs: Costs, rate: float, mode: bool | Literal["auto"]
+) -> pl.DataFrame:
+    """``metrics()`` with the ``__projection`` flag (True where the row's values are projected)."""
+    if mode != "auto":
+        return _per_cohort(table, costs, exact_costs, rate, projected=bool(mode))
+    observed = _per_cohort(table, costs, exact_costs, rate, projected=False)
+    projected = _per_cohort(table, costs, exact_costs, rate, projected=True)
+    keys = _keys(table)
+    values = [c for c in observed.columns if c not in keys and c != "__projection"]
+    joined = observed.drop("__projection").join(
+        projected.select([*keys, "__projection", *[pl.col(c).alias(f"__p_{c}") for c in values]]),
+        on=keys,
+        how="left",
+        nulls_equal=True,
+        maintain_order="left",
+    )
+    chosen = [pl.when(pl.col("__projection")).then(pl.col(f"__p_{c}")).otherwise(pl.col(c)).alias(c) for c in values]
+    return joined.with_columns(chosen).select(observed.columns)
+
+
+def _per_cohort(table: CohortTable, costs: pl.DataFrame, exact_costs: Costs, rate: float, projected: bool) -> pl.DataFrame:
     keys = _keys(table)
     months = MONTHS_PER_PERIOD[table.period]
-    costs, exact_costs = _spend_per_cohort(table, spend, cac, margin)
     cells = ltr(table)
+    curves: dict[tuple[Any, ...], list[float]] | None = None
     if projected:
         proj = project(table).with_columns(
             (pl.col("ltr").diff().over(keys, order_by="age").fill_null(pl.col("ltr"))).alias("__ltr_step")
@@ -608,6 +697,13 @@ def metrics(
         per_age = pl.col("__ltr_step") * pl.col("cohort_size")
         revenue_for_value = per_age
         ltr_value = pl.col("__ltr_p").filter(pl.col("age") == table.horizon - 1).first()
+        # Each cohort's projected LTR at every age (observed where observed), for payback beyond
+        # the observed ages; a cohort with an unprojectable age has no curve.
+        curves = {}
+        ordered = proj.sort([*keys, "age"], nulls_last=True).group_by(keys, maintain_order=True).agg(pl.col("ltr"))
+        for row in ordered.iter_rows(named=True):
+            if all(v is not None for v in row["ltr"]):
+                curves[_key_of(row, keys)] = row["ltr"]
     else:
         revenue_for_value = pl.col("revenue")
         ltr_value = None
@@ -628,21 +724,31 @@ def metrics(
     per = per.join(costs, on=keys, how="left", nulls_equal=True)
     ltr_expr = pl.col("__ltr_projected") if projected else pl.col("revenue_to_date") / pl.col("cohort_size")
     per = per.with_columns(ltr_expr.alias("ltr"))
+    # Projected values stand for a cohort not yet observed to the horizon that has a projection and
+    # a customer (a projection of nothing is nothing: no chain-ladder factor makes a first customer).
+    if projected:
+        projection = pl.col("ltr").is_not_null() & (pl.col("observed_ages") < table.horizon) & (pl.col("customers") > 0)
+    else:
+        projection = pl.lit(False)
     per = per.with_columns(
         (pl.col("ltr") * pl.col("margin")).alias("ltv"),
         (pl.col("__discounted") * pl.col("margin") / pl.col("cohort_size")).alias("clv"),
         _ratio(pl.col("spend"), pl.col("customers").cast(pl.Float64)).alias("cac"),
         _ratio(pl.col("spend"), pl.col("cohort_size").cast(pl.Float64)).alias("cac_per_signup"),
+        projection.alias("__projection"),
     )
     per = per.with_columns(
-        _ratio(pl.col("ltv") * pl.col("cohort_size"), pl.col("customers").cast(pl.Float64)).alias("ltv_per_customer")
+        _ratio(pl.col("ltv") * pl.col("cohort_size"), pl.col("customers").cast(pl.Float64)).alias("ltv_per_customer"),
+        # Customer equity: the CLV summed over the cohort (CLV per customer × customers).
+        (pl.col("clv") * pl.col("cohort_size")).alias("customer_equity"),
     )
     per = per.with_columns(
         _ratio(pl.col("ltv_per_customer"), pl.col("cac")).alias("ltv_cac"),
         (pl.col("ltv_per_customer") - pl.col("cac")).alias("net_value"),
+        _ratio(pl.col("customer_equity"), pl.col("customers").cast(pl.Float64)).alias("clv_per_customer"),
     )
-    # The decisions, on exact numbers: verdict, payback age and status.
-    decided = _decide(table, per, exact_costs, projected)
+    # The decisions, on exact numbers where the inputs are exact.
+    decided = _decide(table, per, exact_costs, curves)
     per = per.drop("ltv_cac").join(decided, on=keys, how="left", nulls_equal=True)
     per = per.with_columns(pl.col("verdict").replace_strict(ADVICE, default=None, return_dtype=pl.String).alias("advice"))
     return per.select(
@@ -655,31 +761,26 @@ def metrics(
             "ltr",
             "ltv",
             "clv",
+            "clv_per_customer",
+            "customer_equity",
             "spend",
             "cac",
             "cac_per_signup",
             "ltv_per_customer",
             "ltv_cac",
             "net_value",
+            "drr",
+            "romi",
             pl.col("payback_age").cast(pl.Int32),
+            "payback_basis",
             "payback_status",
+            "payback",
             "verdict",
+            "verdict_basis",
             "advice",
+            "__projection",
         ]
     )
-
-
-# --------------------------------------------------------------------------------------------------
-# the text report
-
-
-#: Months in one period as exact fractions, for the payback bands.
-EXACT_MONTHS_PER_PERIOD = {
-    "month": Fraction(1),
-    "quarter": Fraction(3),
-    "week": Fraction(12) / Fraction(Decimal("52.1775")),
-    "day": Fraction(12) / Fraction(Decimal("365.25")),
-}
 
 
 def _verdict_of(ratio: Fraction | float | None) -> str | None:
@@ -689,6 +790,17 @@ def _verdict_of(ratio: Fraction | float | None) -> str | None:
     return HEALTHY if ratio >= 3 else MARGINAL if ratio > 1 else LOSING
 
 
+def _observed_basis(observed_ages: int, period: str) -> str:
+    """``observed`` from ``MIN_OBSERVED_MONTHS`` observed months on, ``too young`` before."""
+    return OBSERVED if observed_ages * EXACT_MONTHS_PER_PERIOD[period] >= MIN_OBSERVED_MONTHS else TOO_YOUNG
+
+
+def _judged(ratio: Fraction | float | None, basis: str) -> str | None:
+    """The verdict of a ratio on its basis: a too-young "losing money" is too early to tell."""
+    verdict = _verdict_of(ratio)
+    return TOO_EARLY if verdict == LOSING and basis == TOO_YOUNG else verdict
+
+
 def _payback_status_of(age: int | None, period: str, observed_ages: int) -> str:
     """The payback band; a cohort observed for more than 24 months without paying back is likely
     unviable, not "not yet paid back"."""
@@ -696,6 +808,21 @@ def _payback_status_of(age: int | None, period: str, observed_ages: int) -> str:
         return UNVIABLE if observed_ages * EXACT_MONTHS_PER_PERIOD[period] > 24 else NOT_YET
     months = (age + 1) * EXACT_MONTHS_PER_PERIOD[period]
     return SELF_FUNDING if months <= 12 else NEEDS_FUNDING if months <= 24 else UNVIABLE
+
+
+def _periods(n: int, period: str, what: str = "") -> str:
+    """``3 observed months``, ``1 month``."""
+    return f"{n} {what + ' ' if what else ''}{period}" + ("" if n == 1 else "s")
+
+
+def _payback_words(age: int | None, basis: str | None, observed_ages: int, projected_to: int | None, period: str) -> str:
+    """Payback in words: the age (flagged when projected), or how far it was looked for."""
+    if age is not None:
+        return f"age {age}" + (" (projected)" if basis == PROJECTED else "")
+    words = f"not within {_periods(observed_ages, period, 'observed')}"
+    if projected_to is not None:
+        words += f" nor the projection to age {projected_to - 1}"
+    return words
 
 
 def _exact_revenue(table: CohortTable) -> dict[tuple[Any, ...], list[Fraction]]:
@@ -709,45 +836,310 @@ def _exact_revenue(table: CohortTable) -> dict[tuple[Any, ...], list[Fraction]]:
     return out
 
 
-def _decide(table: CohortTable, per: pl.DataFrame, costs: Costs, projected: bool) -> pl.DataFrame:
-    """``ltv_cac``, ``payback_age``, ``payback_status`` and ``verdict`` per cohort. Observed values
-    are decided exactly: LTV/CAC is margin × revenue to date ÷ spend (the customers cancel), and
-    payback is the first complete age whose margin × cumulative revenue reaches the spend, in
-    exact fractions of the exact sums, the margin and the spend as written. Projected values come
-    from float chain-ladder factors, so their ratio is decided on the float."""
+def _decide(
+    table: CohortTable, per: pl.DataFrame, costs: Costs, curves: dict[tuple[Any, ...], list[float]] | None
+) -> pl.DataFrame:
+    """Per cohort: ``ltv_cac``, ``drr``, ``romi``, payback (age, basis, status, words), ``verdict``
+    and ``verdict_basis``. Observed values are decided exactly: LTV/CAC is margin × revenue to date
+    ÷ spend (the customers cancel), payback the first complete age whose margin × cumulative
+    revenue reaches the spend, in exact fractions of the exact sums, the margin and the spend as
+    written. Projected values (``curves`` given, the row flagged ``__projection``) come from float
+    chain-ladder factors, so they are decided on the float. DRR and ROMI use the same revenue as
+    the LTV: to date, or to the horizon on the projection."""
     keys = _keys(table)
     cum = _exact_revenue(table)
+    h = table.horizon
     out = []
-    for r in per.select([*keys, "customers", "ltv_per_customer", "cac"]).iter_rows(named=True):
+    for r in per.select([*keys, "cohort_size", "customers", "ltr", "__projection"]).iter_rows(named=True):
         key = _key_of(r, keys)
         spend, margin = costs[key]
-        rated = spend is not None and r["customers"] and spend > 0
         revenue = cum.get(key, [])
-        if projected:
-            value, cac = r["ltv_per_customer"], r["cac"]
-            ratio: Fraction | float | None = value / cac if rated and value is not None and cac else None
-        elif rated and spend is not None:
-            ratio = margin * (revenue[-1] if revenue else 0) / spend
+        observed = len(revenue)
+        projection = bool(r["__projection"])
+        curve = curves.get(key) if curves is not None and projection else None
+        basis = PROJECTED if projection else _observed_basis(observed, table.period)
+        # The revenue the value rests on: to the horizon on the projection, else to date, exactly.
+        value_revenue: Fraction | float | None
+        if projection:
+            value_revenue = r["ltr"] * r["cohort_size"]
+        elif curves is not None and r["ltr"] is None:
+            value_revenue = None  # asked for projected values, and this cohort has none
         else:
-            ratio = None
-        payback = None
-        if spend is not None and r["customers"]:
+            value_revenue = revenue[-1] if revenue else Fraction(0)
+        customers = r["customers"] or 0
+        ratio: Fraction | float | None = None
+        if spend is not None and spend > 0 and customers and value_revenue is not None:
+            ratio = margin * value_revenue / spend
+        if spend is not None and spend > 0 and not customers:
+            verdict: str | None = NO_CUSTOMERS if basis == OBSERVED else TOO_EARLY_NO_CUSTOMERS
+        else:
+            verdict = _judged(ratio, basis)
+        drr = romi = None
+        if spend is not None and value_revenue is not None:
+            drr = float(spend / value_revenue) if value_revenue > 0 else None
+            romi = float((margin * value_revenue - spend) / spend) if spend > 0 else None
+        payback = payback_basis = status = words = None
+        if spend is not None and customers:
             payback = next((a for a, c in enumerate(revenue) if margin * c >= spend), None)
+            payback_basis = OBSERVED if payback is not None else None
+            if payback is None and curve is not None:
+                size = r["cohort_size"]
+                payback = next((a for a in range(observed, h) if margin * (curve[a] * size) >= spend), None)
+                payback_basis = PROJECTED if payback is not None else None
+            status = _payback_status_of(payback, table.period, observed)
+            words = _payback_words(payback, payback_basis, observed, h if curve is not None else None, table.period)
+        elif spend is not None and spend > 0:
+            words = NEVER_PAID_BACK
         out.append(
             {
                 **dict(zip(keys, key)),
                 "ltv_cac": None if ratio is None else float(ratio),
+                "drr": drr,
+                "romi": romi,
                 "payback_age": payback,
-                "payback_status": None if spend is None or not r["customers"] else _payback_status_of(payback, table.period, len(revenue)),
-                "verdict": _verdict_of(ratio),
+                "payback_basis": payback_basis,
+                "payback_status": status,
+                "payback": words,
+                "verdict": verdict,
+                "verdict_basis": None if verdict is None else basis,
             }
         )
-    decided: dict[str, pl.DataType] = {"ltv_cac": pl.Float64(), "payback_age": pl.Int64(), "payback_status": pl.String(), "verdict": pl.String()}
+    decided: dict[str, pl.DataType] = {
+        "ltv_cac": pl.Float64(),
+        "drr": pl.Float64(),
+        "romi": pl.Float64(),
+        "payback_age": pl.Int64(),
+        "payback_basis": pl.String(),
+        "payback_status": pl.String(),
+        "payback": pl.String(),
+        "verdict": pl.String(),
+        "verdict_basis": pl.String(),
+    }
     return pl.DataFrame(out, schema={**{k: per.schema[k] for k in keys}, **decided})
+
+
+# --------------------------------------------------------------------------------------------------
+# one row per channel
+
+
+@dataclass(frozen=True)
+class _Cohort:
+    """One cohort's inputs to the pooled channel row."""
+
+    size: int
+    customers: int
+    spend: Fraction | None
+    margin: Fraction
+    revenue: list[Fraction]  # exact cumulative revenue at each observed age
+    curve: list[float] | None  # cumulative revenue at every age to the horizon (observed, else projected)
+    basis: str  # of its value: observed, projected or too young
+    value_revenue: Fraction | float  # the revenue its value rests on: to date, or to the horizon projected
+    equity: float | None  # its customer equity (CLV summed over the cohort)
+
+
+def channels(
+    table: CohortTable,
+    spend: Any = None,
+    margin: float | str = 1.0,
+    discount_rate: float = 0.0,
+    cac: Any = None,
+    projected: bool | Literal["auto"] = "auto",
+) -> pl.DataFrame:
+    """One row per channel (each value of the ``by`` columns), pooled over its cohorts, then a
+    ``total`` row over every cohort (``by`` columns null, ``total`` true; without ``by`` the total
+    row is the only row).
+
+    Columns: ``cohorts``, ``signups``, ``customers``, ``spend`` (all of it, from cohorts with or
+    without customers) and ``cac = spend ÷ customers`` (null without customers). LTR and LTV per
+    customer at the horizon: ``…_observed`` over the cohorts observed to the horizon
+    (``cohorts_observed_to_horizon``), ``…_projected`` over the cohorts observed or projected to it
+    (``cohorts_projected_to_horizon``), each Σ revenue (× margin) at the horizon ÷ Σ their
+    customers so far. ``ltv_cac = Σ margin × revenue ÷ Σ spend`` over the cohorts with spend, each
+    cohort's revenue on its basis as in ``metrics(projected=…)`` (default ``"auto"``: to the
+    horizon where projected, else to date; with ``projected=True`` a cohort the projection cannot
+    reach counts with its revenue to date rather than being left out); ``drr = Σ spend ÷ Σ revenue`` and ``romi = (Σ margin ×
+    revenue − Σ spend) ÷ Σ spend`` on the same revenue. ``verdict`` and ``verdict_basis``:
+    ``projected`` when any of those cohorts is, else ``observed`` when any is, else ``too young``;
+    exact when no value is projected. A channel with spend and no customer: CAC null, verdict "no
+    customers: all spend lost". Payback: the first age at which the pooled cumulative margin of the
+    cohorts with spend that reach the horizon (observed or projected) covers their pooled spend,
+    ``projected`` unless every one of them was observed at that age; without such cohorts, over
+    the ages every cohort with spend has observed. ``customer_equity``: Σ CLV over the customers
+    (on each cohort's basis), with ``clv_per_signup`` and ``clv_per_customer``.
+    """
+    mode = _projection_mode(projected)
+    rate = _discount_rate(discount_rate)
+    costs, exact_costs = _spend_per_cohort(table, spend, cac, margin)
+    keys = _keys(table)
+    per = _metrics_of(table, costs, exact_costs, rate, mode)
+    cum = _exact_revenue(table)
+    h = table.horizon
+    curves: dict[tuple[Any, ...], list[float]] = {}
+    for row in project(table).sort([*keys, "age"], nulls_last=True).group_by(keys, maintain_order=True).agg(pl.col("ltr")).iter_rows(named=True):
+        if all(v is not None for v in row["ltr"]):
+            curves[_key_of(row, keys)] = row["ltr"]
+    groups: dict[tuple[Any, ...], list[_Cohort]] = {}
+    for r in per.iter_rows(named=True):
+        key = _key_of(r, keys)
+        sp, mg = exact_costs[key]
+        revenue = cum.get(key, [])
+        ltr_curve = curves.get(key)
+        curve = None if ltr_curve is None else [v * r["cohort_size"] for v in ltr_curve]
+        projection = bool(r["__projection"])
+        value_revenue: Fraction | float = r["ltr"] * r["cohort_size"] if projection else (revenue[-1] if revenue else Fraction(0))
+        cohort = _Cohort(
+            size=r["cohort_size"],
+            customers=r["customers"],
+            spend=sp,
+            margin=mg,
+            revenue=revenue,
+            curve=curve,
+            basis=PROJECTED if projection else _observed_basis(len(revenue), table.period),
+            value_revenue=value_revenue,
+            equity=r["customer_equity"],
+        )
+        groups.setdefault(key[:-1], []).append(cohort)
+    rows = [{**dict(zip(table.by, segment)), "total": False, **_pooled(cohorts, h, table.period)} for segment, cohorts in groups.items()]
+    if table.by or not rows:
+        everything = [c for cohorts in groups.values() for c in cohorts]
+        rows.append({**{b: None for b in table.by}, "total": True, **_pooled(everything, h, table.period)})
+    else:
+        rows[0]["total"] = True  # without segments the one group is the total
+    schema: dict[str, Any] = {b: per.schema[b] for b in table.by}
+    schema.update(CHANNEL_SCHEMA)
+    out = pl.DataFrame(rows, schema=schema)
+    return out.with_columns(pl.col("verdict").replace_strict(ADVICE, default=None, return_dtype=pl.String).alias("advice"))
+
+
+CHANNEL_SCHEMA: dict[str, Any] = {
+    "total": pl.Boolean,
+    "cohorts": pl.Int64,
+    "signups": pl.Int64,
+    "customers": pl.Int64,
+    "spend": pl.Float64,
+    "cac": pl.Float64,
+    "cohorts_observed_to_horizon": pl.Int64,
+    "ltr_per_customer_observed": pl.Float64,
+    "ltv_per_customer_observed": pl.Float64,
+    "cohorts_projected_to_horizon": pl.Int64,
+    "ltr_per_customer_projected": pl.Float64,
+    "ltv_per_customer_projected": pl.Float64,
+    "ltv_cac": pl.Float64,
+    "verdict": pl.String,
+    "verdict_basis": pl.String,
+    "payback_age": pl.Int32,
+    "payback_basis": pl.String,
+    "payback_status": pl.String,
+    "payback": pl.String,
+    "drr": pl.Float64,
+    "romi": pl.Float64,
+    "clv_per_signup": pl.Float64,
+    "clv_per_customer": pl.Float64,
+    "customer_equity": pl.Float64,
+}
+
+
+def _per(num: Fraction | float, den: Fraction | float | int) -> float | None:
+    return None if not den else float(num / den)
+
+
+def _pooled(cohorts: list[_Cohort], h: int, period: str) -> dict[str, Any]:
+    """The pooled values of one channel's (or all) cohorts; see ``channels``."""
+    signups = sum(c.size for c in cohorts)
+    customers = sum(c.customers for c in cohorts)
+    paid = [c for c in cohorts if c.spend is not None]
+    spend = sum((c.spend for c in paid if c.spend is not None), Fraction(0)) if paid else None
+    mature = [c for c in cohorts if len(c.revenue) == h]
+    reach = [c for c in cohorts if c.curve is not None]
+    out: dict[str, Any] = {
+        "cohorts": len(cohorts),
+        "signups": signups,
+        "customers": customers,
+        "spend": None if spend is None else float(spend),
+        "cac": None if spend is None or not customers else float(spend / customers),
+        "cohorts_observed_to_horizon": len(mature),
+        "ltr_per_customer_observed": _per(sum((c.revenue[-1] for c in mature), Fraction(0)), sum(c.customers for c in mature)),
+        "ltv_per_customer_observed": _per(sum((c.margin * c.revenue[-1] for c in mature), Fraction(0)), sum(c.customers for c in mature)),
+        "cohorts_projected_to_horizon": len(reach),
+        "ltr_per_customer_projected": _per(sum(c.curve[-1] for c in reach if c.curve), sum(c.customers for c in reach)),
+        "ltv_per_customer_projected": _per(sum(float(c.margin) * c.curve[-1] for c in reach if c.curve), sum(c.customers for c in reach)),
+    }
+    equities = [c.equity for c in cohorts]
+    equity = None if any(e is None for e in equities) else sum(e for e in equities if e is not None)
+    out.update(
+        customer_equity=equity,
+        clv_per_signup=None if equity is None else _per(equity, signups),
+        clv_per_customer=None if equity is None else _per(equity, customers),
+    )
+    verdict = basis = ratio = drr = romi = None
+    payback: tuple[int | None, str | None, str | None, str | None] = (None, None, None, None)
+    if spend is not None:
+        bases = {c.basis for c in paid}
+        basis = PROJECTED if PROJECTED in bases else OBSERVED if OBSERVED in bases else TOO_YOUNG
+        revenue: Fraction | float = sum((c.value_revenue for c in paid), Fraction(0))
+        value: Fraction | float = sum((c.margin * c.value_revenue for c in paid), Fraction(0))
+        paid_customers = sum(c.customers for c in paid)
+        drr = float(spend / revenue) if revenue > 0 else None
+        if spend > 0:
+            romi = float((value - spend) / spend)
+            if paid_customers:
+                ratio = value / spend
+                verdict = _judged(ratio, basis)
+            else:
+                verdict = NO_CUSTOMERS if basis == OBSERVED else TOO_EARLY_NO_CUSTOMERS
+        if paid_customers:
+            payback = _pooled_payback(paid, h, period)
+        elif spend > 0:
+            payback = (None, None, None, NEVER_PAID_BACK)
+    out.update(
+        ltv_cac=None if ratio is None else float(ratio),
+        verdict=verdict,
+        verdict_basis=None if verdict is None else basis,
+        payback_age=payback[0],
+        payback_basis=payback[1],
+        payback_status=payback[2],
+        payback=payback[3],
+        drr=drr,
+        romi=romi,
+    )
+    return out
+
+
+def _pooled_payback(paid: list[_Cohort], h: int, period: str) -> tuple[int | None, str | None, str | None, str | None]:
+    """(age, basis, status, words) of the pooled payback of cohorts with spend; see ``channels``."""
+    full = [c for c in paid if c.curve is not None]
+    if full:
+        spend = sum((c.spend for c in full if c.spend is not None), Fraction(0))
+        for age in range(h):
+            # exact where observed, the projection beyond
+            margin_so_far = sum(
+                (c.margin * (c.revenue[age] if age < len(c.revenue) else c.curve[age]) for c in full if c.curve),
+                Fraction(0),
+            )
+            if margin_so_far >= spend:
+                basis = OBSERVED if all(age < len(c.revenue) for c in full) else PROJECTED
+                return age, basis, _payback_status_of(age, period, h), _payback_words(age, basis, h, None, period)
+        projected = any(len(c.revenue) < h for c in full)
+        words = f"not within the horizon ({_periods(h, period)}{', projected' if projected else ''})"
+        return None, None, _payback_status_of(None, period, h), words
+    spend = sum((c.spend for c in paid if c.spend is not None), Fraction(0))
+    observed = min(len(c.revenue) for c in paid)
+    for age in range(observed):
+        if sum((c.margin * c.revenue[age] for c in paid), Fraction(0)) >= spend:
+            return age, OBSERVED, _payback_status_of(age, period, observed), _payback_words(age, OBSERVED, observed, None, period)
+    return None, None, _payback_status_of(None, period, observed), _payback_words(None, None, observed, None, period)
+
+
+# --------------------------------------------------------------------------------------------------
+# the text report
 
 
 #: Months of complete data below which the summary says seasonality cannot be judged.
 SEASONALITY_MONTHS = 12
+
+
+def _money(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:,.2f}"
 
 
 def summary(
@@ -757,12 +1149,18 @@ def summary(
     discount_rate: float = 0.0,
     cac: Any = None,
     min_size: int = 30,
+    projected: bool | Literal["auto"] = "auto",
 ) -> str:
-    """A short plain-language report: best and worst cohorts (and channels), verdicts, payback, next
-    step. Cohorts with fewer than ``min_size`` members are rated but never named best or worst."""
+    """A short plain-language report: best and worst cohorts, the channels, verdicts, payback, next
+    step. Values are projected where a projection exists (``projected="auto"``), and the report says
+    so. Cohorts with fewer than ``min_size`` members are rated but never named best or worst, nor
+    are too-young cohorts while an older one can be named."""
     if isinstance(min_size, bool) or not isinstance(min_size, int) or min_size < 0:
         raise InvalidArgumentError(f"min_size must be a non-negative integer; got {min_size!r}")
-    m = metrics(table, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac)
+    mode = _projection_mode(projected)
+    rate = _discount_rate(discount_rate)
+    costs, exact_costs = _spend_per_cohort(table, spend, cac, margin)
+    m = _metrics_of(table, costs, exact_costs, rate, mode).drop("__projection")
     lines = [
         f"{m.height} cohort(s), {table.period}ly, horizon {table.horizon}, tz {table.tz}; "
         f"last complete {table.period}: {table.last_complete}."
@@ -779,7 +1177,7 @@ def summary(
         lines.append(
             f"Fewer than {SEASONALITY_MONTHS} complete months of data ({span / 30.4375:.0f}): seasonality cannot be judged yet."
         )
-    rated = m.filter(pl.col("ltv_cac").is_not_null())
+    rated = m.filter(pl.col("verdict").is_not_null())
     if rated.height == 0:
         mean_ltr = m.select(pl.col("ltr").mean()).item() or 0.0
         lines.append(
@@ -787,51 +1185,76 @@ def summary(
             f"Mean LTR to date per signup: {mean_ltr:,.2f}."
         )
         return "\n".join(lines)
+    bases = {r["verdict_basis"]: r["len"] for r in rated.group_by("verdict_basis").len().iter_rows(named=True)}
+    lines.append(
+        "Judged on "
+        + ", ".join(
+            f"{bases[b]} {b}" for b in (PROJECTED, OBSERVED, TOO_YOUNG) if b in bases
+        )
+        + f" cohort(s): projected means chain-ladder to the horizon ({_periods(table.horizon, table.period)}), used "
+        f"wherever a projection exists; too young means fewer than {MIN_OBSERVED_MONTHS} observed months and no projection."
+    )
 
     def label(row: dict[str, Any]) -> str:
         seg = ", ".join(f"{b}={row[b]}" for b in table.by)
         return f"{row['cohort']}" + (f" ({seg})" if seg else "")
 
     named = rated.filter(pl.col("cohort_size") >= min_size)
+    judged = named.filter(pl.col("verdict_basis") != TOO_YOUNG)
     worst = None
     if named.height == 0:
         lines.append(f"No rated cohort has {min_size} members or more: best and worst are not named (min_size).")
     else:
-        best = named.sort("ltv_cac", descending=True).row(0, named=True)
-        worst = named.sort("ltv_cac").row(0, named=True)
+        if judged.height == 0:
+            lines.append("Every cohort large enough to name is too young: the two named below are judged only so far.")
+            judged = named
+        # no customers ranks last: its LTV/CAC is undefined, and all its spend is lost
+        order = pl.col("ltv_cac").fill_null(float("-inf"))
+        best = judged.sort(order, descending=True, maintain_order=True).row(0, named=True)
+        worst = judged.sort(order, maintain_order=True).row(0, named=True)
         for name, row in (("Best", best), ("Worst", worst)):
+            ratio = "undefined" if row["ltv_cac"] is None else f"{row['ltv_cac']:.2f}"
             lines.append(
-                f"{name} cohort: {label(row)}, LTV/CAC {row['ltv_cac']:.2f} ({row['verdict']}) after "
-                f"{row['observed_ages']} observed {table.period}(s); payback: {row['payback_status']}."
+                f"{name} cohort: {label(row)}, LTV/CAC {ratio} ({row['verdict']}; {row['verdict_basis']}) after "
+                f"{_periods(row['observed_ages'], table.period, 'observed')}"
+                + (f"; payback {row['payback']}" if row["payback"] else "")
+                + (f": {row['payback_status']}." if row["payback_status"] else ".")
             )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpendIgnoredWarning)  # said once already, above
+        per_channel = channels(table, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, projected=mode)
     if table.by:
-        # Pooled over a channel's rated cohorts, exactly: Σ margin × revenue to date ÷ Σ spend.
-        _, costs = _spend_per_cohort(table, spend, cac, margin)
-        cum = _exact_revenue(table)
-        keys = _keys(table)
-        pooled: dict[tuple[Any, ...], list[Fraction]] = {}
-        for row in rated.select(keys).iter_rows(named=True):
-            key = _key_of(row, keys)
-            sp, mg = costs[key]
-            revenue = cum.get(key, [])
-            acc = pooled.setdefault(key[:-1], [Fraction(0), Fraction(0)])
-            acc[0] += mg * (revenue[-1] if revenue else 0)
-            acc[1] += sp or 0
-        paybacks = rated.group_by(table.by).agg(pl.col("payback_status").mode().first().alias("payback"))
-        payback_of = {tuple(r[b] for b in table.by): r["payback"] for r in paybacks.iter_rows(named=True)}
-        ratios = {seg: value / cost for seg, (value, cost) in pooled.items() if cost > 0}
-        lines.append("By channel (all cohorts pooled):")
-        for seg_values, ratio in sorted(ratios.items(), key=lambda item: item[1], reverse=True):
-            seg = ", ".join(f"{b}={v}" for b, v in zip(table.by, seg_values))
-            lines.append(f"  {seg}: LTV/CAC {float(ratio):.2f}, {_verdict_of(ratio)}; payback mostly {payback_of.get(seg_values)}.")
+        lines.append("By channel (all cohorts pooled; spend from every cohort, with or without customers):")
+        segments = per_channel.filter(~pl.col("total")).sort(
+            pl.col("ltv_cac").fill_null(float("-inf")), descending=True, maintain_order=True
+        )
+        for row in segments.iter_rows(named=True):
+            seg = ", ".join(f"{b}={row[b]}" for b in table.by)
+            lines.append("  " + _channel_line(seg, row))
+    total = per_channel.filter(pl.col("total")).row(0, named=True)
+    lines.append(_channel_line("All cohorts", total) + f" Customer equity {_money(total['customer_equity'])}.")
     counts = rated.group_by("verdict").len().sort("verdict")
     lines.append(
         "Verdicts: " + ", ".join(f"{r['len']} {r['verdict']}" for r in counts.iter_rows(named=True)) + "."
     )
-    statuses = rated.group_by("payback_status").len().sort("len", descending=True)
-    lines.append(
-        "Payback: " + ", ".join(f"{r['len']} {r['payback_status']}" for r in statuses.iter_rows(named=True)) + "."
-    )
+    statuses = rated.filter(pl.col("payback_status").is_not_null()).group_by("payback_status").len().sort("len", descending=True)
+    if statuses.height:
+        lines.append(
+            "Payback: " + ", ".join(f"{r['len']} {r['payback_status']}" for r in statuses.iter_rows(named=True)) + "."
+        )
     if worst is not None:
         lines.append("Next: " + ADVICE[worst["verdict"]])
     return "\n".join(lines)
+
+
+def _channel_line(name: str, row: dict[str, Any]) -> str:
+    """One channel (or the total) in words."""
+    if row["verdict"] is None:
+        return f"{name}: spend {_money(row['spend'])}, no verdict (no spend to judge)."
+    ratio = "undefined" if row["ltv_cac"] is None else f"{row['ltv_cac']:.2f}"
+    payback = f"; payback {row['payback']}" if row["payback"] else ""
+    payback += f": {row['payback_status']}" if row["payback_status"] else ""
+    return (
+        f"{name}: LTV/CAC {ratio}, {row['verdict']} ({row['verdict_basis']}); spend {_money(row['spend'])}, "
+        f"{row['customers']:,} customers, CAC {_money(row['cac'])}{payback}."
+    )

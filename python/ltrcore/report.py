@@ -3,10 +3,11 @@
 ``render_html(table, spend=..., margin=...)`` returns one HTML document with no external resource (no
 CDN, font, script or image): the charts are drawn with matplotlib (``Figure`` objects on the Agg
 canvas, never pyplot, so the caller's backend and figures are untouched) and inlined as SVG. Sections,
-in order: parameters and as-of date, the plain-language summary (with spend or cac), heatmaps of
-paying retention and LTR (cohort × age, segments pooled), LTR curves (cumulative margin per customer
-against CAC when spend or cac is given), ARPPU by age, the metrics table with coloured verdicts, and
-the reconciliation tables. Every text is escaped with ``html.escape``.
+in order: the table per channel (pooled over cohorts, with the total), parameters and as-of date, the
+plain-language summary (with spend or cac), heatmaps of paying retention and LTR (cohort × age,
+segments pooled), LTR curves (cumulative margin per customer against CAC when spend or cac is
+given), ARPPU by age, the metrics table with coloured verdicts and their basis, and the
+reconciliation tables. Every text is escaped with ``html.escape``.
 
 matplotlib is an optional dependency (``pip install 'ltrcore[report]'``); it is imported only here.
 """
@@ -40,6 +41,18 @@ VERDICT_STYLE = {
     _metrics.MARGINAL: ("#fdecc8", "#8a5a00"),
     _metrics.LOSING: ("#f9d6d5", "#a12622"),
 }
+
+#: The verdicts beside the three bands: too early to tell (grey), spend without customers (dark red).
+CAUTION_STYLE = {
+    _metrics.TOO_EARLY: ("#e4e7eb", "#3e4c59"),
+    _metrics.TOO_EARLY_NO_CUSTOMERS: ("#e4e7eb", "#3e4c59"),
+    _metrics.NO_CUSTOMERS: ("#a12622", "#ffffff"),
+}
+
+
+def _verdict_style(verdict: str | None) -> tuple[str, str] | None:
+    return VERDICT_STYLE.get(verdict or "") or CAUTION_STYLE.get(verdict or "")
+
 
 RECON_HELP = {
     "used": "attributed to a complete cell",
@@ -482,6 +495,69 @@ def _summary(text: str) -> str:
     return "<div class='summary'>" + "".join(out) + "</div>"
 
 
+def _cells(table: CohortTable, r: dict[str, Any], cols: list[tuple[str, str, str]]) -> list[str]:
+    """The ``<td>``s of one row: numbers right-aligned, the ratio and the verdict in the verdict's colours."""
+    style = _verdict_style(r.get("verdict"))
+    tds = []
+    for name, _, kind in cols:
+        v = r[name]
+        if kind == "text":
+            tds.append(f"<td>{_e('∅' if v is None and name in table.by else '' if v is None else v)}</td>")
+        elif kind == "label":
+            tds.append(f"<td>{_e(v)}</td>")
+        elif kind == "cohort":
+            tds.append(f"<td>{_e(_period_label(v, table.period) if v is not None else '')}</td>")
+        elif kind == "int":
+            tds.append(f"<td class='num'>{_e(_int(v))}</td>")
+        elif kind in ("money", "ratio", "share"):
+            cls = "num neg" if v is not None and v < 0 else "num"
+            text = _money(v) if kind == "money" else _num(v) if kind == "ratio" else ("" if v is None else f"{v:.0%}")
+            attr = f" style='background:{style[0]};color:{style[1]}'" if kind == "ratio" and style else ""
+            tds.append(f"<td class='{cls}'{attr}>{_e(text)}</td>")
+        else:  # verdict
+            attr = f" style='background:{style[0]};color:{style[1]}'" if style else ""
+            tds.append(f"<td class='verdict'{attr}>{_e(v or '')}</td>")
+    return tds
+
+
+def _channels_table(table: CohortTable, channels: pl.DataFrame, money: bool) -> str:
+    """One row per channel pooled over its cohorts, and the total row."""
+    cols: list[tuple[str, str, str]] = [
+        ("__label", " / ".join(table.by) if table.by else "channel", "label"),
+        ("cohorts", "cohorts", "int"),
+        ("signups", "signups", "int"),
+        ("customers", "customers", "int"),
+    ]
+    if money:
+        cols += [("spend", "spend", "money"), ("cac", "CAC", "money")]
+    cols += [
+        ("ltv_per_customer_observed", "LTV / customer at the horizon, observed", "money"),
+        ("ltv_per_customer_projected", "LTV / customer at the horizon, projected", "money"),
+    ]
+    if money:
+        cols += [
+            ("ltv_cac", "LTV/CAC", "ratio"),
+            ("verdict", "verdict", "verdict"),
+            ("verdict_basis", "basis", "text"),
+            ("payback", "payback", "text"),
+            ("payback_status", "payback band", "text"),
+            ("drr", "DRR (spend ÷ revenue)", "share"),
+            ("romi", "ROMI", "share"),
+        ]
+    cols += [("clv_per_customer", "CLV / customer", "money"), ("customer_equity", "customer equity", "money")]
+    head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in cols)
+    rows = []
+    for r in channels.iter_rows(named=True):
+        segment = ", ".join("∅" if r[b] is None else str(r[b]) for b in table.by)
+        r["__label"] = "all channels" if r["total"] else segment
+        cls = " class='total'" if r["total"] else ""
+        rows.append(f"<tr{cls}>" + "".join(_cells(table, r, cols)) + "</tr>")
+    return (
+        f"<div class='scroll'><table class='data channels'><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
 def _metrics_table(table: CohortTable, m: pl.DataFrame, money: bool) -> str:
     cols: list[tuple[str, str, str]] = [(b, b, "text") for b in table.by]
     cols += [
@@ -493,6 +569,7 @@ def _metrics_table(table: CohortTable, m: pl.DataFrame, money: bool) -> str:
         ("ltr", "LTR / signup", "money"),
         ("ltv", "LTV / signup", "money"),
         ("clv", "CLV / signup", "money"),
+        ("clv_per_customer", "CLV / customer", "money"),
     ]
     if money:
         cols += [
@@ -501,36 +578,21 @@ def _metrics_table(table: CohortTable, m: pl.DataFrame, money: bool) -> str:
             ("ltv_per_customer", "LTV / customer", "money"),
             ("ltv_cac", "LTV/CAC", "ratio"),
             ("net_value", "net value / customer", "money"),
-            ("payback_age", "payback age", "int"),
-            ("payback_status", "payback", "text"),
+            ("drr", "DRR", "share"),
+            ("romi", "ROMI", "share"),
+            ("payback", "payback", "text"),
+            ("payback_status", "payback band", "text"),
             ("verdict", "verdict", "verdict"),
+            ("verdict_basis", "basis", "text"),
         ]
     head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in cols)
     rows: list[str] = []
     previous: Any = object()
     for r in m.iter_rows(named=True):
-        style = VERDICT_STYLE.get(r.get("verdict") or "")
         segment = tuple(r[b] for b in table.by)
         group = " class='group'" if table.by and rows and segment != previous else ""
         previous = segment
-        tds = []
-        for name, _, kind in cols:
-            v = r[name]
-            if kind == "text":
-                tds.append(f"<td>{_e('∅' if v is None and name in table.by else '' if v is None else v)}</td>")
-            elif kind == "cohort":
-                tds.append(f"<td>{_e(_period_label(v, table.period) if v is not None else '')}</td>")
-            elif kind == "int":
-                tds.append(f"<td class='num'>{_e(_int(v))}</td>")
-            elif kind in ("money", "ratio"):
-                cls = "num neg" if v is not None and v < 0 else "num"
-                text = _money(v) if kind == "money" else _num(v)
-                attr = f" style='background:{style[0]};color:{style[1]}'" if kind == "ratio" and style else ""
-                tds.append(f"<td class='{cls}'{attr}>{_e(text)}</td>")
-            else:  # verdict
-                attr = f" style='background:{style[0]};color:{style[1]}'" if style else ""
-                tds.append(f"<td class='verdict'{attr}>{_e(v or '')}</td>")
-        rows.append(f"<tr{group}>" + "".join(tds) + "</tr>")
+        rows.append(f"<tr{group}>" + "".join(_cells(table, r, cols)) + "</tr>")
     return (
         f"<div class='scroll'><table class='data metrics'><thead><tr>{head}</tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div>"
@@ -539,7 +601,7 @@ def _metrics_table(table: CohortTable, m: pl.DataFrame, money: bool) -> str:
 
 def _verdict_legend() -> str:
     items = []
-    for verdict, (bg, fg) in VERDICT_STYLE.items():
+    for verdict, (bg, fg) in {**VERDICT_STYLE, **CAUTION_STYLE}.items():
         items.append(
             f"<span class='badge' style='background:{bg};color:{fg}'>{_e(verdict)}</span>"
             f"<span>{_e(_metrics.ADVICE[verdict])}</span>"
@@ -599,7 +661,8 @@ def render_html(
     """
     charts = _Charts()  # imports matplotlib (or raises) before any work
     money = spend is not None or cac is not None
-    m = table.metrics(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac)
+    m = table.metrics(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, projected="auto")
+    per_channel = table.channels(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac)
     summary = table.summary(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac) if money else None
     cohorts, size, revenue, payers = _pooled_grid(table)
     retention = _divide(payers, size)
@@ -639,10 +702,28 @@ def render_html(
         "<meta name='viewport' content='width=device-width, initial-scale=1'>",
         f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>",
         f"<header><h1>{_e(title)}</h1><p class='sub'>{_e(as_of_line)}</p>",
-        "<nav><a href='#parameters'>parameters</a>"
+        "<nav><a href='#channels'>channels</a><a href='#parameters'>parameters</a>"
         + ("<a href='#summary'>summary</a>" if summary else "")
         + "<a href='#heatmaps'>heatmaps</a><a href='#curves'>LTR curves</a><a href='#arppu'>ARPPU</a>"
         "<a href='#metrics'>metrics</a><a href='#reconciliation'>reconciliation</a></nav></header>",
+        "<section id='channels'><h2>Channels</h2>",
+        "<p class='note'>"
+        + _e(
+            "One row per channel, pooled over its cohorts, and all channels together. LTV per customer at the "
+            f"horizon ({table.horizon} {table.period}s): observed over the cohorts that reached it, projected "
+            "(chain-ladder) over those that reached it or can be projected to it. "
+            + (
+                "LTV/CAC, verdict, payback, DRR and ROMI use each cohort's projected value where a projection "
+                "exists, else its value to date; the basis column says which (too young: fewer than "
+                f"{_metrics.MIN_OBSERVED_MONTHS} observed months and no projection). All spend counts, also "
+                "spend that brought no customer. "
+                if money else ""
+            )
+            + "Customer equity is the CLV summed over the customers."
+        )
+        + "</p>",
+        _channels_table(table, per_channel, money),
+        "</section>",
         "<section id='parameters'><h2>Parameters</h2>",
         _params(table, margin, discount_rate, cost),
         "<p class='note'>A cell (cohort, age) is shown only once its whole period ended before the as-of "
@@ -677,10 +758,13 @@ def render_html(
     if money:
         out.append(_verdict_legend())
         out.append(
-            "<p class='note'>LTV/CAC = LTV per customer ÷ CAC. Payback age: the first age whose cumulative "
-            "margin per customer reaches CAC (self-funding within 12 months, needs funding within 24). "
-            "Verdicts use the value observed so far: a young cohort with few ages observed can still grow into "
-            "a better band.</p>"
+            "<p class='note'>LTV/CAC = LTV per customer ÷ CAC. Payback: the first age whose cumulative "
+            "margin per customer reaches CAC (self-funding within 12 months, needs funding within 24), from "
+            "the projection (and flagged so) when it lies beyond the observed ages. Values are projected to the "
+            "horizon where a projection exists, else observed to date; the basis column says which. A cohort "
+            f"with fewer than {_metrics.MIN_OBSERVED_MONTHS} observed months and no projection is too young: its "
+            "value to date is only a floor, so it is never called losing money without &quot;too early to "
+            "tell&quot;.</p>"
         )
     else:
         out.append("<p class='note'>No acquisition cost given: only LTR, LTV (LTR × margin) and CLV (discounted "

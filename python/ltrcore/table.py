@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -200,17 +200,41 @@ class CohortTable:
         margin: float | str = 1.0,
         discount_rate: float = 0.0,
         cac: Any = None,
-        projected: bool = False,
+        projected: bool | Literal["auto"] = False,
     ) -> pl.DataFrame:
-        """Per cohort: LTR, LTV, CLV, CAC, LTV/CAC, net value, payback, verdict and advice."""
+        """Per cohort: LTR, LTV, CLV (per signup and per customer), customer equity, CAC, LTV/CAC, net
+        value, DRR, ROMI, payback, verdict with its basis, and advice. ``projected``: False (observed
+        to date), True (chain-ladder to the horizon) or "auto" (projected where a projection exists)."""
         return _metrics.metrics(self, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, projected=projected)
 
+    def channels(
+        self,
+        spend: Any = None,
+        margin: float | str = 1.0,
+        discount_rate: float = 0.0,
+        cac: Any = None,
+        projected: bool | Literal["auto"] = "auto",
+    ) -> pl.DataFrame:
+        """One row per channel (``by`` value) pooled over its cohorts, then a ``total`` row: signups,
+        customers, spend, CAC, LTR and LTV per customer at the horizon (observed and projected),
+        LTV/CAC with verdict and basis, payback, DRR, ROMI and customer equity."""
+        return _metrics.channels(self, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, projected=projected)
+
     def summary(
-        self, spend: Any = None, margin: float | str = 1.0, discount_rate: float = 0.0, cac: Any = None, min_size: int = 30
+        self,
+        spend: Any = None,
+        margin: float | str = 1.0,
+        discount_rate: float = 0.0,
+        cac: Any = None,
+        min_size: int = 30,
+        projected: bool | Literal["auto"] = "auto",
     ) -> str:
         """A short plain-language report: best and worst cohorts and channels, verdicts, payback, next
-        step. Cohorts with fewer than ``min_size`` members are never named best or worst."""
-        return _metrics.summary(self, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, min_size=min_size)
+        step, on projected values where a projection exists (``projected="auto"``). Cohorts with fewer
+        than ``min_size`` members are never named best or worst."""
+        return _metrics.summary(
+            self, spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, min_size=min_size, projected=projected
+        )
 
     def to_html(self, path: Any = None, **kwargs: Any) -> str:
         """A self-contained HTML report (charts inlined as SVG; needs matplotlib). ``kwargs`` go to
