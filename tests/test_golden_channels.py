@@ -115,7 +115,7 @@ def _row(frame: pl.DataFrame, channel: str | None, cohort: dt.date | None = None
 def test_verdict_basis_observed_and_too_young(table: ltrcore.CohortTable) -> None:
     """Observed values (projected=False): Jan..Mar 120 / 100 = 1.2 marginal on 3 observed months;
     Apr 0.9 and May 0.6 are losing money so far, on fewer than 3 months: too early to tell."""
-    m = table.metrics(spend=SPEND)
+    m = table.metrics(margin=1.0, spend=SPEND)
     assert ltrcore.metrics.MIN_OBSERVED_MONTHS == 3
     for month in (1, 2, 3):
         r = _row(m, "ads", D(2024, month, 1))
@@ -133,7 +133,7 @@ def test_verdict_basis_observed_and_too_young(table: ltrcore.CohortTable) -> Non
 def test_projected_where_a_projection_exists(table: ltrcore.CohortTable) -> None:
     """projected="auto": Apr (90 × 4/3) and May (60 × 1.5 × 4/3) reach 120 at the horizon, so 1.2
     marginal on a projected basis, and payback at age 2 comes from the projection, flagged."""
-    m = table.metrics(spend=SPEND, projected="auto")
+    m = table.metrics(margin=1.0, spend=SPEND, projected="auto")
     for month in (4, 5):
         r = _row(m, "ads", D(2024, month, 1))
         assert r["ltr"] == pytest.approx(60)  # 120 per cohort of 2
@@ -150,7 +150,7 @@ def test_payback_is_never_an_invented_month(table: ltrcore.CohortTable) -> None:
     3 observed months: not paid back, LTV/CAC 12/13, losing money (observed). May: projected 120 <
     130 too: no age, "not within 1 observed month nor the projection to age 2". Observed only, May
     says "not within 1 observed month"."""
-    auto = table.metrics(spend=130, projected="auto")
+    auto = table.metrics(margin=1.0, spend=130, projected="auto")
     jan = _row(auto, "ads", D(2024, 1, 1))
     assert (jan["payback_age"], jan["payback"], jan["payback_status"]) == (None, "not within 3 observed months", "not yet paid back")
     assert (jan["ltv_cac"], jan["verdict"], jan["verdict_basis"]) == (pytest.approx(12 / 13), "losing money", "observed")
@@ -158,7 +158,7 @@ def test_payback_is_never_an_invented_month(table: ltrcore.CohortTable) -> None:
     assert (may["payback_age"], may["payback_basis"]) == (None, None)
     assert may["payback"] == "not within 1 observed month nor the projection to age 2"
     assert (may["verdict"], may["verdict_basis"]) == ("losing money", "projected")
-    observed = _row(table.metrics(spend=130), "ads", D(2024, 5, 1))
+    observed = _row(table.metrics(margin=1.0, spend=130), "ads", D(2024, 5, 1))
     assert (observed["payback_age"], observed["payback"]) == (None, "not within 1 observed month")
 
 
@@ -166,7 +166,7 @@ def test_a_cohort_without_customers_keeps_its_spend(table: ltrcore.CohortTable) 
     """tv: spend 50, no customer. CAC is undefined (null), the verdict says all spend is lost, ROMI
     is -1 and there is no one to pay it back."""
     for mode in (False, "auto"):
-        tv = _row(table.metrics(spend=SPEND, projected=mode), "tv", D(2024, 1, 1))
+        tv = _row(table.metrics(margin=1.0, spend=SPEND, projected=mode), "tv", D(2024, 1, 1))
         assert (tv["customers"], tv["spend"], tv["cac"], tv["ltv_cac"]) == (0, 50.0, None, None)
         assert (tv["verdict"], tv["verdict_basis"], tv["romi"], tv["drr"]) == (NO_CUSTOMERS, "observed", -1.0, None)
         assert (tv["payback_age"], tv["payback"]) == (None, "never: no customers")
@@ -176,7 +176,7 @@ def test_summary_judges_on_projected_values_and_keeps_every_channel(table: ltrco
     """The summary says what it judged on (2 projected, 4 observed), names tv worst (all spend lost)
     rather than the youngest ads cohort, lists tv among the channels and counts its 50 in the total
     spend of 550 (LTV/CAC 600 / 550 = 1.09)."""
-    s = table.summary(spend=SPEND, min_size=1)
+    s = table.summary(margin=1.0, spend=SPEND, min_size=1)
     assert "Judged on 2 projected, 4 observed cohort(s)" in s, s
     worst = next(line for line in s.splitlines() if line.startswith("Worst cohort"))
     assert "channel=tv" in worst and NO_CUSTOMERS in worst, s
@@ -195,10 +195,10 @@ def test_summary_on_young_cohorts_says_too_early() -> None:
     young = ltrcore.cohorts(ORDERS, signups=SIGNUPS.filter(pl.col("channel") == "ads"), by="channel", horizon=3,
                             as_of="2024-03-01")  # fmt: skip
     spend = SPEND.filter(pl.col("channel") == "ads", pl.col("period") <= "2024-02")
-    m = young.metrics(spend=spend, projected="auto")
+    m = young.metrics(margin=1.0, spend=spend, projected="auto")
     assert m.get_column("verdict").to_list() == [TOO_EARLY, TOO_EARLY]
     assert m.get_column("verdict_basis").to_list() == ["too young", "too young"]
-    s = young.summary(spend=spend, min_size=1)
+    s = young.summary(margin=1.0, spend=spend, min_size=1)
     assert "judged only so far" in s and "losing money;" not in s, s
     assert s.splitlines()[-1] == "Next: " + ltrcore.metrics.ADVICE[TOO_EARLY]
 
@@ -226,7 +226,7 @@ def test_the_demo_affiliate_cohorts_are_not_losing_money_when_young() -> None:
 
 def test_channels_table_hand_computed(table: ltrcore.CohortTable) -> None:
     """The table per channel as worked out in the module docstring, the total row included."""
-    ch = table.channels(spend=SPEND)
+    ch = table.channels(margin=1.0, spend=SPEND)
     assert ch.get_column("channel").to_list() == ["ads", "tv", None]
     assert ch.get_column("total").to_list() == [False, False, True]
     ads = _row(ch, "ads")
@@ -260,7 +260,7 @@ def test_channels_observed_only(table: ltrcore.CohortTable) -> None:
     1.02 marginal, observed (exactly 51/50); the horizon columns are the same as in auto mode.
     Payback pooled over the cohorts that reach the horizon (Jan..Mar observed, Apr and May
     projected): still age 2, projected."""
-    ch = table.channels(spend=SPEND, projected=False)
+    ch = table.channels(margin=1.0, spend=SPEND, projected=False)
     ads = _row(ch, "ads")
     assert (ads["ltv_cac"], ads["verdict"], ads["verdict_basis"]) == (51 / 50, "marginal", "observed")
     assert (ads["drr"], ads["romi"]) == (pytest.approx(500 / 510), pytest.approx(0.02))
@@ -288,7 +288,7 @@ def test_channels_without_by_is_the_total_row() -> None:
     """Without ``by``, the one row is the total: the 12 signups, 10 customers and 550 of spend."""
     t = ltrcore.cohorts(ORDERS, signups=SIGNUPS.drop("channel"), horizon=3, as_of="2024-06-01")
     spend = SPEND.group_by("period").agg(pl.col("spend").sum())
-    ch = t.channels(spend=spend)
+    ch = t.channels(margin=1.0, spend=spend)
     assert ch.height == 1 and ch.row(0, named=True)["total"]
     assert (ch["signups"][0], ch["customers"][0], ch["spend"][0]) == (12, 10, 550.0)
 
@@ -315,7 +315,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 def _report(files: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:
     args = ["report", files["orders"], "--signups", files["signups"], "--by", "channel", "--spend", files["spend"],
-            "--horizon", "3", "--as-of", "2024-06-01", *extra]  # fmt: skip
+            "--horizon", "3", "--as-of", "2024-06-01", "--margin", "1", *extra]  # fmt: skip
     return subprocess.run([sys.executable, "-m", "ltrcore.cli", *args], capture_output=True, text=True, timeout=300)
 
 
@@ -351,7 +351,7 @@ def test_html_shows_the_channel_table_first(table: ltrcore.CohortTable) -> None:
     pytest.importorskip("matplotlib")
     from ltrcore.report import CAUTION_STYLE
 
-    out = table.to_html(spend=SPEND)
+    out = table.to_html(spend=SPEND, margin=1.0)
     sections = [out.find(f"<section id='{s}'>") for s in ("channels", "parameters", "summary", "metrics")]
     assert all(p >= 0 for p in sections) and sections == sorted(sections), sections
     channels = out[sections[0] : sections[1]]
@@ -373,5 +373,5 @@ def test_summary_warns_once_about_spend_before_since() -> None:
     t = ltrcore.cohorts(orders, horizon=2, since="2024-02-01", as_of="2024-03-01")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        t.summary(spend={"2024-01": 100, "2024-02": 50}, min_size=1)
+        t.summary(margin=1.0, spend={"2024-01": 100, "2024-02": 50}, min_size=1)
     assert [type(w.message) for w in caught] == [ltrcore.SpendIgnoredWarning]

@@ -133,7 +133,7 @@ SPEND_FB_PS = spend_frame(
 
 def test_domain_cac_facebook_600_paid_search_1000():
     table = build(_facebook_search_orders(), by="channel", as_of="2024-02-01")
-    m = table.metrics(spend=SPEND_FB_PS)
+    m = table.metrics(margin=1.0, spend=SPEND_FB_PS)
     assert m.height == 2
     assert m.columns[:2] == ["channel", "cohort"], m.columns
     assert set(METRIC_COLUMNS) <= set(m.columns), set(METRIC_COLUMNS) - set(m.columns)
@@ -175,7 +175,7 @@ def test_domain_cac_counts_paying_customers_not_signups():
     )
     orders = make_orders([(f"fb{i}", "2024-01-10", 100) for i in range(5)] + [(f"ps{i}", "2024-01-11", 100) for i in range(7)])
     table = build(orders, signups=signups, by="channel", as_of="2024-02-01")
-    m = table.metrics(spend=SPEND_FB_PS)
+    m = table.metrics(margin=1.0, spend=SPEND_FB_PS)
     fb = one(m, channel="facebook")
     assert (fb["cohort_size"], fb["customers"]) == (8, 5)
     assert fb["cac"] == pytest.approx(600)
@@ -230,7 +230,7 @@ def test_verdict_thresholds(revenue, margin, cac, ratio, verdict):
 
 def test_without_spend_or_cac_the_cost_columns_are_null():
     table = build(make_orders([("a", "2024-01-05", 30), ("b", "2024-01-06", 10), ("a", "2024-02-01", 5)]), as_of="2024-03-01")
-    m = table.metrics()
+    m = table.metrics(margin=1.0)
     r = one(m, cohort=D(2024, 1, 1))
     for c in ("spend", "cac", "cac_per_signup", "ltv_cac", "net_value", "payback_age", "payback_status", "verdict"):
         assert r[c] is None, (c, r[c])
@@ -485,7 +485,7 @@ def test_zero_customers_with_spend_gives_null_cac():
     signups = pl.DataFrame({"user_id": ["a", "b"], "signup_ts": [DT(2024, 1, 1), DT(2024, 1, 2)]})
     orders = make_orders([("a", "2024-02-05", 10)])  # pays in February only
     table = build(orders, signups=signups, horizon=3, as_of="2024-02-01")  # only January is complete
-    r = table.metrics(spend=100).row(0, named=True)
+    r = table.metrics(margin=1.0, spend=100).row(0, named=True)
     assert r["customers"] == 0 and r["cohort_size"] == 2
     assert r["spend"] == approx(100)
     assert r["cac"] is None
@@ -529,7 +529,7 @@ def test_detailed_cac_with_overhead_pro_rata_and_equal(channels):
         ],
         ["period", "channel", "campaign", "wages", "software", "services", "other"],
     )
-    got = _cac_map(channels.metrics(spend=spend))
+    got = _cac_map(channels.metrics(margin=1.0, spend=spend))
     expect = {
         ("fb", JAN): (4200, 1050), ("search", JAN): (1350, 675),
         ("fb", FEB): (500, 250), ("search", FEB): (200, 200), ("seo", FEB): (200, 200),
@@ -545,7 +545,7 @@ def test_detailed_cac_absent_components_count_zero(channels):
         [("2024-01", "fb", 3000.0, 600.0), ("2024-01", "search", 1000.0, 0.0)],
         ["period", "channel", "campaign", "wages"],
     )
-    got = _cac_map(channels.metrics(spend=spend))
+    got = _cac_map(channels.metrics(margin=1.0, spend=spend))
     assert got[("fb", JAN)][1] == approx(900)  # (3000 + 600) / 4
     assert got[("search", JAN)][1] == approx(500)  # 1000 / 2
 
@@ -558,7 +558,7 @@ def test_simple_spend_column_with_overhead(channels):
          ("2024-02", "fb", 0.0), ("2024-02", None, 300.0)],
         ["period", "channel", "spend"],
     )
-    got = _cac_map(channels.metrics(spend=spend))
+    got = _cac_map(channels.metrics(margin=1.0, spend=spend))
     expect = {("fb", JAN): (3300, 825), ("search", JAN): (1100, 550), ("fb", FEB): (100, 50),
               ("search", FEB): (100, 100), ("seo", FEB): (100, 100)}
     for k, (s, c) in expect.items():
@@ -572,7 +572,7 @@ def test_overhead_pro_rata_uses_campaign_not_total(channels):
         [("2024-01", "fb", 1000.0, 2000.0), ("2024-01", "search", 3000.0, 0.0), ("2024-01", None, 0.0, 400.0)],
         ["period", "channel", "campaign", "wages"],
     )
-    got = _cac_map(channels.metrics(spend=spend))
+    got = _cac_map(channels.metrics(margin=1.0, spend=spend))
     assert got[("fb", JAN)][0] == approx(3100)
     assert got[("search", JAN)][0] == approx(3300)
 
@@ -584,13 +584,13 @@ def _two_cohorts() -> Any:
 
 
 def test_number_spend_is_every_cohorts_spend():
-    m = _two_cohorts().metrics(spend=1000)
+    m = _two_cohorts().metrics(margin=1.0, spend=1000)
     assert one(m, cohort=JAN)["spend"] == approx(1000) and one(m, cohort=JAN)["cac"] == approx(250)
     assert one(m, cohort=FEB)["spend"] == approx(1000) and one(m, cohort=FEB)["cac"] == approx(500)
 
 
 def test_dict_spend_with_string_and_date_keys():
-    m = _two_cohorts().metrics(spend={"2024-01": 1000, D(2024, 2, 1): 300})
+    m = _two_cohorts().metrics(margin=1.0, spend={"2024-01": 1000, D(2024, 2, 1): 300})
     assert one(m, cohort=JAN)["cac"] == approx(250)
     assert one(m, cohort=FEB)["cac"] == approx(150)
 
@@ -611,16 +611,16 @@ def test_spend_table_forms(spend):
     if isinstance(spend, str):
         pd = pytest.importorskip("pandas")
         spend = pd.DataFrame({"month": ["2024-01", "2024-02"], "spend": [1000.0, 300.0]})
-    m = _two_cohorts().metrics(spend=spend)
+    m = _two_cohorts().metrics(margin=1.0, spend=spend)
     assert one(m, cohort=JAN)["cac"] == approx(250)
     assert one(m, cohort=FEB)["cac"] == approx(150)
 
 
 def test_cac_given_directly_number_and_dict():
-    m = _two_cohorts().metrics(cac=20)
+    m = _two_cohorts().metrics(margin=1.0, cac=20)
     assert one(m, cohort=JAN)["cac"] == approx(20) and one(m, cohort=JAN)["spend"] == approx(80)
     assert one(m, cohort=FEB)["cac"] == approx(20) and one(m, cohort=FEB)["spend"] == approx(40)
-    m = _two_cohorts().metrics(cac={"2024-01": 20, D(2024, 2, 1): 30})
+    m = _two_cohorts().metrics(margin=1.0, cac={"2024-01": 20, D(2024, 2, 1): 30})
     assert one(m, cohort=JAN)["cac"] == approx(20) and one(m, cohort=JAN)["spend"] == approx(80)
     assert one(m, cohort=FEB)["cac"] == approx(30) and one(m, cohort=FEB)["spend"] == approx(60)
 
@@ -689,7 +689,7 @@ def payer36():
     ],
 )
 def test_payback_bands_monthly(payer36, cac, age, status):
-    r = payer36.metrics(cac=cac).row(0, named=True)
+    r = payer36.metrics(margin=1.0, cac=cac).row(0, named=True)
     assert r["observed_ages"] == 36
     assert r["payback_age"] == age
     assert r["payback_status"] == status
@@ -698,11 +698,11 @@ def test_payback_bands_monthly(payer36, cac, age, status):
 def test_payback_only_within_observed_ages():
     # as_of 2020-06-01: ages 0..4 observed, cum 50 max. cac 60 would be reached at age 5 later: not yet.
     table = _monthly_payer(as_of="2020-06-01")
-    r = table.metrics(cac=60).row(0, named=True)
+    r = table.metrics(margin=1.0, cac=60).row(0, named=True)
     assert r["observed_ages"] == 5
     assert r["revenue_to_date"] == approx(50)
     assert r["payback_age"] is None and r["payback_status"] == "not yet paid back"
-    r = table.metrics(cac=50).row(0, named=True)
+    r = table.metrics(margin=1.0, cac=50).row(0, named=True)
     assert r["payback_age"] == 4 and r["payback_status"] == "self-funding"
 
 
@@ -712,7 +712,7 @@ def test_payback_is_per_customer_not_per_signup():
     signups = pl.DataFrame({"user_id": ["u", "v"], "signup_ts": [DT(2020, 1, 1), DT(2020, 1, 2)]})
     rows = [("u", f"{2020 + i // 12}-{i % 12 + 1:02d}-05", 10) for i in range(36)]
     table = build(make_orders(rows), signups=signups, horizon=36, as_of="2023-01-01")
-    r = table.metrics(cac=100).row(0, named=True)
+    r = table.metrics(margin=1.0, cac=100).row(0, named=True)
     assert (r["cohort_size"], r["customers"]) == (2, 1)
     assert r["payback_age"] == 9 and r["payback_status"] == "self-funding"
     assert r["ltr"] == approx(180) and r["ltv_per_customer"] == approx(360)
@@ -726,7 +726,7 @@ def test_payback_bands_quarterly(cac, age, status):
     # pays 30 every quarter from 2020Q1, 12 quarters observed; months = (age + 1) × 3
     rows = [("u", f"{2020 + q // 4}-{(q % 4) * 3 + 1:02d}-10", 30) for q in range(12)]
     table = build(make_orders(rows), horizon=12, period="quarter", as_of="2023-01-01")
-    r = table.metrics(cac=cac).row(0, named=True)
+    r = table.metrics(margin=1.0, cac=cac).row(0, named=True)
     assert r["observed_ages"] == 12
     assert (r["payback_age"], r["payback_status"]) == (age, status)
 
@@ -737,7 +737,7 @@ def test_payback_bands_weekly(cac, age, status):
     start = D(2024, 1, 3)  # a Wednesday in ISO week starting Monday 2024-01-01
     rows = [("u", (start + dt.timedelta(weeks=w)).isoformat(), 10) for w in range(60)]
     table = build(make_orders(rows), horizon=60, period="week", as_of=(D(2024, 1, 1) + dt.timedelta(weeks=60)).isoformat())
-    r = table.metrics(cac=cac).row(0, named=True)
+    r = table.metrics(margin=1.0, cac=cac).row(0, named=True)
     assert r["observed_ages"] == 60
     assert (r["payback_age"], r["payback_status"]) == (age, status)
 
@@ -748,7 +748,7 @@ def test_payback_bands_daily(cac, age, status):
     start = D(2024, 1, 1)
     rows = [("u", (start + dt.timedelta(days=d)).isoformat() + " 12:00", 1) for d in range(400)]
     table = build(make_orders(rows), horizon=400, period="day", as_of=(start + dt.timedelta(days=400)).isoformat())
-    r = table.metrics(cac=cac).row(0, named=True)
+    r = table.metrics(margin=1.0, cac=cac).row(0, named=True)
     assert r["observed_ages"] == 400
     assert (r["payback_age"], r["payback_status"]) == (age, status)
 
@@ -966,9 +966,9 @@ def test_summary_names_best_and_worst_channels():
 def test_summary_names_best_and_worst_cohorts():
     # Jan cohort: 4 customers × 100, Feb cohort: 2 customers × 100 but spend differs: Jan cac 10, Feb cac 200
     m_spend = {"2024-01": 40, "2024-02": 400}
-    s = _two_cohorts().summary(spend=m_spend, min_size=1)  # cohorts of 4 and 2: named only from min_size 1
+    s = _two_cohorts().summary(margin=1.0, spend=m_spend, min_size=1)  # cohorts of 4 and 2: named only from min_size 1
     assert isinstance(s, str)
-    default = _two_cohorts().summary(spend=m_spend)
+    default = _two_cohorts().summary(margin=1.0, spend=m_spend)
     assert "best and worst are not named (min_size)" in default and "Worst cohort" not in default
     best_line = next(line for line in s.splitlines() if "best" in line.lower())
     worst_line = next(line for line in s.splitlines() if "worst" in line.lower())
@@ -995,31 +995,31 @@ def test_invalid_argument_error_is_a_value_error():
 )
 def test_spend_period_without_cohort_is_named(spend):
     with pytest.raises(ltrcore.InvalidArgumentError, match="2023-06"):
-        _two_cohorts().metrics(spend=spend)
+        _two_cohorts().metrics(margin=1.0, spend=spend)
 
 
 def test_cac_period_without_cohort_is_an_error():
     with pytest.raises(ltrcore.InvalidArgumentError, match="2023-06"):
-        _two_cohorts().metrics(cac={"2023-06": 10, "2024-01": 5})
+        _two_cohorts().metrics(margin=1.0, cac={"2023-06": 10, "2024-01": 5})
 
 
 def test_unknown_channel_value(channels):
     spend = spend_frame([("2024-01", "fb", 100.0), ("2024-01", "tiktok", 100.0)], ["period", "channel", "spend"])
     with pytest.raises(ltrcore.InvalidArgumentError):
-        channels.metrics(spend=spend)
+        channels.metrics(margin=1.0, spend=spend)
 
 
 def test_channel_column_without_by():
     spend = spend_frame([("2024-01", "fb", 100.0)], ["period", "channel", "spend"])
     with pytest.raises(ltrcore.InvalidArgumentError):
-        _two_cohorts().metrics(spend=spend)
+        _two_cohorts().metrics(margin=1.0, spend=spend)
 
 
 def test_channel_column_not_in_by(channels):
     # by = channel; a spend table keyed by another column ("country") cannot be attributed
     spend = pl.DataFrame({"period": ["2024-01"], "country": ["de"], "spend": [100.0]})
     with pytest.raises(ltrcore.InvalidArgumentError):
-        channels.metrics(spend=spend)
+        channels.metrics(margin=1.0, spend=spend)
 
 
 @pytest.mark.parametrize(
@@ -1029,13 +1029,13 @@ def test_channel_column_not_in_by(channels):
 )
 def test_negative_spend(spend):
     with pytest.raises(ltrcore.InvalidArgumentError):
-        _two_cohorts().metrics(spend=spend)
+        _two_cohorts().metrics(margin=1.0, spend=spend)
 
 
 def test_negative_detailed_spend(channels):
     spend = spend_frame([("2024-01", "fb", 100.0, -500.0)], ["period", "channel", "campaign", "wages"])
     with pytest.raises(ltrcore.InvalidArgumentError):
-        channels.metrics(spend=spend)
+        channels.metrics(margin=1.0, spend=spend)
 
 
 @pytest.mark.parametrize("margin", [0, 0.0, -0.5, 1.0001, 1.5, 100, float("nan")])
@@ -1060,7 +1060,7 @@ def test_margin_column_value_outside_unit_interval(channels):
 @pytest.mark.parametrize("rate", [-0.01, -1.0])
 def test_negative_discount_rate(rate):
     with pytest.raises(ltrcore.InvalidArgumentError):
-        _two_cohorts().metrics(discount_rate=rate)
+        _two_cohorts().metrics(margin=1.0, discount_rate=rate)
 
 
 def test_unknown_projection_method():
@@ -1070,7 +1070,7 @@ def test_unknown_projection_method():
 
 def test_errors_also_from_summary():
     with pytest.raises(ltrcore.InvalidArgumentError):
-        _two_cohorts().summary(spend=-1)
+        _two_cohorts().summary(margin=1.0, spend=-1)
     with pytest.raises(ltrcore.InvalidArgumentError):
         _two_cohorts().summary(spend=100, margin=2)
 
@@ -1089,13 +1089,13 @@ def test_non_finite_spend_in_channel_table(channels, rows):
     # ltv_cac (and a NaN ltv_cac must never be judged "healthy").
     spend = spend_frame(rows, ["period", "channel", "spend"])
     with pytest.raises(ltrcore.InvalidArgumentError):
-        channels.metrics(spend=spend)
+        channels.metrics(margin=1.0, spend=spend)
 
 
 def test_non_finite_detailed_component(channels):
     spend = spend_frame([("2024-01", "fb", float("nan"), 0.0)], ["period", "channel", "campaign", "wages"])
     with pytest.raises(ltrcore.InvalidArgumentError):
-        channels.metrics(spend=spend)
+        channels.metrics(margin=1.0, spend=spend)
 
 
 @pytest.mark.parametrize(
@@ -1107,7 +1107,7 @@ def test_spend_period_after_last_cohort_is_named(spend):
     # The spec: spend periods that match no cohort are an error naming them. A typo'd future period
     # (2030 for 2023) must not be dropped silently.
     with pytest.raises(ltrcore.InvalidArgumentError, match="2030-01"):
-        _two_cohorts().metrics(spend=spend)
+        _two_cohorts().metrics(margin=1.0, spend=spend)
 
 
 def test_overhead_is_conserved_when_a_cohort_has_no_channel():
@@ -1118,7 +1118,7 @@ def test_overhead_is_conserved_when_a_cohort_has_no_channel():
     rows += [("s3", "2024-02-11", 100, "search"), ("x1", "2024-02-12", 100, None)]
     table = build(make_orders(rows, channel=True), by="channel", as_of="2024-03-01")
     spend = spend_frame([("2024-02", "fb", 0.0), ("2024-02", None, 600.0)], ["period", "channel", "spend"])
-    m = table.metrics(spend=spend)
+    m = table.metrics(margin=1.0, spend=spend)
     assert m.get_column("spend").sum() == pytest.approx(600), m.select("channel", "spend")
 
 
@@ -1176,7 +1176,7 @@ def test_spend_allocation_matches_reference(rows, srows, detailed):
         for ch in channels:
             share = weight[ch] / total_w if total_w > 0 else 1 / len(channels)
             expect[(period, ch)] = direct[ch] + overhead * share
-    got = table.metrics(spend=spend)
+    got = table.metrics(margin=1.0, spend=spend)
     for r in got.iter_rows(named=True):
         key = (r["cohort"], r["channel"])
         if key not in expect:
@@ -1196,15 +1196,15 @@ def test_spend_allocation_matches_reference(rows, srows, detailed):
 
 def test_spend_for_the_running_period_is_ignored_but_later_periods_are_errors():
     table = _two_cohorts()  # cohorts Jan and Feb 2024, as_of 2024-03-01: March is running
-    m = table.metrics(spend={"2024-01": 400, "2024-02": 200, "2024-03": 999})
+    m = table.metrics(margin=1.0, spend={"2024-01": 400, "2024-02": 200, "2024-03": 999})
     assert one(m, cohort=dt.date(2024, 1, 1))["cac"] == pytest.approx(100)
     with pytest.raises(ltrcore.InvalidArgumentError, match="2024-04"):
-        table.metrics(spend={"2024-01": 400, "2024-04": 1})
+        table.metrics(margin=1.0, spend={"2024-01": 400, "2024-04": 1})
 
 
 def test_a_date_inside_a_period_names_that_period():
     table = _two_cohorts()
-    m = table.metrics(spend={dt.date(2024, 1, 17): 400, "2024-02-29": 200})
+    m = table.metrics(margin=1.0, spend={dt.date(2024, 1, 17): 400, "2024-02-29": 200})
     assert one(m, cohort=dt.date(2024, 1, 1))["spend"] == pytest.approx(400)
     assert one(m, cohort=dt.date(2024, 2, 1))["cac"] == pytest.approx(100)
 
@@ -1214,7 +1214,7 @@ def test_a_by_column_called_segment_does_not_clash_with_internal_names():
     orders = make_orders(rows, channel=True).rename({"channel": "segment"})
     table = build(orders, by="segment", as_of="2024-03-01")
     assert table.to_polars().columns[0] == "segment"
-    assert sorted(table.metrics(cac=10).get_column("segment").to_list()) == ["x", "x", "y"]
+    assert sorted(table.metrics(margin=1.0, cac=10).get_column("segment").to_list()) == ["x", "x", "y"]
 
 
 # --- exact decisions (issue 13, item 1) ---------------------------------------------------------
@@ -1293,11 +1293,11 @@ def test_spend_before_since_is_left_out_with_a_warning():
     table = ltrcore.cohorts(orders, horizon=2, since="2024-02-01", as_of="2024-03-01")
     for spend in ({"2024-01": 100, "2024-02": 50}, pl.DataFrame({"month": ["2024-01", "2024-02"], "spend": [100.0, 50.0]})):
         with pytest.warns(ltrcore.SpendIgnoredWarning, match="2024-01-01 is before since"):
-            m = table.metrics(spend=spend)
+            m = table.metrics(margin=1.0, spend=spend)
         row = m.row(0, named=True)
         assert (str(row["cohort"]), row["spend"], row["ltv_cac"]) == ("2024-02-01", 50.0, 0.6)
     with pytest.raises(ltrcore.InvalidArgumentError, match="no cohort: 2031-01-01"):
-        table.metrics(spend={"2031-01": 5})
+        table.metrics(margin=1.0, spend={"2031-01": 5})
 
 
 def test_summary_says_when_nothing_is_complete_and_when_seasonality_cannot_be_judged():
@@ -1305,7 +1305,7 @@ def test_summary_says_when_nothing_is_complete_and_when_seasonality_cannot_be_ju
     says exactly that (not "no acquisition cost given"). As of March: two complete months, fewer
     than 12, so seasonality cannot be judged yet."""
     orders = make_orders([("a", "2024-01-05", 10), ("b", "2024-01-20", 20)])
-    nothing = build(orders, horizon=3, as_of="2024-01-15").summary(spend={"2024-01": 5})
+    nothing = build(orders, horizon=3, as_of="2024-01-15").summary(margin=1.0, spend={"2024-01": 5})
     assert "No complete month yet" in nothing and "No acquisition cost" not in nothing, nothing
-    early = build(orders, horizon=3, as_of="2024-03-01").summary(spend={"2024-01": 5}, min_size=1)
+    early = build(orders, horizon=3, as_of="2024-03-01").summary(margin=1.0, spend={"2024-01": 5}, min_size=1)
     assert "Fewer than 12 complete months of data (2): seasonality cannot be judged yet." in early, early

@@ -265,7 +265,7 @@ def test_too_few_mature_cohorts_leave_cells_null_and_flagged():
     # min_cohorts = 9: no factor can be estimated; every unobserved cell is null and flagged.
     nine = table.project(min_cohorts=9)
     assert (nine["unprojectable"] == nine["ltr"].is_null()).all() and not nine["projected"].any()
-    m = table.metrics(projected=True)
+    m = table.metrics(margin=1.0, projected=True)
     young = m.filter(pl.col("cohort") >= dt.date(2021, 3, 1))
     assert young["ltr"].null_count() == 2 and young["clv"].null_count() == 2
     assert m.filter(pl.col("cohort") < dt.date(2021, 3, 1))["ltr"].null_count() == 0

@@ -124,7 +124,7 @@ def test_segment_values_are_escaped(data: demo.DemoData) -> None:
 
 def test_without_by_spend_or_activity(data: demo.DemoData) -> None:
     t = _cohorts(data.orders, tz="UTC")  # first-purchase cohorts, no segments, no signups or activity
-    out = t.to_html()
+    out = t.to_html(margin=0.5)
     assert out.count("<svg") >= 4
     assert "<section id='summary'>" not in out
     assert "<th>verdict</th>" not in out and "class='legend'" not in out  # no verdict column or legend

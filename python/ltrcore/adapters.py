@@ -177,9 +177,27 @@ def _dataset(path: str | os.PathLike[str], table: str = "input") -> Any:
             raise StreamError(f"{table}: {text!r} is an empty file (0 bytes), not a {fmt} file")
         source = p
     try:
-        return ds.dataset(source, format=fmt)
+        dataset = ds.dataset(source, format=fmt)
+        empty = not _has_rows(dataset)
     except (pa.ArrowException, OSError) as err:
         raise StreamError(f"{table}: cannot read {text!r} as {fmt}: {_first_line(err)}") from err
+    if empty:
+        # A monthly job must not ship a report of nothing; a header-only CSV would otherwise surface
+        # as columns of type null.
+        raise InvalidArgumentError(f"{table}: no rows in {text!r}")
+    return dataset
+
+
+def _has_rows(dataset: Any) -> bool:
+    """Whether any file of ``dataset`` holds a row: parquet from its footer, other formats from
+    their first non-empty batch, stopping at the first file that has one."""
+    for fragment in dataset.get_fragments():
+        if type(fragment).__name__ == "ParquetFileFragment":
+            if fragment.count_rows() > 0:
+                return True
+        elif any(batch.num_rows for batch in fragment.to_batches()):
+            return True
+    return False
 
 
 def _first_line(err: BaseException) -> str:

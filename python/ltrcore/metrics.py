@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -486,36 +486,65 @@ class _SpendRow:
     margin: Fraction | None
 
 
-def _spend_table(
-    table: CohortTable, rows: list[dict[str, Any]], frame: pl.DataFrame, margin: Any, margin_column: str | None, by_period: Any
-) -> Costs:
-    keys = _keys(table)
-    period_col = next((c for c in ("period", "month") if c in frame.columns), None)
+@dataclass(frozen=True)
+class _SpendColumns:
+    """What each column of a spend table is."""
+
+    period: str
+    channel: str | None
+    amounts: list[str]
+    weight: str | None  # direct spend: how overhead is shared out
+
+
+def _spend_columns(columns: list[str], by: list[str], margin_column: str | None) -> _SpendColumns:
+    """Reads a spend table's columns against the segments ``by``, or raises naming what is wrong.
+    Needs no cohorts, so the command line checks a spend file before any work."""
+    period_col = next((c for c in ("period", "month") if c in columns), None)
     if period_col is None:
-        raise InvalidArgumentError(f"the spend table needs a 'period' or 'month' column; it has {frame.columns}")
-    channel_cols = [c for c in frame.columns if c in table.by]
-    detailed = [c for c in SPEND_COMPONENTS if c in frame.columns]
-    has_total = "spend" in frame.columns
+        raise InvalidArgumentError(f"the spend table needs a 'period' or 'month' column; it has {columns}")
+    channel_cols = [c for c in columns if c in by]
+    detailed = [c for c in SPEND_COMPONENTS if c in columns]
+    has_total = "spend" in columns
     if has_total and detailed:
         raise InvalidArgumentError("the spend table has both 'spend' and detailed components; use one or the other")
     if not has_total and not detailed:
         raise InvalidArgumentError(
-            f"the spend table needs a 'spend' column or the components {', '.join(SPEND_COMPONENTS)}; it has {frame.columns}"
+            f"the spend table needs a 'spend' column or the components {', '.join(SPEND_COMPONENTS)}; it has {columns}"
         )
     known = {period_col, "spend", *SPEND_COMPONENTS, *channel_cols, *([margin_column] if margin_column else [])}
-    unknown = [c for c in frame.columns if c not in known]
+    unknown = [c for c in columns if c not in known]
     if unknown:
+        channels = f"a channel column must be one of by={by}" if by else f"a channel column needs by={unknown[0]!r} (--by {unknown[0]})"
         raise InvalidArgumentError(
-            f"spend column(s) {unknown} are not understood: a channel column must be one of by={table.by}, "
-            f"amounts are 'spend' or {', '.join(SPEND_COMPONENTS)}"
+            f"spend column(s) {unknown} are not understood: {channels}; amounts are 'spend' or {', '.join(SPEND_COMPONENTS)}"
         )
-    if margin_column is not None and margin_column not in frame.columns:
-        raise InvalidArgumentError(f"margin column {margin_column!r} is not in the spend table ({frame.columns})")
+    if margin_column is not None and margin_column not in columns:
+        raise InvalidArgumentError(f"margin column {margin_column!r} is not in the spend table ({columns})")
     if len(channel_cols) > 1:
         raise InvalidArgumentError(f"the spend table may have one channel column; it has {channel_cols}")
-    channel = channel_cols[0] if channel_cols else None
-    amount_cols = ["spend"] if has_total else detailed
-    weight_col = "spend" if has_total else "campaign" if "campaign" in detailed else None
+    return _SpendColumns(
+        period=period_col,
+        channel=channel_cols[0] if channel_cols else None,
+        amounts=["spend"] if has_total else detailed,
+        weight="spend" if has_total else "campaign" if "campaign" in detailed else None,
+    )
+
+
+def check_spend_columns(spend: Any, by: Sequence[str] | str | None, margin: Any = None) -> None:
+    """Checks a spend table's columns against the segments ``by`` (a ``CohortSpec``'s, or the
+    command line's) before any cohort is computed; raises ``InvalidArgumentError`` naming the problem."""
+    if spend is None or not _is_table(spend):
+        return
+    segments = [by] if isinstance(by, str) else list(by or [])
+    _spend_columns(_spend_frame(spend).columns, segments, margin if isinstance(margin, str) else None)
+
+
+def _spend_table(
+    table: CohortTable, rows: list[dict[str, Any]], frame: pl.DataFrame, margin: Any, margin_column: str | None, by_period: Any
+) -> Costs:
+    keys = _keys(table)
+    shape = _spend_columns(frame.columns, table.by, margin_column)
+    period_col, channel, amount_cols, weight_col = shape.period, shape.channel, shape.amounts, shape.weight
     periods = {c["cohort"] for c in rows}
 
     # Each spend row exactly: its period, channel, total, weight (direct spend: how overhead is
@@ -627,6 +656,31 @@ def _discount_rate(discount_rate: Any) -> float:
     return rate
 
 
+#: Columns of ``metrics()`` that need the gross margin: null when none is given, so no profit
+#: figure or verdict ever rests on an assumed 100 % margin.
+PROFIT_COLUMNS = (
+    "ltv", "clv", "clv_per_customer", "customer_equity", "ltv_per_customer", "ltv_cac", "net_value", "romi",
+    "payback_age", "payback_basis", "payback_status", "payback", "verdict", "verdict_basis", "advice",
+)  # fmt: skip
+#: The same for ``channels()``.
+CHANNEL_PROFIT_COLUMNS = (
+    "ltv_per_customer_observed", "ltv_per_customer_projected", "ltv_cac", "verdict", "verdict_basis", "advice",
+    "payback_age", "payback_basis", "payback_status", "payback", "romi", "clv_per_signup", "clv_per_customer",
+    "customer_equity",
+)  # fmt: skip
+
+
+def _margin_or_one(margin: Any) -> Any:
+    """The margin to compute with: without one, revenue-based values (margin 1) whose profit columns
+    are then dropped to null by ``_without``."""
+    return 1 if margin is None else margin
+
+
+def _without(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
+    """``frame`` with ``columns`` null (same dtypes)."""
+    return frame.with_columns(pl.lit(None, dtype=frame.schema[c]).alias(c) for c in columns)
+
+
 def _projection_mode(projected: Any) -> bool | Literal["auto"]:
     if isinstance(projected, bool):
         return projected
@@ -638,7 +692,7 @@ def _projection_mode(projected: Any) -> bool | Literal["auto"]:
 def metrics(
     table: CohortTable,
     spend: Any = None,
-    margin: float | str = 1.0,
+    margin: float | str | None = None,
     discount_rate: float = 0.0,
     cac: Any = None,
     projected: bool | Literal["auto"] = False,
@@ -656,11 +710,17 @@ def metrics(
     tell: no customers yet" while too young). Payback beyond the observed ages comes from the
     projection where there is one (``payback_basis`` ``projected``); ``payback`` says it in words,
     "not within N observed months" when it is not reached, never an invented month.
+
+    ``margin``: the gross margin (a number in (0, 1], or a column of the spend table). Without it
+    (the default) nothing is assumed: the revenue-based ``ltr_cac`` (revenue per customer ÷ CAC),
+    DRR and CAC are given, and every column that needs a margin (``PROFIT_COLUMNS``: LTV, CLV,
+    LTV/CAC, ROMI, payback, verdicts) is null. ``ltr_cac`` is there with a margin too.
     """
     mode = _projection_mode(projected)
     rate = _discount_rate(discount_rate)
-    costs, exact_costs = _spend_per_cohort(table, spend, cac, margin)
-    return _metrics_of(table, costs, exact_costs, rate, mode).drop("__projection")
+    costs, exact_costs = _spend_per_cohort(table, spend, cac, _margin_or_one(margin))
+    out = _metrics_of(table, costs, exact_costs, rate, mode).drop("__projection")
+    return _without(out, PROFIT_COLUMNS) if margin is None else out
 
 
 def _metrics_of(
@@ -768,6 +828,7 @@ def _per_cohort(table: CohortTable, costs: pl.DataFrame, exact_costs: Costs, rat
             "cac_per_signup",
             "ltv_per_customer",
             "ltv_cac",
+            "ltr_cac",
             "net_value",
             "drr",
             "romi",
@@ -868,8 +929,10 @@ def _decide(
             value_revenue = revenue[-1] if revenue else Fraction(0)
         customers = r["customers"] or 0
         ratio: Fraction | float | None = None
+        revenue_ratio: Fraction | float | None = None
         if spend is not None and spend > 0 and customers and value_revenue is not None:
             ratio = margin * value_revenue / spend
+            revenue_ratio = value_revenue / spend
         if spend is not None and spend > 0 and not customers:
             verdict: str | None = NO_CUSTOMERS if basis == OBSERVED else TOO_EARLY_NO_CUSTOMERS
         else:
@@ -894,6 +957,7 @@ def _decide(
             {
                 **dict(zip(keys, key)),
                 "ltv_cac": None if ratio is None else float(ratio),
+                "ltr_cac": None if revenue_ratio is None else float(revenue_ratio),
                 "drr": drr,
                 "romi": romi,
                 "payback_age": payback,
@@ -906,6 +970,7 @@ def _decide(
         )
     decided: dict[str, pl.DataType] = {
         "ltv_cac": pl.Float64(),
+        "ltr_cac": pl.Float64(),
         "drr": pl.Float64(),
         "romi": pl.Float64(),
         "payback_age": pl.Int64(),
@@ -940,7 +1005,7 @@ class _Cohort:
 def channels(
     table: CohortTable,
     spend: Any = None,
-    margin: float | str = 1.0,
+    margin: float | str | None = None,
     discount_rate: float = 0.0,
     cac: Any = None,
     projected: bool | Literal["auto"] = "auto",
@@ -965,11 +1030,13 @@ def channels(
     cohorts with spend that reach the horizon (observed or projected) covers their pooled spend,
     ``projected`` unless every one of them was observed at that age; without such cohorts, over
     the ages every cohort with spend has observed. ``customer_equity``: Σ CLV over the customers
-    (on each cohort's basis), with ``clv_per_signup`` and ``clv_per_customer``.
+    (on each cohort's basis), with ``clv_per_signup`` and ``clv_per_customer``. ``ltr_cac = Σ revenue
+    ÷ Σ spend`` is revenue-based; without ``margin`` it is the only ratio (``CHANNEL_PROFIT_COLUMNS``
+    are null, as in ``metrics``).
     """
     mode = _projection_mode(projected)
     rate = _discount_rate(discount_rate)
-    costs, exact_costs = _spend_per_cohort(table, spend, cac, margin)
+    costs, exact_costs = _spend_per_cohort(table, spend, cac, _margin_or_one(margin))
     keys = _keys(table)
     per = _metrics_of(table, costs, exact_costs, rate, mode)
     cum = _exact_revenue(table)
@@ -1008,7 +1075,8 @@ def channels(
     schema: dict[str, Any] = {b: per.schema[b] for b in table.by}
     schema.update(CHANNEL_SCHEMA)
     out = pl.DataFrame(rows, schema=schema)
-    return out.with_columns(pl.col("verdict").replace_strict(ADVICE, default=None, return_dtype=pl.String).alias("advice"))
+    out = out.with_columns(pl.col("verdict").replace_strict(ADVICE, default=None, return_dtype=pl.String).alias("advice"))
+    return _without(out, CHANNEL_PROFIT_COLUMNS) if margin is None else out
 
 
 CHANNEL_SCHEMA: dict[str, Any] = {
@@ -1025,6 +1093,7 @@ CHANNEL_SCHEMA: dict[str, Any] = {
     "ltr_per_customer_projected": pl.Float64,
     "ltv_per_customer_projected": pl.Float64,
     "ltv_cac": pl.Float64,
+    "ltr_cac": pl.Float64,
     "verdict": pl.String,
     "verdict_basis": pl.String,
     "payback_age": pl.Int32,
@@ -1071,7 +1140,7 @@ def _pooled(cohorts: list[_Cohort], h: int, period: str) -> dict[str, Any]:
         clv_per_signup=None if equity is None else _per(equity, signups),
         clv_per_customer=None if equity is None else _per(equity, customers),
     )
-    verdict = basis = ratio = drr = romi = None
+    verdict = basis = ratio = revenue_ratio = drr = romi = None
     payback: tuple[int | None, str | None, str | None, str | None] = (None, None, None, None)
     if spend is not None:
         bases = {c.basis for c in paid}
@@ -1084,6 +1153,7 @@ def _pooled(cohorts: list[_Cohort], h: int, period: str) -> dict[str, Any]:
             romi = float((value - spend) / spend)
             if paid_customers:
                 ratio = value / spend
+                revenue_ratio = revenue / spend
                 verdict = _judged(ratio, basis)
             else:
                 verdict = NO_CUSTOMERS if basis == OBSERVED else TOO_EARLY_NO_CUSTOMERS
@@ -1093,6 +1163,7 @@ def _pooled(cohorts: list[_Cohort], h: int, period: str) -> dict[str, Any]:
             payback = (None, None, None, NEVER_PAID_BACK)
     out.update(
         ltv_cac=None if ratio is None else float(ratio),
+        ltr_cac=None if revenue_ratio is None else float(revenue_ratio),
         verdict=verdict,
         verdict_basis=None if verdict is None else basis,
         payback_age=payback[0],
@@ -1145,7 +1216,7 @@ def _money(value: float | None) -> str:
 def summary(
     table: CohortTable,
     spend: Any = None,
-    margin: float | str = 1.0,
+    margin: float | str | None = None,
     discount_rate: float = 0.0,
     cac: Any = None,
     min_size: int = 30,
@@ -1159,7 +1230,7 @@ def summary(
         raise InvalidArgumentError(f"min_size must be a non-negative integer; got {min_size!r}")
     mode = _projection_mode(projected)
     rate = _discount_rate(discount_rate)
-    costs, exact_costs = _spend_per_cohort(table, spend, cac, margin)
+    costs, exact_costs = _spend_per_cohort(table, spend, cac, _margin_or_one(margin))
     m = _metrics_of(table, costs, exact_costs, rate, mode).drop("__projection")
     lines = [
         f"{m.height} cohort(s), {table.period}ly, horizon {table.horizon}, tz {table.tz}; "
@@ -1178,6 +1249,8 @@ def summary(
             f"Fewer than {SEASONALITY_MONTHS} complete months of data ({span / 30.4375:.0f}): seasonality cannot be judged yet."
         )
     rated = m.filter(pl.col("verdict").is_not_null())
+    if margin is None and rated.height:
+        return "\n".join(lines + _revenue_based_lines(table, spend, discount_rate, cac, mode))
     if rated.height == 0:
         mean_ltr = m.select(pl.col("ltr").mean()).item() or 0.0
         lines.append(
@@ -1245,6 +1318,33 @@ def summary(
     if worst is not None:
         lines.append("Next: " + ADVICE[worst["verdict"]])
     return "\n".join(lines)
+
+
+def _revenue_based_lines(table: CohortTable, spend: Any, discount_rate: float, cac: Any, mode: Any) -> list[str]:
+    """The summary without a margin: LTR/CAC per channel, revenue-based, and no verdict."""
+    lines = [
+        "No margin given, so no LTV, payback or verdict: a profit judgement needs the gross margin (margin=, "
+        "--margin on the command line). LTR/CAC below is revenue-based; LTV/CAC = LTR/CAC × margin."
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SpendIgnoredWarning)  # said once already
+        per_channel = channels(table, spend=spend, discount_rate=discount_rate, cac=cac, projected=mode)
+
+    def line(name: str, row: dict[str, Any]) -> str:
+        ratio = "undefined (no customers)" if row["ltr_cac"] is None else f"{row['ltr_cac']:.2f}"
+        return (
+            f"{name}: LTR/CAC {ratio}, revenue-based; spend {_money(row['spend'])}, {row['customers']:,} customers, "
+            f"CAC {_money(row['cac'])}."
+        )
+
+    if table.by:
+        lines.append("By channel (all cohorts pooled):")
+        segments = per_channel.filter(~pl.col("total")).sort(
+            pl.col("ltr_cac").fill_null(float("-inf")), descending=True, maintain_order=True
+        )
+        lines += ["  " + line(", ".join(f"{b}={row[b]}" for b in table.by), row) for row in segments.iter_rows(named=True)]
+    lines.append(line("All cohorts", per_channel.filter(pl.col("total")).row(0, named=True)))
+    return lines
 
 
 def _channel_line(name: str, row: dict[str, Any]) -> str:

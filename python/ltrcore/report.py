@@ -324,7 +324,8 @@ class _Charts:
         against the segment's CAC per customer (dashed line)."""
         curve = _with_segment(table, table.ltr()).filter(pl.col("complete"))
         keys = [*table.by, "cohort"]
-        title = "Cumulative margin per customer vs CAC" if money else "LTR per signup by cohort"
+        what = "revenue" if margin is None else "margin"
+        title = f"Cumulative {what} per customer vs CAC" if money else "LTR per signup by cohort"
         if curve.height == 0:
             return self.empty(title, "no complete cells yet")
         cohorts = table.cohorts
@@ -335,7 +336,7 @@ class _Charts:
                 [*keys, SEG, "customers", "spend",
                  # the cohort's margin, also when it comes from a spend-table column
                  (pl.when(pl.col("ltr") != 0).then(pl.col("ltv") / pl.col("ltr")).otherwise(
-                     pl.lit(float(margin)) if not isinstance(margin, str) else None)).alias("__margin")]
+                     pl.lit(1.0 if margin is None else float(margin)) if not isinstance(margin, str) else None)).alias("__margin")]
             )
             curve = curve.join(per.drop(SEG), on=keys, how="left", nulls_equal=True)
             curve = curve.with_columns(
@@ -410,7 +411,7 @@ class _Charts:
             ax.set_title(_mpl_text(head + sub), loc="left", fontsize=9.5, fontweight="bold")
             ax.grid(True, color="#e4e7eb", lw=0.6)
             if idx % ncols == 0:
-                ax.set_ylabel("cumulative margin / customer" if money else "LTR per signup")
+                ax.set_ylabel(f"cumulative {what} / customer" if money else "LTR per signup")
             if idx // ncols == nrows - 1 or idx + ncols >= k:
                 ax.set_xlabel(f"age ({table.period}s)")
                 ax.xaxis.set_tick_params(labelbottom=True)
@@ -474,7 +475,8 @@ def _params(table: CohortTable, margin: Any, discount_rate: float, money: str) -
         ("segments (by)", ", ".join(table.by) if table.by else "none"),
         ("as of", as_of),
         (f"last complete {table.period}", _period_label(lc, table.period) if lc else "none"),
-        ("margin", f"column {margin!r} of the spend table" if isinstance(margin, str) else f"{float(margin):.4g}"),
+        ("margin", "not given: revenue-based figures, no LTV or verdict" if margin is None
+         else f"column {margin!r} of the spend table" if isinstance(margin, str) else f"{float(margin):.4g}"),
         ("discount rate (annual)", f"{float(discount_rate):.1%}"),
         ("min_amount (paying order >)", table.min_amount),
         ("tracking since", table.since if table.since is not None else "all data"),
@@ -520,8 +522,9 @@ def _cells(table: CohortTable, r: dict[str, Any], cols: list[tuple[str, str, str
     return tds
 
 
-def _channels_table(table: CohortTable, channels: pl.DataFrame, money: bool) -> str:
-    """One row per channel pooled over its cohorts, and the total row."""
+def _channels_table(table: CohortTable, channels: pl.DataFrame, money: bool, profit: bool) -> str:
+    """One row per channel pooled over its cohorts, and the total row. Without a margin
+    (``profit`` false) revenue-based columns stand where LTV, verdicts and payback would."""
     cols: list[tuple[str, str, str]] = [
         ("__label", " / ".join(table.by) if table.by else "channel", "label"),
         ("cohorts", "cohorts", "int"),
@@ -530,11 +533,14 @@ def _channels_table(table: CohortTable, channels: pl.DataFrame, money: bool) -> 
     ]
     if money:
         cols += [("spend", "spend", "money"), ("cac", "CAC", "money")]
+    value = "ltv" if profit else "ltr"
     cols += [
-        ("ltv_per_customer_observed", "LTV / customer at the horizon, observed", "money"),
-        ("ltv_per_customer_projected", "LTV / customer at the horizon, projected", "money"),
+        (f"{value}_per_customer_observed", f"{value.upper()} / customer at the horizon, observed", "money"),
+        (f"{value}_per_customer_projected", f"{value.upper()} / customer at the horizon, projected", "money"),
     ]
-    if money:
+    if money and not profit:
+        cols += [("ltr_cac", "LTR/CAC (revenue-based)", "ratio"), ("drr", "DRR (spend ÷ revenue)", "share")]
+    if money and profit:
         cols += [
             ("ltv_cac", "LTV/CAC", "ratio"),
             ("verdict", "verdict", "verdict"),
@@ -544,7 +550,8 @@ def _channels_table(table: CohortTable, channels: pl.DataFrame, money: bool) -> 
             ("drr", "DRR (spend ÷ revenue)", "share"),
             ("romi", "ROMI", "share"),
         ]
-    cols += [("clv_per_customer", "CLV / customer", "money"), ("customer_equity", "customer equity", "money")]
+    if profit:
+        cols += [("clv_per_customer", "CLV / customer", "money"), ("customer_equity", "customer equity", "money")]
     head = "".join(f"<th>{_e(h)}</th>" for _, h, _ in cols)
     rows = []
     for r in channels.iter_rows(named=True):
@@ -558,7 +565,7 @@ def _channels_table(table: CohortTable, channels: pl.DataFrame, money: bool) -> 
     )
 
 
-def _metrics_table(table: CohortTable, m: pl.DataFrame, money: bool) -> str:
+def _metrics_table(table: CohortTable, m: pl.DataFrame, money: bool, profit: bool) -> str:
     cols: list[tuple[str, str, str]] = [(b, b, "text") for b in table.by]
     cols += [
         ("cohort", "cohort", "cohort"),
@@ -567,11 +574,13 @@ def _metrics_table(table: CohortTable, m: pl.DataFrame, money: bool) -> str:
         ("observed_ages", "ages observed", "int"),
         ("revenue_to_date", "revenue to date", "money"),
         ("ltr", "LTR / signup", "money"),
-        ("ltv", "LTV / signup", "money"),
-        ("clv", "CLV / signup", "money"),
-        ("clv_per_customer", "CLV / customer", "money"),
     ]
-    if money:
+    if profit:
+        cols += [("ltv", "LTV / signup", "money"), ("clv", "CLV / signup", "money"), ("clv_per_customer", "CLV / customer", "money")]
+    if money and not profit:
+        cols += [("spend", "spend", "money"), ("cac", "CAC", "money"), ("ltr_cac", "LTR/CAC (revenue-based)", "ratio"),
+                 ("drr", "DRR", "share")]  # fmt: skip
+    if money and profit:
         cols += [
             ("spend", "spend", "money"),
             ("cac", "CAC", "money"),
@@ -648,7 +657,7 @@ def render_html(
     table: CohortTable,
     *,
     spend: Any = None,
-    margin: float | str = 1.0,
+    margin: float | str | None = None,
     discount_rate: float = 0.0,
     cac: Any = None,
     title: str = "ltrcore cohort report",
@@ -656,11 +665,13 @@ def render_html(
     """One self-contained HTML document (no network needed to open it) reporting ``table``.
 
     ``spend``, ``margin``, ``discount_rate`` and ``cac`` are passed to ``table.metrics`` and
-    ``table.summary``; with ``spend`` or ``cac`` the report adds CAC, LTV/CAC, payback and verdicts.
+    ``table.summary``; with ``spend`` or ``cac`` the report adds CAC and, given a ``margin``, LTV/CAC,
+    payback and verdicts (without a margin, revenue-based LTR/CAC and no verdict).
     Needs matplotlib (``pip install 'ltrcore[report]'``); raises ``LtrcoreError`` without it.
     """
     charts = _Charts()  # imports matplotlib (or raises) before any work
     money = spend is not None or cac is not None
+    profit = margin is not None
     m = table.metrics(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, projected="auto")
     per_channel = table.channels(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac)
     summary = table.summary(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac) if money else None
@@ -722,7 +733,7 @@ def render_html(
             + "Customer equity is the CLV summed over the customers."
         )
         + "</p>",
-        _channels_table(table, per_channel, money),
+        _channels_table(table, per_channel, money, profit),
         "</section>",
         "<section id='parameters'><h2>Parameters</h2>",
         _params(table, margin, discount_rate, cost),
@@ -744,7 +755,9 @@ def render_html(
         + _e(
             "Each thin line is one cohort (darker = older); the thick line pools the cohorts observed at "
             "each age. " + (
-                "The y axis is cumulative margin (revenue × margin) per acquired customer; the dashed red "
+                ("The y axis is cumulative revenue per acquired customer (no margin given, so not profit); "
+                 if not profit else "The y axis is cumulative margin (revenue × margin) per acquired customer; ")
+                + "the dashed red "
                 "line is the CAC per customer (spend ÷ customers, all cohorts), so a curve crossing it has "
                 "paid back its acquisition cost." if money else
                 "The y axis is cumulative revenue per signup (LTR). Pass spend= or cac= to compare with CAC.")
@@ -755,7 +768,10 @@ def render_html(
         f"<figure>{svgs[3]}</figure></section>",
         "<section id='metrics'><h2>Metrics per cohort</h2>",
     ]
-    if money:
+    if money and not profit:
+        out.append("<p class='note'>No margin given, so no LTV, payback or verdict: a profit judgement needs the "
+                   "gross margin (margin=, --margin). LTR/CAC is revenue-based (LTV/CAC = LTR/CAC × margin).</p>")
+    elif money:
         out.append(_verdict_legend())
         out.append(
             "<p class='note'>LTV/CAC = LTV per customer ÷ CAC. Payback: the first age whose cumulative "
@@ -767,9 +783,10 @@ def render_html(
             "tell&quot;.</p>"
         )
     else:
-        out.append("<p class='note'>No acquisition cost given: only LTR, LTV (LTR × margin) and CLV (discounted "
-                   "LTV) are shown. Pass spend= or cac= for CAC, LTV/CAC, payback and verdicts.</p>")
-    out += [_metrics_table(table, m, money), "</section>", "<section id='reconciliation'><h2>Reconciliation</h2>",
+        out.append("<p class='note'>No acquisition cost given: only LTR"
+                   + (", LTV (LTR × margin) and CLV (discounted LTV) are" if profit else " is")
+                   + " shown. Pass spend= or cac= for CAC, LTV/CAC, payback and verdicts.</p>")
+    out += [_metrics_table(table, m, money, profit), "</section>", "<section id='reconciliation'><h2>Reconciliation</h2>",
             "<p class='note'>Every input row lands in exactly one reason; the rows add up to the input.</p>",
             "<div class='recons'>"]
     out.append(_recon_table("Orders", table.reconciliation))

@@ -197,7 +197,7 @@ class CohortTable:
     def metrics(
         self,
         spend: Any = None,
-        margin: float | str = 1.0,
+        margin: float | str | None = None,
         discount_rate: float = 0.0,
         cac: Any = None,
         projected: bool | Literal["auto"] = False,
@@ -210,7 +210,7 @@ class CohortTable:
     def channels(
         self,
         spend: Any = None,
-        margin: float | str = 1.0,
+        margin: float | str | None = None,
         discount_rate: float = 0.0,
         cac: Any = None,
         projected: bool | Literal["auto"] = "auto",
@@ -223,7 +223,7 @@ class CohortTable:
     def summary(
         self,
         spend: Any = None,
-        margin: float | str = 1.0,
+        margin: float | str | None = None,
         discount_rate: float = 0.0,
         cac: Any = None,
         min_size: int = 30,
