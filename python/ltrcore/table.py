@@ -192,18 +192,18 @@ class CohortTable:
         ages = [str(a) for a in range(self.horizon)]
         index = long.select([*keys, "cohort_size"]).unique(keys, keep="first", maintain_order=True)
         if long.height == 0:
-            return index.with_columns([pl.lit(None, long.schema[measure]).alias(a) for a in ages])
+            return index.with_columns([pl.lit(None, long.schema["__value"]).alias(a) for a in ages])
         # The row index keeps the table's order and makes null `by` values plain join keys.
         index = index.with_row_index("__row")
         cells = long.join(index.select([*keys, "__row"]), on=keys, how="left", nulls_equal=True)
-        wide = cells.pivot(on="age", index="__row", values=measure, sort_columns=False)
+        wide = cells.pivot(on="age", index="__row", values="__value", sort_columns=False)
         wide = wide.rename({c: str(c) for c in wide.columns})
-        missing = [pl.lit(None, long.schema[measure]).alias(a) for a in ages if a not in wide.columns]
+        missing = [pl.lit(None, long.schema["__value"]).alias(a) for a in ages if a not in wide.columns]
         wide = wide.with_columns(missing)
         return index.join(wide, on="__row", how="left").sort("__row").select([*keys, "cohort_size", *ages])
 
     def _cell_measure(self, measure: str) -> pl.DataFrame:
-        """``by…, cohort, age, cohort_size, <measure>`` in table order, the measure null where the
+        """``by…, cohort, age, cohort_size, __value`` in table order: the measure, null where the
         cell is not complete."""
         if measure not in PIVOT_MEASURES:
             raise InvalidArgumentError(f"measure must be one of {', '.join(PIVOT_MEASURES)}; got {measure!r}")
@@ -220,7 +220,7 @@ class CohortTable:
             ).select("__value")
         out = pl.concat([base, values], how="horizontal")
         return out.select(
-            [*keys, "age", "cohort_size", pl.when(pl.col("complete")).then(pl.col("__value")).alias(measure)]
+            [*keys, "age", "cohort_size", pl.when(pl.col("complete")).then(pl.col("__value")).alias("__value")]
         )
 
     # ----------------------------------------------------------------------------------------------
