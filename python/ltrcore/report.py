@@ -4,10 +4,12 @@
 CDN, font, script or image): the charts are drawn with matplotlib (``Figure`` objects on the Agg
 canvas, never pyplot, so the caller's backend and figures are untouched) and inlined as SVG. Sections,
 in order: the table per channel (pooled over cohorts, with the total), parameters and as-of date, the
-plain-language summary (with spend or cac), heatmaps of paying retention and LTR (cohort × age,
-segments pooled), LTR curves (cumulative margin per customer against CAC when spend or cac is
-given), ARPPU by age, the metrics table with coloured verdicts and their basis, and the
-reconciliation tables. Every text is escaped with ``html.escape``.
+plain-language summary (with spend or cac), heatmaps of paying retention, activity retention (with
+activity) and LTR (cohort × age, segments pooled), the same heatmaps per segment (small multiples on
+one colour scale per measure, the ``MAX_PANELS`` largest segments), the curves (cumulative margin, or
+revenue at margin 1, per customer against CAC when spend or cac is given, else LTR per signup), ARPPU
+by age, the metrics table with coloured verdicts and their basis, and the reconciliation tables.
+Every colour bar is in its cells' unit (percent or money). Every text is escaped with ``html.escape``.
 
 matplotlib is an optional dependency (``pip install 'ltrcore[report]'``); it is imported only here.
 """
