@@ -91,7 +91,7 @@ def test_the_demo_without_a_margin_calls_nothing_losing_money() -> None:
 def test_html_without_a_margin_says_revenue_and_shows_no_verdict(table: ltrcore.CohortTable) -> None:
     pytest.importorskip("matplotlib")
     out = table.to_html(spend=SPEND)
-    assert "The y axis is cumulative revenue per acquired customer (no margin given, so not profit)" in out
+    assert "The y axis is cumulative revenue per acquired customer (no margin was given" in out
     assert "<th>LTR/CAC (revenue-based)</th>" in out and "No margin given" in out
     assert "<th>LTV/CAC</th>" not in out and "<td class='verdict'" not in out
     assert "not given: revenue-based figures, no LTV or verdict" in out

@@ -274,3 +274,20 @@ def test_browser_renders_the_same_offline(browser: dict[str, object]) -> None:
     assert online.shape == offline.shape
     differing = (online != offline).any(axis=2).mean()
     assert differing < 0.001, f"{differing:.4%} of pixels differ with the network off"
+
+
+def test_browser_renders_activity_and_channel_heatmaps(browser: dict[str, object]) -> None:
+    """Issue 14: the activity-retention heatmap (the table has activity) and the heatmaps per channel
+    (small multiples, no script) are rendered with a size."""
+    dom, _ = browser["dom"]  # type: ignore[misc]
+    heatmaps = re.search(r'<section id="heatmaps">(.*?)</section>', dom, flags=re.S)
+    per_channel = re.search(r'<section id="segment-heatmaps">(.*?)</section>', dom, flags=re.S)
+    assert heatmaps and per_channel
+    assert 'aria-label="Activity retention heatmap"' in heatmaps.group(1)
+    tags = re.findall(r"<svg\b[^>]*>", per_channel.group(1))
+    labels = [re.search(r'aria-label="([^"]*)"', t).group(1) for t in tags]  # type: ignore[union-attr]
+    assert labels == [f"{m} heatmaps per channel" for m in ("Paying retention", "Activity retention", "LTR")]
+    for tag in tags:
+        w = re.search(r'\swidth="([\d.]+)', tag)
+        h = re.search(r'\sheight="([\d.]+)', tag)
+        assert w and h and float(w.group(1)) > 300 and float(h.group(1)) > 150, tag

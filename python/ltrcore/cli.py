@@ -353,7 +353,8 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         overall = cohorts(data.orders, activity=data.activity, progress=bar, **common)  # type: ignore[arg-type]
         t2 = time.perf_counter()
-        by_channel = cohorts(data.orders, by="channel", progress=bar, **common)  # type: ignore[arg-type]
+        # with the logins too, so the report (--html) shows activity retention beside paying retention
+        by_channel = cohorts(data.orders, by="channel", activity=data.activity, progress=bar, **common)  # type: ignore[arg-type]
     finally:
         _end_progress(bar)
     total = data.orders.height + data.signups.height + data.activity.height

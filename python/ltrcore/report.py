@@ -4,10 +4,12 @@
 CDN, font, script or image): the charts are drawn with matplotlib (``Figure`` objects on the Agg
 canvas, never pyplot, so the caller's backend and figures are untouched) and inlined as SVG. Sections,
 in order: the table per channel (pooled over cohorts, with the total), parameters and as-of date, the
-plain-language summary (with spend or cac), heatmaps of paying retention and LTR (cohort × age,
-segments pooled), LTR curves (cumulative margin per customer against CAC when spend or cac is
-given), ARPPU by age, the metrics table with coloured verdicts and their basis, and the
-reconciliation tables. Every text is escaped with ``html.escape``.
+plain-language summary (with spend or cac), heatmaps of paying retention, activity retention (with
+activity) and LTR (cohort × age, segments pooled), the same heatmaps per segment (small multiples on
+one colour scale per measure, the ``MAX_PANELS`` largest segments), the curves (cumulative margin, or
+revenue at margin 1, per customer against CAC when spend or cac is given, else LTR per signup), ARPPU
+by age, the metrics table with coloured verdicts and their basis, and the reconciliation tables.
+Every colour bar is in its cells' unit (percent or money). Every text is escaped with ``html.escape``.
 
 matplotlib is an optional dependency (``pip install 'ltrcore[report]'``); it is imported only here.
 """
@@ -70,7 +72,19 @@ RECON_HELP = {
     "duplicate_user": "user listed again (earliest signup kept)",
 }
 
-MAX_PANELS = 12  # LTR-curve panels (segments) drawn; the largest segments by signups
+MAX_PANELS = 12  # LTR-curve and per-segment heatmap panels drawn; the largest segments by signups
+
+#: The cohort heatmaps: (``table.pivot`` measure, title, colour map, unit of the cells and the colour
+#: bar, colour-bar label, first age the colour scale is fitted to). Activity retention only with activity.
+HEATMAPS = (
+    ("paying_retention", "Paying retention", "YlGnBu", "percent", "payers ÷ cohort size", 1),
+    ("activity_retention", "Activity retention", "PuRd", "percent", "active users ÷ cohort size", 1),
+    ("ltr", "LTR", "Greens", "money", "LTR: cumulative revenue per signup", 0),
+)
+_CELL_FORMAT = {
+    "percent": lambda v: f"{v:.0%}" if v >= 0.095 else f"{v:.1%}",
+    "money": lambda v: f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}",
+}
 SEG = "__segment"
 
 CSS = """
@@ -164,23 +178,24 @@ def _with_segment(table: CohortTable, frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(pl.concat_str(parts, separator=" · ").alias(SEG))
 
 
-def _pooled_grid(table: CohortTable) -> tuple[list[dt.date], np.ndarray, np.ndarray, np.ndarray]:
-    """Cohorts and (cohort × age) arrays pooled over segments: cohort size, revenue, payers.
-    Revenue and payers are NaN where the cell is not yet observed."""
+def _pooled_grid(table: CohortTable) -> tuple[list[dt.date], np.ndarray, dict[str, np.ndarray]]:
+    """Cohorts, the (cohort × age) cohort sizes and the revenue, payers and active arrays pooled over
+    segments. A measure is NaN where the cell is not yet observed (``active`` everywhere without
+    activity)."""
     cohorts = table.cohorts
     h = table.horizon
     size = np.zeros((len(cohorts), h))
-    revenue = np.full((len(cohorts), h), np.nan)
-    payers = np.full((len(cohorts), h), np.nan)
+    sums = {name: np.full((len(cohorts), h), np.nan) for name in ("revenue", "payers", "active")}
     if not cohorts:
-        return cohorts, size, revenue, payers
+        return cohorts, size, sums
     pooled = (
         table.to_polars()
         .group_by(["cohort", "age"])
         .agg(
             pl.col("cohort_size").sum().cast(pl.Float64),
-            pl.col("revenue").sum().cast(pl.Float64),
-            pl.col("payers").sum().cast(pl.Float64),
+            *(pl.col(name).sum().cast(pl.Float64) for name in ("revenue", "payers")),
+            # null without activity: a sum of nulls would be 0
+            pl.when(pl.col("active").is_not_null().any()).then(pl.col("active").sum()).cast(pl.Float64).alias("active"),
             pl.col("complete").all(),
         )
     )
@@ -189,9 +204,50 @@ def _pooled_grid(table: CohortTable) -> tuple[list[dt.date], np.ndarray, np.ndar
     ages = pooled.get_column("age").to_numpy().astype(np.int64)
     done = pooled.get_column("complete").to_numpy().astype(bool)
     size[ci, ages] = pooled.get_column("cohort_size").to_numpy()
-    revenue[ci[done], ages[done]] = pooled.get_column("revenue").to_numpy()[done]
-    payers[ci[done], ages[done]] = pooled.get_column("payers").to_numpy()[done]
-    return cohorts, size, revenue, payers
+    for name, grid in sums.items():
+        grid[ci[done], ages[done]] = pooled.get_column(name).fill_null(np.nan).to_numpy()[done]
+    return cohorts, size, sums
+
+
+def _has_activity(table: CohortTable) -> bool:
+    return table.activity_reconciliation is not None
+
+
+def _largest_segments(table: CohortTable) -> list[str]:
+    """Segment labels, largest first by signups (ties in table order)."""
+    stats = _with_segment(table, table.cohort_stats())
+    sizes = stats.group_by(SEG, maintain_order=True).agg(pl.col("cohort_size").sum())
+    return sizes.sort("cohort_size", descending=True, maintain_order=True).get_column(SEG).to_list()
+
+
+def _segment_grids(table: CohortTable, measure: str, segs: list[str]) -> np.ndarray:
+    """``table.pivot(measure)`` as a (segment × cohort × age) array over every cohort of the table,
+    NaN where a cell is not observed or a segment lacks the cohort."""
+    cohorts = table.cohorts
+    ages = [str(a) for a in range(table.horizon)]
+    out = np.full((len(segs), len(cohorts), table.horizon), np.nan)
+    wide = _with_segment(table, table.pivot(measure))
+    index = {c: i for i, c in enumerate(cohorts)}
+    where = {s: i for i, s in enumerate(segs)}
+    for r in wide.iter_rows(named=True):
+        k = where.get(r[SEG])
+        if k is not None:
+            out[k, index[r["cohort"]]] = [np.nan if r[a] is None else float(r[a]) for a in ages]
+    return out
+
+
+def _margin_word(margin: float | str | None) -> str:
+    """What the curves plot: "revenue" when no margin was given, else "margin" (a margin of 1 is
+    the caller's statement, not an assumption)."""
+    return "revenue" if margin is None else "margin"
+
+
+def _curves_title(money: bool, margin: float | str | None) -> str:
+    """The curves plot cumulative margin (or revenue, margin 1) per acquired customer against CAC
+    when there is an acquisition cost, else LTR: cumulative revenue per signup."""
+    if money:
+        return f"Cumulative {_margin_word(margin)} per customer against CAC, by cohort"
+    return "LTR curves: cumulative revenue per signup, by cohort"
 
 
 def _divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -264,40 +320,36 @@ class _Charts:
         return fig
 
     # ----------------------------------------------------------------------------------------------
-    def heatmap(
-        self,
-        table: CohortTable,
-        cohorts: list[dt.date],
-        values: np.ndarray,
-        title: str,
-        cmap_name: str,
-        fmt: Any,
-        gamma: float = 1.0,
-        scale_from_age: int = 0,
-    ) -> Any:
-        if not cohorts or not np.isfinite(values).any():
-            return self.empty(title, "no complete cells yet")
-        n, h = values.shape
-        width = min(14.0, max(6.6, 2.2 + 0.42 * h))
-        height = min(22.0, max(3.0, 1.3 + 0.24 * n))
-        fig = self.figure(width, height)
-        ax = fig.add_subplot()
-        cmap = self.mpl.colormaps[cmap_name].with_extremes(bad="#ffffff")
+    def _norm(self, values: np.ndarray, gamma: float, scale_from_age: int) -> tuple[Any, bool]:
+        """The colour scale over the finite values (from 0), and whether its top is clipped: fitted
+        to ages ``scale_from_age`` and later, so age 0 (100 % in first-purchase cohorts) does not
+        flatten the rest."""
         finite = values[np.isfinite(values)]
         lo, hi = float(min(0.0, finite.min())), float(finite.max())
-        later = values[:, scale_from_age:]
-        clipped = False
+        later = values[..., scale_from_age:]
         if scale_from_age and np.isfinite(later).any():
-            clipped = True
-            hi = float(np.nanmax(later))  # age 0 (100 % in first-purchase cohorts) would flatten the rest
+            hi = float(np.nanmax(later))
         if hi <= lo:
             hi = lo + 1.0
         norm = self.PowerNorm(gamma, vmin=lo, vmax=hi) if gamma != 1.0 and lo >= 0 else self.Normalize(lo, hi)
-        image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
-        ax.set_title(_mpl_text(title), loc="left", fontweight="bold")
-        ax.set_xlabel(f"age ({table.period}s since the cohort's {table.period})")
-        ax.set_ylabel("cohort")
-        ax.set_xticks(range(h))
+        return norm, float(finite.max()) > hi
+
+    def _colorbar(self, fig: Any, image: Any, ax: Any, unit: str, label: str, clipped: bool, **kwargs: Any) -> Any:
+        """A colour bar in the cells' unit: percent for shares (cells 0.25 read "25%"), money with
+        thousands separators for amounts."""
+        from matplotlib.ticker import FuncFormatter, PercentFormatter
+
+        if unit == "percent":
+            fmt: Any = PercentFormatter(xmax=1.0, decimals=0 if image.norm.vmax >= 0.1 else 1)
+        else:
+            digits = 0 if image.norm.vmax >= 20 else 1 if image.norm.vmax >= 2 else 2
+            fmt = FuncFormatter(lambda x, _: f"{x:,.{digits}f}")
+        bar = fig.colorbar(image, ax=ax, format=fmt, extend="max" if clipped else "neither", **kwargs)
+        bar.set_label(_mpl_text(label))
+        return bar
+
+    def _axes_grid(self, ax: Any, table: CohortTable, cohorts: list[dt.date], h: int) -> None:
+        n = len(cohorts)
         step = max(1, math.ceil(h / 24))
         ax.set_xticks(range(0, h, step))
         rstep = max(1, math.ceil(n / 40))
@@ -306,6 +358,35 @@ class _Charts:
         ax.tick_params(length=0)
         for side in ("left", "bottom"):
             ax.spines[side].set_visible(False)
+
+    def heatmap(
+        self,
+        table: CohortTable,
+        cohorts: list[dt.date],
+        values: np.ndarray,
+        title: str,
+        cmap_name: str,
+        fmt: Any,
+        unit: str,
+        label: str,
+        gamma: float = 1.0,
+        scale_from_age: int = 0,
+    ) -> Any:
+        """One cohort × age heatmap; ``unit`` ("percent" or "money") is the cells' and the colour bar's."""
+        if not cohorts or not np.isfinite(values).any():
+            return self.empty(title, "no complete cells yet")
+        n, h = values.shape
+        width = min(14.0, max(6.6, 2.2 + 0.42 * h))
+        height = min(22.0, max(3.0, 1.3 + 0.24 * n))
+        fig = self.figure(width, height)
+        ax = fig.add_subplot()
+        cmap = self.mpl.colormaps[cmap_name].with_extremes(bad="#ffffff")
+        norm, clipped = self._norm(values, gamma, scale_from_age)
+        image = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+        ax.set_title(_mpl_text(title), loc="left", fontweight="bold")
+        ax.set_xlabel(f"age ({table.period}s since the cohort's {table.period})")
+        ax.set_ylabel("cohort")
+        self._axes_grid(ax, table, cohorts, h)
         if n * h <= 900 and h <= 24:
             size = 7 if h <= 12 else 6
             for i in range(n):
@@ -315,7 +396,50 @@ class _Charts:
                         dark = norm(v) > 0.6
                         ax.text(j, i, fmt(v), ha="center", va="center", fontsize=size, in_layout=False,
                                 color="white" if dark else "#1f2933")
-        fig.colorbar(image, ax=ax, shrink=0.6, pad=0.01, extend="max" if clipped and finite.max() > hi else "neither")
+        self._colorbar(fig, image, ax, unit, label, clipped, shrink=0.6, pad=0.01)
+        return fig
+
+    def heatmaps_by_segment(
+        self,
+        table: CohortTable,
+        segs: list[str],
+        values: np.ndarray,
+        title: str,
+        cmap_name: str,
+        unit: str,
+        label: str,
+        gamma: float = 1.0,
+        scale_from_age: int = 0,
+    ) -> Any:
+        """Small multiples: one cohort × age panel per segment (``values`` is segment × cohort × age)
+        on one shared colour scale, so the panels compare at a glance. No cell labels: the colour bar
+        reads the cells (labels on every panel would make the file several MB)."""
+        cohorts = table.cohorts
+        if not cohorts or not np.isfinite(values).any():
+            return self.empty(title, "no complete cells yet")
+        k, n, h = values.shape
+        ncols = min(3, k)
+        nrows = math.ceil(k / ncols)
+        panel_h = min(6.0, max(1.8, 0.5 + 0.13 * n))
+        fig = self.figure(13.0 if ncols > 1 else 7.0, 0.5 + panel_h * nrows)
+        axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+        cmap = self.mpl.colormaps[cmap_name].with_extremes(bad="#ffffff")
+        norm, clipped = self._norm(values, gamma, scale_from_age)
+        image = None
+        for idx, ax in enumerate(axes.flat):
+            if idx >= k:
+                ax.set_axis_off()
+                continue
+            image = ax.imshow(np.ma.masked_invalid(values[idx]), aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+            ax.set_title(_mpl_text(segs[idx]), loc="left", fontsize=9.5, fontweight="bold")
+            self._axes_grid(ax, table, cohorts, h)  # shared y: the inner panels hide the labels
+            if idx % ncols == 0:
+                ax.set_ylabel("cohort")
+            if idx // ncols == nrows - 1 or idx + ncols >= k:
+                ax.set_xlabel(f"age ({table.period}s)")
+                ax.xaxis.set_tick_params(labelbottom=True)
+        fig.suptitle(_mpl_text(title), x=0.01, ha="left", fontsize=10, fontweight="bold")
+        self._colorbar(fig, image, axes, unit, label, clipped, shrink=0.7, pad=0.01, aspect=30)
         return fig
 
     # ----------------------------------------------------------------------------------------------
@@ -324,8 +448,7 @@ class _Charts:
         against the segment's CAC per customer (dashed line)."""
         curve = _with_segment(table, table.ltr()).filter(pl.col("complete"))
         keys = [*table.by, "cohort"]
-        what = "revenue" if margin is None else "margin"
-        title = f"Cumulative {what} per customer vs CAC" if money else "LTR per signup by cohort"
+        title = _curves_title(money, margin)
         if curve.height == 0:
             return self.empty(title, "no complete cells yet")
         cohorts = table.cohorts
@@ -411,7 +534,7 @@ class _Charts:
             ax.set_title(_mpl_text(head + sub), loc="left", fontsize=9.5, fontweight="bold")
             ax.grid(True, color="#e4e7eb", lw=0.6)
             if idx % ncols == 0:
-                ax.set_ylabel(f"cumulative {what} / customer" if money else "LTR per signup")
+                ax.set_ylabel(f"cumulative {_margin_word(margin)} / customer" if money else "LTR per signup")
             if idx // ncols == nrows - 1 or idx + ncols >= k:
                 ax.set_xlabel(f"age ({table.period}s)")
                 ax.xaxis.set_tick_params(labelbottom=True)
@@ -675,26 +798,38 @@ def render_html(
     m = table.metrics(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, projected="auto")
     per_channel = table.channels(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac)
     summary = table.summary(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac) if money else None
-    cohorts, size, revenue, payers = _pooled_grid(table)
-    retention = _divide(payers, size)
-    ltr = _divide(np.cumsum(np.nan_to_num(revenue), axis=1) + np.where(np.isnan(revenue), np.nan, 0.0), size)
+    cohorts, size, sums = _pooled_grid(table)
+    revenue = sums["revenue"]
+    pooled_values = {
+        "paying_retention": _divide(sums["payers"], size),
+        "activity_retention": _divide(sums["active"], size),
+        "ltr": _divide(np.cumsum(np.nan_to_num(revenue), axis=1) + np.where(np.isnan(revenue), np.nan, 0.0), size),
+    }
+    specs = [spec for spec in HEATMAPS if spec[0] != "activity_retention" or _has_activity(table)]
+    segs = _largest_segments(table) if table.by else []
+    shown = segs[:MAX_PANELS]
 
     with charts.mpl.rc_context(charts.rc):
         pooled = " (segments pooled)" if table.by else ""
-        svgs = [
+        heatmaps = [
             charts.svg(
-                charts.heatmap(table, cohorts, retention, f"Paying retention: payers ÷ cohort size{pooled}", "YlGnBu",
-                               lambda v: f"{v:.0%}" if v >= 0.095 else f"{v:.1%}", scale_from_age=1),
-                "paying retention heatmap",
-            ),
-            charts.svg(
-                charts.heatmap(table, cohorts, ltr, f"LTR: cumulative revenue ÷ cohort size{pooled}", "Greens",
-                               lambda v: f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}"),
-                "LTR heatmap",
-            ),
-            charts.svg(charts.curves(table, money, spend, margin, discount_rate, cac, m), "LTR curves"),
-            charts.svg(charts.arppu(table), "ARPPU by age"),
+                charts.heatmap(table, cohorts, pooled_values[measure], f"{title}{pooled}", cmap, _CELL_FORMAT[unit], unit,
+                               label, scale_from_age=from_age),
+                f"{title} heatmap",
+            )
+            for measure, title, cmap, unit, label, from_age in specs
         ]
+        per_segment = [
+            charts.svg(
+                charts.heatmaps_by_segment(table, shown, _segment_grids(table, measure, shown),
+                                           f"{title} per {' · '.join(table.by)}", cmap, unit, label,
+                                           scale_from_age=from_age),
+                f"{title} heatmaps per {' · '.join(table.by)}",
+            )
+            for measure, title, cmap, unit, label, from_age in specs
+        ] if shown else []
+        curves_svg = charts.svg(charts.curves(table, money, spend, margin, discount_rate, cac, m), "curves by cohort")
+        arppu_svg = charts.svg(charts.arppu(table), "ARPPU by age")
 
     if spend is not None:
         cost = f"spend per period: {spend}" if isinstance(spend, (int, float)) else "spend table"
@@ -715,7 +850,9 @@ def render_html(
         f"<header><h1>{_e(title)}</h1><p class='sub'>{_e(as_of_line)}</p>",
         "<nav><a href='#channels'>channels</a><a href='#parameters'>parameters</a>"
         + ("<a href='#summary'>summary</a>" if summary else "")
-        + "<a href='#heatmaps'>heatmaps</a><a href='#curves'>LTR curves</a><a href='#arppu'>ARPPU</a>"
+        + "<a href='#heatmaps'>heatmaps</a>"
+        + (f"<a href='#segment-heatmaps'>heatmaps per {_e(' · '.join(table.by))}</a>" if shown else "")
+        + f"<a href='#curves'>{'curves vs CAC' if money else 'LTR curves'}</a><a href='#arppu'>ARPPU</a>"
         "<a href='#metrics'>metrics</a><a href='#reconciliation'>reconciliation</a></nav></header>",
         "<section id='channels'><h2>Channels</h2>",
         "<p class='note'>"
@@ -745,27 +882,51 @@ def render_html(
     out += [
         "<section id='heatmaps'><h2>Cohort heatmaps</h2>",
         "<p class='note'>Rows are cohorts, columns ages. " + (
-            _e(f"Segments ({', '.join(table.by)}) are pooled: payers, revenue and cohort sizes are summed "
-               "per cohort and age before dividing. ") if table.by else "")
-        + "The retention colour scale is fitted to ages 1 and later, so age 0 does not "
-        "wash out the rest.</p>",
-        f"<div class='charts'><figure>{svgs[0]}</figure><figure>{svgs[1]}</figure></div></section>",
-        "<section id='curves'><h2>LTR curves by cohort</h2>",
+            _e(f"Segments ({', '.join(table.by)}) are pooled: payers, "
+               + ("active users, " if _has_activity(table) else "")
+               + "revenue and cohort sizes are summed per cohort and age before dividing. ") if table.by else "")
+        + ("Activity retention (active users ÷ cohort size) shows how a cohort keeps logging in beside "
+           "how it keeps paying. " if _has_activity(table) else "")
+        + "Each colour bar is in its cells' unit (percent for retention, money for LTR). The retention "
+        "colour scales are fitted to ages 1 and later, so age 0 does not wash out the rest.</p>",
+        "<div class='charts'>" + "".join(f"<figure>{svg}</figure>" for svg in heatmaps) + "</div></section>",
+    ]
+    if shown:
+        what = " · ".join(table.by)
+        omitted = len(segs) - len(shown)
+        out += [
+            f"<section id='segment-heatmaps'><h2>{_e(f'Heatmaps per {what}')}</h2>",
+            "<p class='note'>"
+            + _e(
+                f"One panel per {what} value, largest first by signups, all on one colour scale per measure so "
+                "the panels compare directly; read the cells from the colour bar. "
+                + (f"Only the {MAX_PANELS} largest of {len(segs)} are drawn ({omitted} left out: see the "
+                   "metrics table); table.pivot(measure) has every segment. " if omitted else "")
+            )
+            + "</p>",
+            "".join(f"<figure>{svg}</figure>" for svg in per_segment),
+            "</section>",
+        ]
+    out += [
+        f"<section id='curves'><h2>{_e(_curves_title(money, margin))}</h2>",
         "<p class='note'>"
         + _e(
             "Each thin line is one cohort (darker = older); the thick line pools the cohorts observed at "
             "each age. " + (
-                ("The y axis is cumulative revenue per acquired customer (no margin given, so not profit); "
-                 if not profit else "The y axis is cumulative margin (revenue × margin) per acquired customer; ")
-                + "the dashed red "
-                "line is the CAC per customer (spend ÷ customers, all cohorts), so a curve crossing it has "
-                "paid back its acquisition cost." if money else
+                (
+                    "The y axis is cumulative margin (revenue × margin) per acquired customer"
+                    if _margin_word(margin) == "margin" else
+                    "The y axis is cumulative revenue per acquired customer (no margin was given, so this is "
+                    "revenue, not profit: pass margin= for margin)"
+                )
+                + "; the dashed red line is the CAC per customer (spend ÷ customers, all cohorts), so a curve "
+                "crossing it has paid back its acquisition cost." if money else
                 "The y axis is cumulative revenue per signup (LTR). Pass spend= or cac= to compare with CAC.")
         )
         + "</p>",
-        f"<figure>{svgs[2]}</figure></section>",
+        f"<figure>{curves_svg}</figure></section>",
         "<section id='arppu'><h2>ARPPU by age</h2>",
-        f"<figure>{svgs[3]}</figure></section>",
+        f"<figure>{arppu_svg}</figure></section>",
         "<section id='metrics'><h2>Metrics per cohort</h2>",
     ]
     if money and not profit:

@@ -13,8 +13,25 @@ import pyarrow as pa
 from . import _core
 from . import metrics as _metrics
 from .adapters import SEGMENT_CODE
+from .exceptions import InvalidArgumentError
 
 MEASURES = ("cohort_size", "revenue", "gross_revenue", "refunds", "payments", "orders", "payers", "retained", "active")
+#: The measures ``pivot`` derives per cell, and the ``ltrcore.metrics`` function whose frame holds
+#: each (one definition: the same numbers as ``table.ltr()``, ``table.retention()``, …).
+DERIVED_MEASURES: dict[str, Any] = {
+    "cum_revenue": _metrics.ltr,
+    "ltr": _metrics.ltr,
+    "paying_retention": _metrics.retention,
+    "activity_retention": _metrics.retention,
+    "retention_rate": _metrics.retention_rate,
+    "arppu": _metrics.arppu,
+    "arppu_net": _metrics.arppu,
+    "aov": _metrics.aov,
+    "aov_net": _metrics.aov,
+}
+PIVOT_MEASURES = (*MEASURES, *DERIVED_MEASURES)
+#: Rows the notebook grid (``_repr_html_``) shows; a note says how many more there are.
+HTML_MAX_ROWS = 40
 _EPOCH_DAY = dt.date(1970, 1, 1)
 
 
@@ -161,6 +178,51 @@ class CohortTable:
             out[seg_idx, ci, ages] = values
         return out
 
+    def pivot(self, measure: str = "ltr") -> pl.DataFrame:
+        """The classic wide cohort grid of one measure: one row per (segment…, cohort), in table
+        order, with the ``by`` columns first, then ``cohort``, ``cohort_size`` and one column per age
+        named ``"0"``, ``"1"``, … ``str(horizon - 1)``. A cell not yet complete is null (never 0).
+
+        ``measure``: a long-table measure (``revenue``, ``payers``, …) or ``cum_revenue``, ``ltr``,
+        ``paying_retention``, ``activity_retention`` (null without activity), ``retention_rate``,
+        ``arppu``, ``arppu_net``, ``aov`` or ``aov_net``, as the matching methods define them. Ratios
+        are fractions (0.25, not 25). Raises ``InvalidArgumentError`` for another name."""
+        long = self._cell_measure(measure)
+        keys = [*self.by, "cohort"]
+        ages = [str(a) for a in range(self.horizon)]
+        index = long.select([*keys, "cohort_size"]).unique(keys, keep="first", maintain_order=True)
+        if long.height == 0:
+            return index.with_columns([pl.lit(None, long.schema["__value"]).alias(a) for a in ages])
+        # The row index keeps the table's order and makes null `by` values plain join keys.
+        index = index.with_row_index("__row")
+        cells = long.join(index.select([*keys, "__row"]), on=keys, how="left", nulls_equal=True)
+        wide = cells.pivot(on="age", index="__row", values="__value", sort_columns=False)
+        wide = wide.rename({c: str(c) for c in wide.columns})
+        missing = [pl.lit(None, long.schema["__value"]).alias(a) for a in ages if a not in wide.columns]
+        wide = wide.with_columns(missing)
+        return index.join(wide, on="__row", how="left").sort("__row").select([*keys, "cohort_size", *ages])
+
+    def _cell_measure(self, measure: str) -> pl.DataFrame:
+        """``by…, cohort, age, cohort_size, __value`` in table order: the measure, null where the
+        cell is not complete."""
+        if measure not in PIVOT_MEASURES:
+            raise InvalidArgumentError(f"measure must be one of {', '.join(PIVOT_MEASURES)}; got {measure!r}")
+        keys = [*self.by, "cohort"]
+        base = self._long.select([*keys, "age", "cohort_size", "complete"])
+        if measure in MEASURES:
+            values = self._long.select(pl.col(measure).alias("__value"))
+        else:
+            frame = DERIVED_MEASURES[measure](self)
+            # each metrics function keeps the long table's row order; the join checks it anyway
+            values = base.select([*keys, "age"]).join(
+                frame.select([*keys, "age", pl.col(measure).alias("__value")]),
+                on=[*keys, "age"], how="left", nulls_equal=True, maintain_order="left",
+            ).select("__value")
+        out = pl.concat([base, values], how="horizontal")
+        return out.select(
+            [*keys, "age", "cohort_size", pl.when(pl.col("complete")).then(pl.col("__value")).alias("__value")]
+        )
+
     # ----------------------------------------------------------------------------------------------
     # Unit economics (see ``ltrcore.metrics`` for the definitions)
 
@@ -249,22 +311,24 @@ class CohortTable:
         return out
 
     # ----------------------------------------------------------------------------------------------
-    def _grid(self) -> tuple[list[str], list[list[str]]]:
-        """Header and rows of a compact grid: cohort, size, then LTR (cumulative revenue per member)
-        at each age; blank where not yet observed."""
-        curve = _metrics.ltr(self)
-        keys = [*self.by, "cohort"]
-        header = [*self.by, "cohort", "size", *[str(a) for a in range(self.horizon)]]
+    def _grid(self) -> tuple[list[str], list[list[str]], list[tuple[Any, ...]]]:
+        """Header, rows and each row's segment key of a compact grid: cohort, size, then LTR
+        (cumulative revenue per member) at each age; blank where not yet observed."""
+        wide = self.pivot("ltr")
+        ages = [str(a) for a in range(self.horizon)]
+        header = [*self.by, "cohort", "size", *ages]
         rows: list[list[str]] = []
-        for key, group in curve.group_by(keys, maintain_order=True):
-            vals = group.sort("age")
-            size = vals.get_column("cohort_size")[0]
-            cells = ["" if v is None else f"{v:,.2f}" for v in vals.get_column("ltr").to_list()]
-            rows.append([*("∅" if k is None else str(k) for k in key), str(size), *cells])
-        return header, rows
+        keys: list[tuple[Any, ...]] = []
+        for r in wide.iter_rows(named=True):
+            segment = tuple(r[b] for b in self.by)
+            labels = ["∅" if v is None else str(v) for v in (*segment, r["cohort"])]
+            cells = ["" if r[a] is None else f"{r[a]:,.2f}" for a in ages]
+            rows.append([*labels, str(r["cohort_size"]), *cells])
+            keys.append(segment)
+        return header, rows, keys
 
     def __repr__(self) -> str:
-        header, rows = self._grid()
+        header, rows, _ = self._grid()
         shown = rows[:24]
         widths = [max(len(h), *(len(r[i]) for r in shown)) if shown else len(h) for i, h in enumerate(header)]
         lines = [
@@ -279,26 +343,42 @@ class CohortTable:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        header, rows = self._grid()
+        """The notebook grid: numbers right-aligned, cells shaded by value (one scale for the whole
+        grid), rows banded per segment (alternating by ``by`` value), at most ``HTML_MAX_ROWS`` rows
+        with a note saying how many are shown. Styles are inline: notebook front ends drop ``<style>``."""
+        header, rows, keys = self._grid()
         fixed = len(self.by) + 2
-        numbers = [
-            [float(c.replace(",", "")) for c in r[fixed:] if c] for r in rows
-        ]
-        top = max((max(n) for n in numbers if n), default=0.0) or 1.0
+        shown = rows[:HTML_MAX_ROWS]
+        numbers = [float(c.replace(",", "")) for r in shown for c in r[fixed:] if c]
+        top = max(numbers, default=0.0) or 1.0
+        th = "padding:2px 6px;border-bottom:1px solid #9aa5b1;"
+        heads = [f"<th style='{th}text-align:left'>{html.escape(h)}</th>" for h in header[: fixed - 1]]
+        heads += [f"<th style='{th}text-align:right'>{html.escape(h)}</th>" for h in header[fixed - 1 :]]
+        note = (
+            f"showing {len(shown)} of {len(rows)} rows (table.pivot('ltr') has them all)"
+            if len(rows) > len(shown) else f"{len(rows)} rows"
+        )
         out = [
             "<div class='ltrcore-cohorts'>",
             f"<p><b>CohortTable</b>: {len(rows)} cohort(s) × {self.horizon} {html.escape(self.period)}(s), "
             f"tz {html.escape(self.tz)}; LTR (cumulative revenue per member) by age, blank = not yet observed</p>",
-            "<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>",
+            "<table><thead><tr>" + "".join(heads) + "</tr></thead><tbody>",
         ]
-        for r in rows:
-            tds = [f"<td>{html.escape(c)}</td>" for c in r[:fixed]]
+        band, previous = 0, None
+        num = "text-align:right;font-variant-numeric:tabular-nums;padding:2px 6px;"
+        for r, key in zip(shown, keys):
+            if self.by and previous is not None and key != previous:
+                band ^= 1
+            previous = key
+            row_style = f" class='segment-band-{band}'" + (" style='background:#eef2f7'" if band else "")
+            tds = [f"<td style='text-align:left;padding:2px 6px'>{html.escape(c)}</td>" for c in r[: fixed - 1]]
+            tds.append(f"<td style='{num}'>{html.escape(r[fixed - 1])}</td>")
             for c in r[fixed:]:
                 if c:
                     share = max(0.0, float(c.replace(",", ""))) / top
-                    tds.append(f"<td style='background: rgba(31,119,180,{0.1 + 0.7 * share:.2f})'>{c}</td>")
+                    tds.append(f"<td style='{num}background:rgba(31,119,180,{0.1 + 0.7 * share:.2f})'>{c}</td>")
                 else:
-                    tds.append("<td></td>")
-            out.append("<tr>" + "".join(tds) + "</tr>")
-        out.append("</tbody></table></div>")
+                    tds.append(f"<td style='{num}'></td>")
+            out.append(f"<tr{row_style}>" + "".join(tds) + "</tr>")
+        out.append(f"</tbody></table><p class='ltrcore-note'><i>{html.escape(note)}</i></p></div>")
         return "\n".join(out)
