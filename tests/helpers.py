@@ -116,3 +116,28 @@ def split_batches(table: pa.Table, cuts: list[int], reencode_dictionaries: bool 
             rb = pa.RecordBatch.from_arrays(cols, schema=rb.schema)
         batches.append(rb)
     return batches
+
+
+def stderr_on_a_terminal(*args: str) -> tuple[int, str]:
+    """Runs ``python -m ltrcore.cli *args`` with stderr on a pseudo-terminal (where the progress bar
+    is drawn); returns the exit status and what it wrote there."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "ltrcore.cli", *args], stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the terminal closed with the process
+            break
+        if not data:
+            break
+        chunks.append(data.decode(errors="replace"))
+    code = proc.wait(timeout=120)
+    os.close(leader)
+    return code, "".join(chunks)

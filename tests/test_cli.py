@@ -172,28 +172,11 @@ def test_signups_and_spend_may_be_directories(files, tmp_path):
 
 def test_progress_bar_on_a_terminal_and_silence_otherwise(files):
     import os
-    import pty
+    from helpers import stderr_on_a_terminal
 
     # stderr a pseudo-terminal: the bar is drawn (rows and rows/s).
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ltrcore.cli", "report", files["parquet"]],
-        stdout=subprocess.DEVNULL, stderr=follower, text=True,
-    )
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data.decode(errors="replace"))
-    proc.wait(timeout=60)
-    os.close(leader)
-    shown = "".join(chunks)
-    assert proc.returncode == 0
+    code, shown = stderr_on_a_terminal("report", files["parquet"])
+    assert code == 0
     assert "rows" in shown and "M rows/s" in shown
     # stderr a pipe: no bar, only the one-line warning about the demo's bad rows.
     done = run("report", files["parquet"])

@@ -13,7 +13,6 @@ have called it "marginal".
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -260,22 +259,8 @@ def test_progress_line_has_total_percent_eta_and_rate() -> None:
 
 
 def test_progress_bar_shows_the_total_of_a_parquet_input(files: dict[str, str]) -> None:
-    import pty
+    from helpers import stderr_on_a_terminal
 
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "ltrcore.cli", "report", files["orders"]], stdout=subprocess.DEVNULL,
-                            stderr=follower)  # fmt: skip
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            data = os.read(leader, 4096)
-        except OSError:
-            break
-        if not data:
-            break
-        chunks.append(data.decode(errors="replace"))
-    assert proc.wait(timeout=60) == 0
-    os.close(leader)
-    shown = "".join(chunks)
+    code, shown = stderr_on_a_terminal("report", files["orders"])
+    assert code == 0
     assert " / 5 rows (100%), ETA " in shown, shown
