@@ -171,7 +171,6 @@ def test_signups_and_spend_may_be_directories(files, tmp_path):
 
 
 def test_progress_bar_on_a_terminal_and_silence_otherwise(files):
-    import os
     from helpers import stderr_on_a_terminal
 
     # stderr a pseudo-terminal: the bar is drawn (rows and rows/s).
