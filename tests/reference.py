@@ -44,6 +44,7 @@ UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 ORDER_REASONS = [
     "null_user",
     "null_ts",
+    "bad_ts",
     "ts_out_of_range",
     "null_amount",
     "nan_amount",
@@ -55,7 +56,7 @@ ORDER_REASONS = [
     "not_yet_complete",
     "used",
 ]
-BAD_DATA_REASONS = {"null_user", "null_ts", "ts_out_of_range", "null_amount", "nan_amount"}
+BAD_DATA_REASONS = {"null_user", "null_ts", "bad_ts", "ts_out_of_range", "null_amount", "nan_amount"}
 
 #: The local date of a timestamp outside 0001-01-01 ..= 9999-12-31 (Python's own date range).
 OUT_OF_RANGE = "out of range"

@@ -89,6 +89,9 @@ def cohorts(
     signup_ts: str = "signup_ts",
     activity: Any = None,
     activity_ts: str | None = None,
+    signup_user: str | None = None,
+    activity_user: str | None = None,
+    ts_format: str | None = None,
     by: str | Sequence[str] | None = None,
     horizon: int = 12,
     period: str = "month",
@@ -111,6 +114,16 @@ def cohorts(
     fixed point; a cell is reported complete only when its period ended by ``as_of``; and every input
     row is accounted for in ``table.reconciliation``.
 
+    Inputs as people have them: ``signup_user`` and ``activity_user`` name the user id column of the
+    signups and the activity when it is not ``user``. User ids may be float32/float64 holding whole
+    numbers (what pandas makes of integer ids with nulls): NaN is a null user, and any other value
+    must be a whole number of magnitude at most 2**53, else :class:`InvalidArgumentError` says how to
+    keep the ids integers. Timestamps may be text: ISO-8601 by default (with an offset or ``Z``: an
+    instant; without: wall-clock time in ``tz``; a date alone: its local midnight), or the
+    ``strftime`` layout ``ts_format`` (for example ``"%d.%m.%Y %H:%M"``), one layout for the text
+    timestamps of every table. A text that does not parse is counted under ``bad_ts`` (an error
+    under ``strict=True``).
+
     ``threads`` sets the worker count, capped at the cores available to the process (results are
     identical for any value). ``progress`` is called
     as ``progress(phase, rows_done)`` from the calling thread about twice a second. ``_chunk_rows`` is
@@ -125,6 +138,9 @@ def cohorts(
         cohort="signup" if signups is not None else "first_purchase",
         signup_ts=signup_ts,
         activity_ts=activity_ts,
+        signup_user=signup_user,
+        activity_user=activity_user,
+        ts_format=ts_format,
         by=by,
         horizon=horizon,
         period=period,

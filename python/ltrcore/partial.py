@@ -361,14 +361,14 @@ class Accumulator:
         spec = self.spec
         if spec.cohort != "signup":
             raise InvalidArgumentError("signups were given, but the spec has cohort='first_purchase'; use cohort='signup'")
-        self._signups.append(read_whole(signups, [spec.user, spec.signup_ts, *spec.by_columns], table="signups"))
+        self._signups.append(read_whole(signups, [str(spec.signup_user), spec.signup_ts, *spec.by_columns], table="signups"))
         return self
 
     def update_activity(self, activity: Any) -> Accumulator:
         """Adds a piece of the activity (logins, sessions)."""
         self._check_open()
         spec = self.spec
-        self._activity.append(_piece(activity, [spec.user, str(spec.activity_ts)], "activity"))
+        self._activity.append(_piece(activity, [str(spec.activity_user), str(spec.activity_ts)], "activity"))
         return self
 
     def finish(self) -> Partial:
@@ -381,11 +381,14 @@ class Accumulator:
             return Partial.empty(spec)
         if spec.cohort == "signup" and not self._signups:
             # A slice whose users never signed up (their orders are unknown users): no signup rows.
-            user_type = _user_type(self._orders or self._activity, spec.user)
+            if self._orders:
+                user_type = _user_type(self._orders, spec.user)
+            else:
+                user_type = _user_type(self._activity, str(spec.activity_user))
             self._signups.append(
                 pa.table(
                     {
-                        spec.user: pa.array([], user_type),
+                        str(spec.signup_user): pa.array([], user_type),
                         spec.signup_ts: pa.array([], pa.timestamp("us", "UTC")),
                         **{b: pa.array([], pa.null()) for b in spec.by_columns},
                     }
@@ -423,6 +426,9 @@ class Accumulator:
             signup_ts=spec.signup_ts,
             activity=activity_source.open if activity_source else None,
             activity_ts=str(spec.activity_ts),
+            signup_user=str(spec.signup_user),
+            activity_user=str(spec.activity_user),
+            ts_format=spec.ts_format,
             horizon=spec.horizon,
             period=spec.period,
             tz=spec.tz,
@@ -443,7 +449,10 @@ class Accumulator:
         # Signups or activity without orders (a slice of users who never ordered): no order rows, in
         # the user id's dtype so the engine can match the others.
         spec = self.spec
-        user_type = _user_type([signups.open()] if signups is not None else self._activity, spec.user)
+        if signups is not None:
+            user_type = _user_type([signups.open()], str(spec.signup_user))
+        else:
+            user_type = _user_type(self._activity, str(spec.activity_user))
         columns = {spec.user: pa.array([], user_type), spec.ts: pa.array([], pa.timestamp("us", "UTC")), spec.amount: pa.array([], pa.int64())}
         if signups is None:  # the segments come from the orders
             columns.update({b: pa.array([], pa.null()) for b in spec.by_columns})

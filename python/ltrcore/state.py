@@ -170,7 +170,7 @@ class CohortState:
         coder = _coder(by, self._segments)
         orders_source = signup_source = activity_source = None
         if signups is not None:
-            table = read_whole(signups, [spec.user, spec.signup_ts, *by], table="signups")
+            table = read_whole(signups, [str(spec.signup_user), spec.signup_ts, *by], table="signups")
             if coder is not None:
                 missing = [c for c in by if c not in table.column_names]
                 if missing:
@@ -188,7 +188,7 @@ class CohortState:
                 source = coder.wrap(source, [spec.user, spec.ts, spec.amount], table="orders")
             orders_source = source.open
         if activity is not None:
-            activity_source = _source_of([_piece(activity, [spec.user, str(spec.activity_ts)], "activity")], "activity").open
+            activity_source = _source_of([_piece(activity, [str(spec.activity_user), str(spec.activity_ts)], "activity")], "activity").open
         core = self._core.update(
             orders=orders_source,
             signups=(lambda: signup_source) if signup_source is not None else None,
@@ -199,6 +199,9 @@ class CohortState:
             segment=SEGMENT_CODE if by else None,
             signup_ts=spec.signup_ts,
             activity_ts=str(spec.activity_ts),
+            signup_user=str(spec.signup_user),
+            activity_user=str(spec.activity_user),
+            ts_format=spec.ts_format,
             period=spec.period,
             tz=spec.tz,
             min_amount=min_amount_parts(spec.min_amount),

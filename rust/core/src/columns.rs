@@ -7,7 +7,7 @@
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_buffer::NullBuffer;
+use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Schema, TimeUnit};
 use std::hash::BuildHasher;
 
@@ -19,8 +19,15 @@ use crate::kernel::prefetch_read;
 use crate::error::{out_of_memory, CoreError, Result};
 
 pub const USER_ACCEPTED: &str =
-    "int8/16/32/64, uint8/16/32/64, string, large_string, string_view, or a dictionary of those";
-pub const TS_ACCEPTED: &str = "timestamp[s|ms|us|ns] (naive or tz-aware), date32, date64";
+    "int8/16/32/64, uint8/16/32/64, float32/64 holding whole numbers, string, large_string, string_view, or a dictionary of those";
+pub const TS_ACCEPTED: &str =
+    "timestamp[s|ms|us|ns] (naive or tz-aware), date32, date64, or text (string, large_string, string_view) in ISO-8601 or the ts_format layout";
+
+/// What to do about float user ids that are not whole numbers (pandas turns integer ids with nulls into float64).
+const FLOAT_ID_FIX: &str = "read the file with pd.read_parquet(..., dtype_backend=\"pyarrow\") (or cast the column to Int64) to keep the ids integers";
+
+/// Largest magnitude below which every integer is a float64 exactly.
+const FLOAT_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
 pub const AMOUNT_ACCEPTED: &str = "float32, float64, int8/16/32/64, uint8/16/32/64, decimal128";
 
 /// How user ids are compared across tables: as 64-bit integers, or as interned strings.
@@ -34,17 +41,22 @@ pub enum UserFamily {
 fn user_family(dt: &DataType) -> Option<UserFamily> {
     use DataType::*;
     match dt {
-        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 => Some(UserFamily::Signed),
+        // Floats holding whole numbers are integer ids (pandas' integers with nulls): see `float_keys`.
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Float32 | Float64 => Some(UserFamily::Signed),
         UInt64 => Some(UserFamily::Unsigned64),
         Utf8 | LargeUtf8 | Utf8View => Some(UserFamily::Str),
         // One level only: a dictionary of dictionaries is not a user id column.
-        Dictionary(_, values) if !matches!(values.as_ref(), Dictionary(..)) => user_family(values),
+        Dictionary(_, values) if !matches!(values.as_ref(), Dictionary(..) | Float32 | Float64) => user_family(values),
         _ => None,
     }
 }
 
 fn is_ts(dt: &DataType) -> bool {
-    matches!(dt, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64)
+    matches!(dt, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64) || is_text(dt)
+}
+
+fn is_text(dt: &DataType) -> bool {
+    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
 /// Fixed-point scale an amount column is summed at.
@@ -70,6 +82,8 @@ pub struct ColumnSet {
     pub family: UserFamily,
     /// Scale of the amount column (0 without one).
     pub scale: u8,
+    /// The `strftime` layout of a text timestamp column (`None`: ISO-8601).
+    pub ts_format: Option<String>,
 }
 
 pub struct ColumnNames<'a> {
@@ -78,6 +92,8 @@ pub struct ColumnNames<'a> {
     pub ts: &'a str,
     pub amount: Option<&'a str>,
     pub segment: Option<&'a str>,
+    /// Layout of text timestamps (`Spec::ts_format`).
+    pub ts_format: Option<&'a str>,
 }
 
 impl ColumnSet {
@@ -116,6 +132,9 @@ impl ColumnSet {
         if !is_ts(tdt) {
             return Err(dtype_err(names.ts, tdt, TS_ACCEPTED));
         }
+        if let Some(format) = names.ts_format {
+            check_ts_format(format)?;
+        }
         let mut scale = 0;
         let amount = match names.amount {
             Some(name) => {
@@ -143,8 +162,85 @@ impl ColumnSet {
             segment,
             family,
             scale,
+            ts_format: names.ts_format.map(str::to_string),
         })
     }
+}
+
+/// Refuses a `ts_format` that is not a `strftime` layout (an unknown directive), before any row
+/// is read: otherwise every row would fail to parse.
+fn check_ts_format(format: &str) -> Result<()> {
+    let probe = jiff::civil::date(2024, 1, 2).at(3, 4, 5, 0).to_zoned(jiff::tz::TimeZone::UTC);
+    match probe.map_err(|e| e.to_string()).and_then(|z| jiff::fmt::strtime::format(format, &z).map_err(|e| e.to_string())) {
+        Ok(_) if !format.trim().is_empty() => Ok(()),
+        Ok(_) => Err(CoreError::InvalidArgument("ts_format must be a strftime layout such as \"%d.%m.%Y %H:%M\"; got an empty string".into())),
+        Err(e) => Err(CoreError::InvalidArgument(format!("ts_format {format:?} is not a strftime layout: {e}"))),
+    }
+}
+
+/// A text timestamp as µs since the epoch (an instant), or `None` when it does not parse. With an
+/// offset (or `Z`) the text is an instant; without, a wall-clock time in `tz` (as naive timestamps
+/// are), and a date alone is that date's local midnight. A wall-clock time a DST change skips or
+/// repeats is taken as the clocks read before the change (jiff's "compatible" rule).
+pub fn parse_text_ts(text: &str, format: Option<&str>, tz: &jiff::tz::TimeZone) -> Option<i64> {
+    use jiff::civil::{Date, DateTime};
+    let text = text.trim();
+    let local = |dt: DateTime| tz.to_ambiguous_timestamp(dt).compatible().ok();
+    let instant = match format {
+        Some(format) => {
+            let parts = jiff::fmt::strtime::parse(format, text).ok()?;
+            if parts.offset().is_some() {
+                parts.to_timestamp().ok()?
+            } else if let Ok(dt) = parts.to_datetime() {
+                local(dt)?
+            } else {
+                local(parts.to_date().ok()?.at(0, 0, 0, 0))?
+            }
+        }
+        None => match text.parse::<jiff::Timestamp>() {
+            Ok(ts) => ts,
+            Err(_) => match text.parse::<DateTime>() {
+                Ok(dt) => local(dt)?,
+                Err(_) => local(text.parse::<Date>().ok()?.at(0, 0, 0, 0))?,
+            },
+        },
+    };
+    Some(instant.as_microsecond())
+}
+
+/// The keys of a float user column, and its nulls (NaN is a null user too). Every other value
+/// must be a whole number of magnitude at most 2^53, so that it stands for exactly one integer id:
+/// it then gets the key that integer gets in an integer column.
+fn float_keys(array: &dyn Array, set: &ColumnSet) -> Result<(Vec<u64>, Option<NullBuffer>)> {
+    let values: Vec<f64> = match array.data_type() {
+        DataType::Float64 => array.as_primitive::<Float64Type>().values().to_vec(),
+        DataType::Float32 => array.as_primitive::<Float32Type>().values().iter().map(|&x| f64::from(x)).collect(),
+        other => return Err(internal_dtype(&set.user.1, other)),
+    };
+    let nulls = counted_nulls(array);
+    let mut keys = Vec::new();
+    keys.try_reserve_exact(values.len()).map_err(|_| out_of_memory(values.len() * 8, "the user keys of a batch"))?;
+    let mut valid = Vec::new();
+    for (i, &x) in values.iter().enumerate() {
+        let is_null = nulls.as_ref().is_some_and(|n| n.is_null(i)) || x.is_nan();
+        valid.push(!is_null);
+        if is_null {
+            keys.push(u64::MAX);
+            continue;
+        }
+        if x.fract() != 0.0 || x.abs() > FLOAT_EXACT {
+            let what = if x.is_infinite() || x.abs() > FLOAT_EXACT { "is too large to stand for one integer exactly (beyond 2^53)" } else { "is not a whole number" };
+            return Err(CoreError::InvalidArgument(format!(
+                "column {:?} in {}: float user ids must be whole numbers (pandas stores integer ids with nulls as float64), \
+                 but the value {x:?} at batch row {i} {what}; {FLOAT_ID_FIX}",
+                set.user.1, set.table
+            )));
+        }
+        #[allow(clippy::cast_possible_truncation)] // a whole number of magnitude at most 2^53
+        keys.push(x as i64 as u64);
+    }
+    let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
+    Ok((keys, nulls))
 }
 
 /// Gives every distinct string user id a dense key, shared by all tables of one run.
@@ -297,12 +393,12 @@ enum UserReader<'a> {
     Keys(Vec<u64>),
 }
 
-#[derive(Clone, Copy)]
-enum TsReader<'a> {
-    Instant(&'a [i64], TimeUnit),
-    Local(&'a [i64], TimeUnit),
-    Date32(&'a [i32]),
-    Date64(&'a [i64]),
+/// A timestamp column's values: the batch's own buffers, or (text) the values parsed from it.
+enum TsReader {
+    Instant(ScalarBuffer<i64>, TimeUnit),
+    Local(ScalarBuffer<i64>, TimeUnit),
+    Date32(ScalarBuffer<i32>),
+    Date64(ScalarBuffer<i64>),
 }
 
 fn to_seconds(v: i64, unit: TimeUnit) -> i64 {
@@ -454,6 +550,8 @@ pub mod status {
     pub const TS_OUT_OF_RANGE: u8 = 3;
     pub const NULL_AMOUNT: u8 = 4;
     pub const NOT_FINITE: u8 = 5;
+    /// A text timestamp that does not parse (ISO-8601, or the `ts_format` layout).
+    pub const BAD_TS: u8 = 6;
 }
 
 /// Which columns a pass needs decoded.
@@ -580,11 +678,24 @@ fn units_per_second(unit: TimeUnit) -> i64 {
 }
 
 /// A record batch seen through one table's column set.
+/// Where a batch sits in its table, and what reading it needs beyond its columns.
+#[derive(Clone, Copy)]
+pub struct BatchAt<'c> {
+    /// The run's calendar: its zone places text timestamps without an offset.
+    pub cal: &'c Calendar,
+    /// Index in the table of the batch's first row (for error messages).
+    pub first_row: u64,
+    /// A text timestamp that does not parse is an error rather than a `bad_ts` row.
+    pub strict: bool,
+}
+
 pub struct BatchView<'a> {
     user: UserReader<'a>,
     user_nulls: Option<NullBuffer>,
-    ts: TsReader<'a>,
+    ts: TsReader,
     ts_nulls: Option<NullBuffer>,
+    /// Text timestamps that did not parse (`None` when every one did, or the column is not text).
+    ts_unparsed: Option<Vec<bool>>,
     amount: Option<(AmountReader<'a>, Option<NullBuffer>)>,
     segment: Option<(&'a [u32], Option<NullBuffer>)>,
     pub len: usize,
@@ -594,7 +705,7 @@ pub struct BatchView<'a> {
 impl<'a> BatchView<'a> {
     /// Reads a batch through a column set. String user ids are interned here, on the calling
     /// thread; `poll` is called every few hundred thousand strings (progress and Ctrl-C).
-    pub fn new(batch: &'a RecordBatch, set: &'a ColumnSet, interner: &mut Interner, poll: &mut dyn FnMut() -> Result<()>) -> Result<Self> {
+    pub fn new(batch: &'a RecordBatch, set: &'a ColumnSet, interner: &mut Interner, at: BatchAt<'_>, poll: &mut dyn FnMut() -> Result<()>) -> Result<Self> {
         let user_col: &'a ArrayRef = batch.column(set.user.0);
         check_user_column(user_col.as_ref()).map_err(|problem| CoreError::Stream {
             table: set.table.clone(),
@@ -606,7 +717,7 @@ impl<'a> BatchView<'a> {
                 let values = dict.values();
                 if values.is_empty() {
                     // Every key is null (checked above; arrow cannot normalise keys into an empty dictionary).
-                    return Self::with_user(batch, set, UserReader::Keys(vec![u64::MAX; user_col.len()]));
+                    return Self::with_user(batch, set, UserReader::Keys(vec![u64::MAX; user_col.len()]), at);
                 }
                 let value_keys: Vec<u64> = match IntUsers::of(values.as_ref()) {
                     Some(ints) => (0..values.len()).map(|i| ints.get(i)).collect(),
@@ -620,27 +731,34 @@ impl<'a> BatchView<'a> {
                         .collect(),
                 )
             }
+            DataType::Float32 | DataType::Float64 => {
+                let (keys, nulls) = float_keys(user_col.as_ref(), set)?;
+                let mut view = Self::with_user(batch, set, UserReader::Keys(keys), at)?;
+                view.user_nulls = nulls;
+                return Ok(view);
+            }
             _ => match IntUsers::of(user_col.as_ref()) {
                 Some(ints) => UserReader::Ints(ints),
                 None => UserReader::Keys(interner.keys_of(user_col.as_ref(), poll)?),
             },
         };
-        Self::with_user(batch, set, user)
+        Self::with_user(batch, set, user, at)
     }
 
-    fn with_user(batch: &'a RecordBatch, set: &'a ColumnSet, user: UserReader<'a>) -> Result<Self> {
+    fn with_user(batch: &'a RecordBatch, set: &'a ColumnSet, user: UserReader<'a>, at: BatchAt<'_>) -> Result<Self> {
         let user_col: &'a ArrayRef = batch.column(set.user.0);
         // Logical nulls: for a dictionary, null keys and null values alike.
         let user_nulls = counted_nulls(user_col.as_ref());
 
         let ts_col: &'a ArrayRef = batch.column(set.ts.0);
+        let mut ts_unparsed = None;
         let ts = match ts_col.data_type() {
             DataType::Timestamp(unit, tz) => {
                 let values = match unit {
-                    TimeUnit::Second => ts_col.as_primitive::<TimestampSecondType>().values().as_ref(),
-                    TimeUnit::Millisecond => ts_col.as_primitive::<TimestampMillisecondType>().values().as_ref(),
-                    TimeUnit::Microsecond => ts_col.as_primitive::<TimestampMicrosecondType>().values().as_ref(),
-                    TimeUnit::Nanosecond => ts_col.as_primitive::<TimestampNanosecondType>().values().as_ref(),
+                    TimeUnit::Second => ts_col.as_primitive::<TimestampSecondType>().values().clone(),
+                    TimeUnit::Millisecond => ts_col.as_primitive::<TimestampMillisecondType>().values().clone(),
+                    TimeUnit::Microsecond => ts_col.as_primitive::<TimestampMicrosecondType>().values().clone(),
+                    TimeUnit::Nanosecond => ts_col.as_primitive::<TimestampNanosecondType>().values().clone(),
                 };
                 if tz.is_some() {
                     TsReader::Instant(values, *unit)
@@ -648,8 +766,11 @@ impl<'a> BatchView<'a> {
                     TsReader::Local(values, *unit)
                 }
             }
-            DataType::Date32 => TsReader::Date32(ts_col.as_primitive::<Date32Type>().values()),
-            DataType::Date64 => TsReader::Date64(ts_col.as_primitive::<Date64Type>().values()),
+            DataType::Date32 => TsReader::Date32(ts_col.as_primitive::<Date32Type>().values().clone()),
+            DataType::Date64 => TsReader::Date64(ts_col.as_primitive::<Date64Type>().values().clone()),
+            DataType::Utf8 => Self::parse_ts(ts_col.as_string::<i32>().iter(), set, at, &mut ts_unparsed)?,
+            DataType::LargeUtf8 => Self::parse_ts(ts_col.as_string::<i64>().iter(), set, at, &mut ts_unparsed)?,
+            DataType::Utf8View => Self::parse_ts(ts_col.as_string_view().iter(), set, at, &mut ts_unparsed)?,
             other => return Err(internal_dtype(&set.ts.1, other)),
         };
 
@@ -687,11 +808,53 @@ impl<'a> BatchView<'a> {
             user_nulls,
             ts,
             ts_nulls: counted_nulls(ts_col.as_ref()),
+            ts_unparsed,
             amount,
             segment,
             len: batch.num_rows(),
             set,
         })
+    }
+
+    /// Parses a text timestamp column into instants (µs). A text that does not parse is marked in
+    /// `unparsed` (its value is 0), or is an error naming it under `strict`.
+    fn parse_ts<'s>(texts: impl Iterator<Item = Option<&'s str>>, set: &ColumnSet, at: BatchAt<'_>, unparsed: &mut Option<Vec<bool>>) -> Result<TsReader> {
+        let tz = at.cal.time_zone();
+        let format = set.ts_format.as_deref();
+        let mut values = Vec::new();
+        let mut bad: Vec<bool> = Vec::new();
+        for (i, text) in texts.enumerate() {
+            let parsed = text.map(|t| (t, parse_text_ts(t, format, tz)));
+            match parsed {
+                Some((text, None)) => {
+                    if at.strict {
+                        let layout = format.map_or_else(|| "ISO-8601".to_string(), |f| format!("the ts_format {f:?}"));
+                        return Err(CoreError::BadRow {
+                            table: set.table.clone(),
+                            column: set.ts.1.clone(),
+                            what: format!("the text {text:?}, which does not parse as a timestamp in {layout},"),
+                            row: at.first_row + i as u64,
+                        });
+                    }
+                    if bad.is_empty() {
+                        bad.resize(i, false);
+                    }
+                    bad.push(true);
+                    values.push(0);
+                }
+                other => {
+                    if !bad.is_empty() {
+                        bad.push(false);
+                    }
+                    values.push(other.and_then(|(_, v)| v).unwrap_or(0));
+                }
+            }
+        }
+        if !bad.is_empty() {
+            bad.resize(values.len(), false);
+            *unparsed = Some(bad);
+        }
+        Ok(TsReader::Instant(ScalarBuffer::from(values), TimeUnit::Microsecond))
     }
 
     /// Decodes rows `lo..hi` into `out`. Fails only on an amount outside 64-bit fixed point.
@@ -710,7 +873,7 @@ impl<'a> BatchView<'a> {
         if want.ts {
             let band = self.ts_kind().band();
             let mut outside = 0u64;
-            match self.ts {
+            match &self.ts {
                 TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => out.ts.extend(v[lo..hi].iter().map(|&t| {
                     outside |= band.outside(t);
                     t
@@ -757,7 +920,8 @@ impl<'a> BatchView<'a> {
                 }
             }
         }
-        out.all_valid = !not_finite && !ts_outside && amount_nulls.is_none() && user_nulls.is_none() && ts_nulls.is_none();
+        let ts_unparsed = self.ts_unparsed.as_deref();
+        out.all_valid = !not_finite && !ts_outside && amount_nulls.is_none() && user_nulls.is_none() && ts_nulls.is_none() && ts_unparsed.is_none();
         if out.all_valid {
             return Ok(());
         }
@@ -768,7 +932,7 @@ impl<'a> BatchView<'a> {
             let ts_null = ts_nulls.is_some_and(|b| b.is_null(i));
             // Near the range's ends (or junk): the exact local day, and the period from it.
             let mut ts_in_range = true;
-            if ts_outside && !ts_null {
+            if ts_outside && !ts_null && !ts_unparsed.is_some_and(|b| b[i]) {
                 let raw = self.raw_ts(i);
                 if band.outside(raw) != 0 {
                     match kind.local_day(raw, cal) {
@@ -782,6 +946,8 @@ impl<'a> BatchView<'a> {
                 status::NULL_USER
             } else if ts_null {
                 status::NULL_TS
+            } else if ts_unparsed.is_some_and(|b| b[i]) {
+                status::BAD_TS
             } else if !ts_in_range {
                 status::TS_OUT_OF_RANGE
             } else if amount_nulls.is_some_and(|b| b.is_null(i)) {
@@ -818,7 +984,7 @@ impl<'a> BatchView<'a> {
     #[inline(always)]
     fn periods_of(&self, lo: usize, hi: usize, cal: &Calendar, out: &mut Vec<i32>, fix: impl Fn(i64) -> i64) {
         // Straight from the column, one loop per kind: the per-row work has no branch on the dtype.
-        match self.ts {
+        match &self.ts {
             // In UTC the local day is one division away; by a constant, so it compiles to a multiply.
             TsReader::Instant(v, unit) if cal.is_utc() => {
                 let v = &v[lo..hi];
@@ -834,7 +1000,7 @@ impl<'a> BatchView<'a> {
                     TimeUnit::Nanosecond => days!(SECONDS_PER_DAY * 1_000_000_000),
                 }
             }
-            TsReader::Instant(v, unit) => out.extend(v[lo..hi].iter().map(|&t| cal.period_of_instant(to_seconds(fix(t), unit)))),
+            TsReader::Instant(v, unit) => out.extend(v[lo..hi].iter().map(|&t| cal.period_of_instant(to_seconds(fix(t), *unit)))),
             TsReader::Local(v, _) | TsReader::Date64(v) => {
                 let per_day = self.ts_kind().per_day();
                 out.extend(v[lo..hi].iter().map(|&t| cal.period_of_day(fix(t).div_euclid(per_day))))
@@ -845,7 +1011,7 @@ impl<'a> BatchView<'a> {
 
     /// Whether some timestamp of rows `lo..hi` is outside `band`.
     fn any_outside(&self, band: Band, lo: usize, hi: usize) -> bool {
-        let outside = match self.ts {
+        let outside = match &self.ts {
             TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => v[lo..hi].iter().fold(0, |a, &t| a | band.outside(t)),
             TsReader::Date32(v) => v[lo..hi].iter().fold(0, |a, &d| a | band.outside(i64::from(d))),
         };
@@ -853,7 +1019,7 @@ impl<'a> BatchView<'a> {
     }
 
     fn raw_ts(&self, i: usize) -> i64 {
-        match self.ts {
+        match &self.ts {
             TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => v[i],
             TsReader::Date32(v) => i64::from(v[i]),
         }
@@ -868,7 +1034,7 @@ impl<'a> BatchView<'a> {
             UserReader::Ints(ints) => ints.raw(),
             UserReader::Keys(keys) => raw(keys),
         };
-        let ts = match self.ts {
+        let ts = match &self.ts {
             TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => raw(v),
             TsReader::Date32(v) => raw(v),
         };
@@ -882,9 +1048,9 @@ impl<'a> BatchView<'a> {
     }
 
     pub fn ts_kind(&self) -> TsKind {
-        match self.ts {
-            TsReader::Instant(_, unit) => TsKind::Instant(unit),
-            TsReader::Local(_, unit) => TsKind::Local(unit),
+        match &self.ts {
+            TsReader::Instant(_, unit) => TsKind::Instant(*unit),
+            TsReader::Local(_, unit) => TsKind::Local(*unit),
             TsReader::Date32(_) => TsKind::Date32,
             TsReader::Date64(_) => TsKind::Date64,
         }

@@ -69,10 +69,11 @@ fn err(kind: ErrKind, why: impl Into<String>) -> ExpectedErr {
 }
 
 // Reconciliation lines, in the order the core lists them (engine.rs).
-const ORDER_REASONS_SIGNUPS: [Reason; 11] = [
+const ORDER_REASONS_SIGNUPS: [Reason; 12] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::NullAmount,
     Reason::NanAmount,
@@ -82,10 +83,11 @@ const ORDER_REASONS_SIGNUPS: [Reason; 11] = [
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-const ORDER_REASONS_FIRST_PURCHASE: [Reason; 11] = [
+const ORDER_REASONS_FIRST_PURCHASE: [Reason; 12] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::NullAmount,
     Reason::NanAmount,
@@ -95,12 +97,13 @@ const ORDER_REASONS_FIRST_PURCHASE: [Reason; 11] = [
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-const SIGNUP_REASONS: [Reason; 7] =
-    [Reason::Used, Reason::NullUser, Reason::NullTs, Reason::TsOutOfRange, Reason::DuplicateUser, Reason::BeforeSince, Reason::NotYetComplete];
-const ACTIVITY_REASONS: [Reason; 9] = [
+const SIGNUP_REASONS: [Reason; 8] =
+    [Reason::Used, Reason::NullUser, Reason::NullTs, Reason::BadTs, Reason::TsOutOfRange, Reason::DuplicateUser, Reason::BeforeSince, Reason::NotYetComplete];
+const ACTIVITY_REASONS: [Reason; 10] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::UnknownUser,
     Reason::BeforeCohort,

@@ -81,6 +81,7 @@ pub(crate) fn guarded<T: Send>(py: Python<'_>, f: impl FnOnce() -> ltrcore_core:
 #[pyfunction]
 #[pyo3(signature = (
     *, orders, orders_reopenable, orders_in_memory, user, ts, amount, segment, signups, signup_ts, activity, activity_ts,
+    signup_user, activity_user, ts_format,
     horizon, period, tz, min_amount, scale, strict, threads, chunk_rows, progress,
     segment_ranks=None, cells_budget=None
 ))]
@@ -98,6 +99,9 @@ fn accumulate(
     signup_ts: String,
     activity: Option<Py<PyAny>>,
     activity_ts: String,
+    signup_user: String,
+    activity_user: String,
+    ts_format: Option<String>,
     horizon: u32,
     period: String,
     tz: String,
@@ -117,6 +121,9 @@ fn accumulate(
         segment,
         signup_ts,
         activity_ts,
+        signup_user,
+        activity_user,
+        ts_format,
         horizon,
         period,
         tz,

@@ -229,7 +229,7 @@ mod tests {
 
     use super::*;
     use crate::calendar::PeriodKind;
-    use crate::columns::{BatchView, ColumnNames, ColumnSet, Decoded, Interner, Want};
+    use crate::columns::{BatchAt, BatchView, ColumnNames, ColumnSet, Decoded, Interner, Want};
     use crate::error::AllocFailure;
     use crate::kernel::{hash_key, CellAdd};
     use crate::reconcile::{Reason, Tally};
@@ -279,10 +279,11 @@ mod tests {
             ],
         )
         .unwrap();
-        let names = ColumnNames { table: "orders", user: "user_id", ts: "ts", amount: Some("amount"), segment: None };
+        let names = ColumnNames { table: "orders", user: "user_id", ts: "ts", amount: Some("amount"), segment: None, ts_format: None };
         let set = ColumnSet::resolve(&schema, &names, 4).unwrap();
-        let view = BatchView::new(&batch, &set, &mut Interner::default(), &mut || Ok(())).unwrap();
         let cal = Calendar::new(PeriodKind::Month, "UTC").unwrap();
+        let at = BatchAt { cal: &cal, first_row: 0, strict: false };
+        let view = BatchView::new(&batch, &set, &mut Interner::default(), at, &mut || Ok(())).unwrap();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let mut shards: Vec<Users> = (0..threads).map(|_| Users::new(false)).collect();
         let mut accs: Vec<Acc> = (0..threads).map(|_| Acc::default()).collect();

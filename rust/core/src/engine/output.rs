@@ -64,10 +64,11 @@ pub struct CohortResult {
     pub bad_rows: u64,
 }
 
-pub const ORDER_REASONS_SIGNUPS: [Reason; 11] = [
+pub const ORDER_REASONS_SIGNUPS: [Reason; 12] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::NullAmount,
     Reason::NanAmount,
@@ -77,10 +78,11 @@ pub const ORDER_REASONS_SIGNUPS: [Reason; 11] = [
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-pub const ORDER_REASONS_FIRST_PURCHASE: [Reason; 11] = [
+pub const ORDER_REASONS_FIRST_PURCHASE: [Reason; 12] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::NullAmount,
     Reason::NanAmount,
@@ -90,19 +92,21 @@ pub const ORDER_REASONS_FIRST_PURCHASE: [Reason; 11] = [
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-pub const SIGNUP_REASONS: [Reason; 7] = [
+pub const SIGNUP_REASONS: [Reason; 8] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::DuplicateUser,
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-pub const ACTIVITY_REASONS: [Reason; 9] = [
+pub const ACTIVITY_REASONS: [Reason; 10] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::UnknownUser,
     Reason::BeforeCohort,

@@ -304,12 +304,13 @@ pub(crate) fn sum_accs(accs: Vec<Acc>) -> Totals {
 pub(crate) fn bad_row_error(set: &ColumnSet, reason: Reason, row: u64) -> CoreError {
     let column = match reason {
         Reason::NullUser => set.user.1.clone(),
-        Reason::NullTs | Reason::TsOutOfRange => set.ts.1.clone(),
+        Reason::NullTs | Reason::BadTs | Reason::TsOutOfRange => set.ts.1.clone(),
         _ => set.amount.as_ref().map(|a| a.1.clone()).unwrap_or_default(),
     };
     let what = match reason {
         Reason::NanAmount => "a NaN or infinite value",
         Reason::TsOutOfRange => "a timestamp whose local date is outside the supported years 1-9999",
+        Reason::BadTs => "a text timestamp that does not parse",
         _ => "a null",
     };
     CoreError::BadRow { table: set.table.clone(), column, what: what.to_string(), row }
@@ -319,6 +320,7 @@ pub(crate) fn status_reason(st: u8) -> Reason {
     match st {
         status::NULL_USER => Reason::NullUser,
         status::NULL_TS => Reason::NullTs,
+        status::BAD_TS => Reason::BadTs,
         status::TS_OUT_OF_RANGE => Reason::TsOutOfRange,
         status::NULL_AMOUNT => Reason::NullAmount,
         _ => Reason::NanAmount,

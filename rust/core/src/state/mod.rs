@@ -400,12 +400,18 @@ impl State {
                 ORDERS => &spec.ts,
                 _ => &spec.activity_ts,
             };
+            let user = match table {
+                SIGNUPS => &spec.signup_user,
+                ORDERS => &spec.user,
+                _ => &spec.activity_user,
+            };
             let names = ColumnNames {
                 table: table_name(table),
-                user: &spec.user,
+                user,
                 ts,
                 amount: (table == ORDERS).then_some(spec.amount.as_str()),
                 segment: if table == defining { spec.segment.as_deref() } else { None },
+                ts_format: spec.ts_format.as_deref(),
             };
             let set = reader.columns(&stream, &names)?;
             if table == ORDERS && (fresh || set.scale > base.scale) {

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::{part_of, period_label, too_large, LateRow, ORDERS, PARTS, PART_SHIFT, SIGNUPS};
 use crate::calendar::{Calendar, PeriodKind};
-use crate::columns::{status, BatchView, ColumnNames, ColumnSet, Decoded, Interner, UserFamily, Want};
+use crate::columns::{status, BatchAt, BatchView, ColumnNames, ColumnSet, Decoded, Interner, UserFamily, Want};
 use crate::engine::{bad_row_error, resolve_columns, status_reason, Hooks, Spec, Stream};
 use crate::error::{CoreError, Result};
 use crate::kernel::hash_key;
@@ -99,7 +99,8 @@ impl Reader<'_> {
         hooks.tick(phase, 0, false)?;
         for batch in stream.reader {
             let batch = batch?;
-            let view = BatchView::new(&batch, set, &mut self.interner, &mut || Ok(()))?;
+            let at = BatchAt { cal: self.cal, first_row: row0, strict: self.spec.strict };
+            let view = BatchView::new(&batch, set, &mut self.interner, at, &mut || Ok(()))?;
             let starts: Vec<usize> = (0..view.len).step_by(BLOCK_ROWS).collect();
             for group in starts.chunks(BLOCKS_PER_ROUND) {
                 let cal = self.cal;
