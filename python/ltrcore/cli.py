@@ -171,7 +171,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 #: Options of ``report`` that make the spec: fixed by a saved state, so refused beside ``--state``.
-_SPEC_OPTIONS = ("signups", "activity", "user", "ts", "amount", "signup_ts", "activity_ts", "by", "tz", "period", "horizon", "min_amount")
+_SPEC_OPTIONS = (
+    "signups", "activity", "user", "ts", "amount", "signup_ts", "activity_ts", "signup_user", "activity_user", "ts_format", "by", "tz",
+    "period", "horizon", "min_amount",
+)  # fmt: skip
 
 
 def _spec_options(parser: argparse.ArgumentParser) -> None:
@@ -181,6 +184,13 @@ def _spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--amount", default="amount", help="order amount column")
     parser.add_argument("--signup-ts", default="signup_ts", help="signup timestamp column")
     parser.add_argument("--activity-ts", default=None, help="activity timestamp column (default: --ts)")
+    parser.add_argument("--signup-user", default=None, help="user id column of the signups (default: --user)")
+    parser.add_argument("--activity-user", default=None, help="user id column of the activity (default: --user)")
+    parser.add_argument(
+        "--ts-format",
+        default=None,
+        help="strftime layout of timestamps stored as text, in every table, e.g. '%%d.%%m.%%Y %%H:%%M' (default: ISO-8601)",
+    )
     parser.add_argument("--by", action="append", default=None, help="segment column (repeatable)")
     parser.add_argument("--tz", default="UTC", help="IANA time zone for period boundaries")
     parser.add_argument("--period", default="month", choices=["month", "week", "quarter", "day"])
@@ -247,6 +257,9 @@ def _state(args: argparse.Namespace) -> int:
                 cohort="signup" if args.signups else "first_purchase",
                 signup_ts=args.signup_ts,
                 activity_ts=args.activity_ts,
+                signup_user=args.signup_user,
+                activity_user=args.activity_user,
+                ts_format=args.ts_format,
                 by=args.by,
                 horizon=args.horizon,
                 period=args.period,
@@ -388,6 +401,9 @@ def _report(args: argparse.Namespace) -> int:
             signup_ts=args.signup_ts,
             activity=args.activity,
             activity_ts=args.activity_ts,
+            signup_user=args.signup_user,
+            activity_user=args.activity_user,
+            ts_format=args.ts_format,
             by=args.by,
             horizon=args.horizon,
             period=args.period,

@@ -175,7 +175,7 @@ class Partial:
         if core.bad_rows:
             warnings.warn(
                 ExcludedRowsWarning(
-                    f"{core.bad_rows} input row(s) were excluded for bad data (nulls, NaN/inf amounts); "
+                    f"{core.bad_rows} input row(s) were excluded for bad data (nulls, NaN/inf amounts, timestamps that do not parse); "
                     "see table.reconciliation, or pass strict=True to raise instead"
                 ),
                 stacklevel=3,

@@ -105,6 +105,8 @@ class CohortSpec:
         set_(self, "activity_user", column_name("activity_user", self.activity_user or self.user))
         if self.ts_format is not None and (not isinstance(self.ts_format, str) or not self.ts_format.strip()):
             raise InvalidArgumentError(f"ts_format must be a strftime layout such as '%d.%m.%Y %H:%M'; got {self.ts_format!r}")
+        if self.ts_format is not None:
+            _core.check_ts_format(self.ts_format)
         set_(self, "by", _by_names(self.by))
         if self.cohort not in COHORT_KINDS:
             raise InvalidArgumentError(f"cohort must be one of {', '.join(map(repr, COHORT_KINDS))}; got {self.cohort!r}")

@@ -111,9 +111,11 @@ impl ColumnSet {
                 [] => Err(CoreError::ColumnNotFound {
                     table: names.table.to_string(),
                     column: name.to_string(),
+                    // The segment column is the front's own (codes of the `by` values): never named to the user.
                     available: schema
                         .fields()
                         .iter()
+                        .filter(|f| Some(f.name().as_str()) != names.segment)
                         .map(|f| format!("{:?}", f.name()))
                         .collect::<Vec<_>>()
                         .join(", "),
@@ -169,7 +171,7 @@ impl ColumnSet {
 
 /// Refuses a `ts_format` that is not a `strftime` layout (an unknown directive), before any row
 /// is read: otherwise every row would fail to parse.
-fn check_ts_format(format: &str) -> Result<()> {
+pub fn check_ts_format(format: &str) -> Result<()> {
     let probe = jiff::civil::date(2024, 1, 2).at(3, 4, 5, 0).to_zoned(jiff::tz::TimeZone::UTC);
     match probe.map_err(|e| e.to_string()).and_then(|z| jiff::fmt::strtime::format(format, &z).map_err(|e| e.to_string())) {
         Ok(_) if !format.trim().is_empty() => Ok(()),

@@ -158,6 +158,12 @@ fn check_tz(tz: &str) -> PyResult<()> {
     ltrcore_core::calendar::Calendar::new(ltrcore_core::calendar::PeriodKind::Month, tz).map(|_| ()).map_err(to_py)
 }
 
+/// Checks that `format` is a `strftime` layout the engine can parse text timestamps with.
+#[pyfunction]
+fn check_ts_format(format: &str) -> PyResult<()> {
+    ltrcore_core::columns::check_ts_format(format).map_err(to_py)
+}
+
 /// Raises a Rust panic inside the same guard `compute` uses (tests check it becomes `InternalError`).
 #[pyfunction]
 fn _debug_panic(py: Python<'_>) -> PyResult<()> {
@@ -168,6 +174,7 @@ fn _debug_panic(py: Python<'_>) -> PyResult<()> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(accumulate, m)?)?;
     m.add_function(wrap_pyfunction!(check_tz, m)?)?;
+    m.add_function(wrap_pyfunction!(check_ts_format, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     m.add_class::<CoreResult>()?;
     m.add_class::<CorePartial>()?;
