@@ -44,7 +44,7 @@ class CorePartial:
     def recode(self, codes: list[int]) -> CorePartial: ...
     def to_arrow(self) -> ArrowStream: ...
     def finalize(
-        self, *, period: str, tz: str, as_of: tuple[str, int] | None, since: tuple[str, int] | None
+        self, *, period: str, tz: str, as_of: tuple[str, int] | None, since: tuple[str, int] | None, profit: bool = False
     ) -> CoreResult: ...
     def segment_codes(self) -> list[int]: ...
     @property
@@ -82,6 +82,7 @@ class CoreState:
         signup_user: str,
         activity_user: str,
         ts_format: str | None,
+        cost: str | None,
         period: str,
         tz: str,
         min_amount: tuple[int, int],
@@ -127,6 +128,7 @@ def accumulate(
     signup_user: str,
     activity_user: str,
     ts_format: str | None,
+    cost: str | None,
     horizon: int,
     period: str,
     tz: str,

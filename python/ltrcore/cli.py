@@ -172,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
 
 #: Options of ``report`` that make the spec: fixed by a saved state, so refused beside ``--state``.
 _SPEC_OPTIONS = (
-    "signups", "activity", "user", "ts", "amount", "signup_ts", "activity_ts", "signup_user", "activity_user", "ts_format", "by", "tz",
+    "signups", "activity", "user", "ts", "amount", "signup_ts", "activity_ts", "signup_user", "activity_user", "ts_format", "cost", "by", "tz",
     "period", "horizon", "min_amount",
 )  # fmt: skip
 
@@ -182,6 +182,7 @@ def _spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", default="user_id", help="user id column")
     parser.add_argument("--ts", default="ts", help="order timestamp column")
     parser.add_argument("--amount", default="amount", help="order amount column")
+    parser.add_argument("--cost", default=None, help="per-order cost column of the orders: each cell's exact profit (amount - cost)")
     parser.add_argument("--signup-ts", default="signup_ts", help="signup timestamp column")
     parser.add_argument("--activity-ts", default=None, help="activity timestamp column (default: --ts)")
     parser.add_argument("--signup-user", default=None, help="user id column of the signups (default: --user)")
@@ -260,6 +261,7 @@ def _state(args: argparse.Namespace) -> int:
                 signup_user=args.signup_user,
                 activity_user=args.activity_user,
                 ts_format=args.ts_format,
+                cost=args.cost,
                 by=args.by,
                 horizon=args.horizon,
                 period=args.period,
@@ -404,6 +406,7 @@ def _report(args: argparse.Namespace) -> int:
             signup_user=args.signup_user,
             activity_user=args.activity_user,
             ts_format=args.ts_format,
+            cost=args.cost,
             by=args.by,
             horizon=args.horizon,
             period=args.period,

@@ -92,6 +92,7 @@ def cohorts(
     signup_user: str | None = None,
     activity_user: str | None = None,
     ts_format: str | None = None,
+    cost: str | None = None,
     by: str | Sequence[str] | None = None,
     horizon: int = 12,
     period: str = "month",
@@ -124,6 +125,13 @@ def cohorts(
     timestamps of every table. A text that does not parse is counted under ``bad_ts`` (an error
     under ``strict=True``).
 
+    ``cost`` names a per-order cost column of the orders (cost of goods; same dtypes as amounts): each
+    cell's ``profit`` is then the exact sum of amount − cost over its orders, refunds included (a
+    refund's cost is as given: the negative cost of goods that came back, or 0). A used order with a
+    null or NaN cost is an :class:`InvalidArgumentError` (its profit would be unknown). A decimal
+    cost may not have more decimal places than the amount; a float cost is rounded at the amount's
+    scale. Without ``cost`` the ``profit`` column is null.
+
     ``threads`` sets the worker count, capped at the cores available to the process (results are
     identical for any value). ``progress`` is called
     as ``progress(phase, rows_done)`` from the calling thread about twice a second. ``_chunk_rows`` is
@@ -141,6 +149,7 @@ def cohorts(
         signup_user=signup_user,
         activity_user=activity_user,
         ts_format=ts_format,
+        cost=cost,
         by=by,
         horizon=horizon,
         period=period,

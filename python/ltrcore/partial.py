@@ -160,7 +160,11 @@ class Partial:
 
         spec = self.spec
         core = self._core.finalize(
-            period=spec.period, tz=spec.tz, as_of=time_point(as_of, "as_of"), since=time_point(since, "since")
+            period=spec.period,
+            tz=spec.tz,
+            as_of=time_point(as_of, "as_of"),
+            since=time_point(since, "since"),
+            profit=spec.cost is not None,
         )
         table = CohortTable(
             core,
@@ -184,7 +188,7 @@ class Partial:
 
 
 #: The layout's measures: exact money, and counts.
-MONEY_COLUMNS = ("amount", "gross", "refunds", "payments")
+MONEY_COLUMNS = ("amount", "gross", "refunds", "payments", "profit")
 COUNT_COLUMNS = ("members", "rows", "orders", "payers", "activity_rows", "active", "first_paid", "first_repeat", "retained")
 _INT32 = ("cohort", "age", "last_period")
 _TEXT = ("record", "table", "reason")
@@ -349,7 +353,7 @@ class Accumulator:
         """Adds a piece of the orders."""
         self._check_open()
         spec = self.spec
-        columns = [spec.user, spec.ts, spec.amount]
+        columns = [spec.user, spec.ts, spec.amount, *_cost(spec)]
         if spec.by_columns and spec.cohort == "first_purchase":
             columns += spec.by_columns
         self._orders.append(_piece(orders, columns, "orders"))
@@ -410,7 +414,7 @@ class Accumulator:
             signup_source = Source(lambda: signups, reopenable=False, in_memory=True)
         orders_source = self._orders_source(signup_source)
         if coder is not None and signup_source is None:
-            orders_source = coder.wrap(orders_source, [spec.user, spec.ts, spec.amount], table="orders")
+            orders_source = coder.wrap(orders_source, [spec.user, spec.ts, spec.amount, *_cost(spec)], table="orders")
         activity_source = _source_of(self._activity, "activity") if self._activity else None
         self._orders, self._signups, self._activity = [], [], []
 
@@ -429,6 +433,7 @@ class Accumulator:
             signup_user=str(spec.signup_user),
             activity_user=str(spec.activity_user),
             ts_format=spec.ts_format,
+            cost=spec.cost,
             horizon=spec.horizon,
             period=spec.period,
             tz=spec.tz,
@@ -454,10 +459,16 @@ class Accumulator:
         else:
             user_type = _user_type(self._activity, str(spec.activity_user))
         columns = {spec.user: pa.array([], user_type), spec.ts: pa.array([], pa.timestamp("us", "UTC")), spec.amount: pa.array([], pa.int64())}
+        columns.update({name: pa.array([], pa.int64()) for name in _cost(spec)})
         if signups is None:  # the segments come from the orders
             columns.update({b: pa.array([], pa.null()) for b in spec.by_columns})
         empty = pa.table(columns)
         return Source(lambda: empty, reopenable=True, in_memory=True)
+
+
+def _cost(spec: CohortSpec) -> list[str]:
+    """The orders' cost column, if the spec has one."""
+    return [spec.cost] if spec.cost is not None else []
 
 
 def _user_type(pieces: list[Any], user: str) -> pa.DataType:

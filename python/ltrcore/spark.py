@@ -165,7 +165,8 @@ def _per_task_partials(
         raise InvalidArgumentError(f"partitions must be a positive integer; got {partitions!r}")
     by = spec.by_columns
     segments_from = signups if signups is not None else orders
-    _require(orders, "orders", [spec.user, spec.ts, spec.amount, *(by if signups is None else [])])
+    cost = [spec.cost] if spec.cost is not None else []
+    _require(orders, "orders", [spec.user, spec.ts, spec.amount, *cost, *(by if signups is None else [])])
     if signups is not None:
         _require(signups, "signups", [str(spec.signup_user), spec.signup_ts, *by])
     if activity is not None:
@@ -184,10 +185,11 @@ def _per_task_partials(
     # The rows each task reads: orders alone, or the tables tagged and stacked.
     user = F.col(spec.user)
     if signups is None and activity is None:
-        rows = orders.select(user, F.col(spec.ts), F.col(spec.amount), *[F.col(b) for b in by])
+        rows = orders.select(user, F.col(spec.ts), F.col(spec.amount), *[F.col(c) for c in cost], *[F.col(b) for b in by])
         tagged = False
     else:
         parts = [orders.select(user, F.col(spec.ts).alias("__o_ts"), F.col(spec.amount).alias("__o_amount"),
+                               *[F.col(c).alias("__o_cost") for c in cost],
                                *([F.col(b) for b in by] if signups is None else []), F.lit(_ORDERS).cast("byte").alias(_TAG))]  # fmt: skip
         if signups is not None:
             parts.append(signups.select(F.col(str(spec.signup_user)).alias(spec.user), F.col(spec.signup_ts).alias("__s_ts"), *[F.col(b) for b in by],
@@ -281,7 +283,8 @@ class _Task:
     def _tables(self) -> dict[int, tuple[str, dict[str, str]]]:
         spec = self.spec
         by = {b: b for b in spec.by_columns}
-        tables = {_ORDERS: ("update", {spec.user: spec.user, "__o_ts": spec.ts, "__o_amount": spec.amount,
+        cost = {"__o_cost": spec.cost} if spec.cost is not None else {}
+        tables = {_ORDERS: ("update", {spec.user: spec.user, "__o_ts": spec.ts, "__o_amount": spec.amount, **cost,
                                        **({} if self.has_signups else by)})}  # fmt: skip
         if self.has_signups:
             tables[_SIGNUPS] = ("update_signups", {spec.user: str(spec.signup_user), "__s_ts": spec.signup_ts, **by})

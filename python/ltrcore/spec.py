@@ -16,7 +16,7 @@ PERIODS = ("month", "week", "quarter", "day")
 COHORT_KINDS = ("first_purchase", "signup")
 
 #: Version of the partial's layout (rows, columns and metadata), part of every fingerprint.
-PARTIAL_FORMAT_VERSION = 2
+PARTIAL_FORMAT_VERSION = 3
 
 
 def column_name(name: str, value: Any) -> str:
@@ -74,8 +74,10 @@ class CohortSpec:
     ``since`` are not part of it: they apply when a partial is finalized. ``activity_ts=None`` means
     ``ts``; ``signup_user=None`` and ``activity_user=None`` mean ``user``; ``by`` becomes a tuple.
     ``ts_format`` is the ``strftime`` layout of text timestamps in every table (``None``: ISO-8601).
+    ``cost`` names a per-order cost column of the orders: each cell then sums its orders' profit
+    (amount − cost, exactly); without it the table's ``profit`` is null.
     Two specs with the same ``fingerprint`` accumulate the same numbers from the same rows, so their
-    partials can be merged. The new settings (``signup_user``, ``activity_user``, ``ts_format``) enter
+    partials can be merged. The newer settings (``signup_user``, ``activity_user``, ``ts_format``, ``cost``) enter
     the fingerprint only when they differ from their defaults, so a spec that does not use them keeps
     the fingerprint it had.
     """
@@ -95,6 +97,7 @@ class CohortSpec:
     signup_user: str | None = None
     activity_user: str | None = None
     ts_format: str | None = None
+    cost: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("user", "ts", "amount", "signup_ts"):
@@ -107,6 +110,8 @@ class CohortSpec:
             raise InvalidArgumentError(f"ts_format must be a strftime layout such as '%d.%m.%Y %H:%M'; got {self.ts_format!r}")
         if self.ts_format is not None:
             _core.check_ts_format(self.ts_format)
+        if self.cost is not None:
+            column_name("cost", self.cost)
         set_(self, "by", _by_names(self.by))
         if self.cohort not in COHORT_KINDS:
             raise InvalidArgumentError(f"cohort must be one of {', '.join(map(repr, COHORT_KINDS))}; got {self.cohort!r}")
@@ -131,7 +136,7 @@ class CohortSpec:
         values["by"] = list(self.by_columns)
         values["min_amount"] = str(decimal.Decimal(mantissa).scaleb(exponent))
         # Settings added later are left out at their defaults: existing fingerprints stay as they were.
-        for name, default in (("signup_user", self.user), ("activity_user", self.user), ("ts_format", None)):
+        for name, default in (("signup_user", self.user), ("activity_user", self.user), ("ts_format", None), ("cost", None)):
             if values[name] == default:
                 del values[name]
         return values

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from . import _core
 from .adapters import SEGMENT_CODE, SegmentCoder, read_whole
 from .exceptions import ColumnNotFoundError, InvalidArgumentError
-from .partial import COUNT_COLUMNS, MONEY_COLUMNS, Partial, _piece, _source_of
+from .partial import COUNT_COLUMNS, MONEY_COLUMNS, Partial, _cost, _piece, _source_of
 from .spec import CohortSpec, min_amount_parts
 from .table import CohortTable
 
@@ -180,12 +180,12 @@ class CohortState:
                 table = coder.encode(table)
             signup_source = table
         if orders is not None:
-            columns = [spec.user, spec.ts, spec.amount]
+            columns = [spec.user, spec.ts, spec.amount, *_cost(spec)]
             if by and spec.cohort == "first_purchase":
                 columns += list(by)
             source = _source_of([_piece(orders, columns, "orders")], "orders")
             if coder is not None and spec.cohort == "first_purchase":
-                source = coder.wrap(source, [spec.user, spec.ts, spec.amount], table="orders")
+                source = coder.wrap(source, [spec.user, spec.ts, spec.amount, *_cost(spec)], table="orders")
             orders_source = source.open
         if activity is not None:
             activity_source = _source_of([_piece(activity, [str(spec.activity_user), str(spec.activity_ts)], "activity")], "activity").open
@@ -202,6 +202,7 @@ class CohortState:
             signup_user=str(spec.signup_user),
             activity_user=str(spec.activity_user),
             ts_format=spec.ts_format,
+            cost=spec.cost,
             period=spec.period,
             tz=spec.tz,
             min_amount=min_amount_parts(spec.min_amount),

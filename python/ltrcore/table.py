@@ -14,7 +14,7 @@ from . import _core
 from . import metrics as _metrics
 from .adapters import SEGMENT_CODE
 
-MEASURES = ("cohort_size", "revenue", "gross_revenue", "refunds", "payments", "orders", "payers", "retained", "active")
+MEASURES = ("cohort_size", "revenue", "gross_revenue", "refunds", "payments", "profit", "orders", "payers", "retained", "active")
 _EPOCH_DAY = dt.date(1970, 1, 1)
 
 
@@ -77,11 +77,18 @@ class CohortTable:
             cells = cells.sort([*self.by, "cohort", "age"], nulls_last=True, maintain_order=True)
         # The exact revenue (Decimal at `scale`), row for row with the long table once it is sorted.
         self._revenue_exact = cells.get_column("revenue_exact")
-        return cells.drop("revenue_exact")
+        # Likewise the exact profit (null without a cost column).
+        self._profit_exact = cells.get_column("profit_exact")
+        return cells.drop("revenue_exact", "profit_exact")
 
     def _long_with_exact_revenue(self) -> pl.DataFrame:
         """The long table with ``revenue_exact`` (Decimal): for sums taken exactly, then converted once."""
         return self._long.with_columns(self._revenue_exact)
+
+    def _long_with_exact_profit(self) -> pl.DataFrame:
+        """The long table with ``profit_exact`` (Decimal; null without a cost column): the exact gross
+        profit of each cell, amount − cost over its orders, refunds included."""
+        return self._long.with_columns(self._profit_exact)
 
     # ----------------------------------------------------------------------------------------------
     def to_polars(self) -> pl.DataFrame:

@@ -84,6 +84,10 @@ pub struct ColumnSet {
     pub scale: u8,
     /// The `strftime` layout of a text timestamp column (`None`: ISO-8601).
     pub ts_format: Option<String>,
+    /// Per-order cost of the orders (profit = amount − cost), and what its fixed-point values are
+    /// multiplied by to reach the amount's scale.
+    pub cost: Option<(usize, String)>,
+    pub cost_factor: i64,
 }
 
 pub struct ColumnNames<'a> {
@@ -94,6 +98,8 @@ pub struct ColumnNames<'a> {
     pub segment: Option<&'a str>,
     /// Layout of text timestamps (`Spec::ts_format`).
     pub ts_format: Option<&'a str>,
+    /// Per-order cost column (orders only, with an amount).
+    pub cost: Option<&'a str>,
 }
 
 impl ColumnSet {
@@ -146,6 +152,26 @@ impl ColumnSet {
             }
             None => None,
         };
+        let mut cost_factor = 1;
+        let cost = match (names.cost, names.amount) {
+            (Some(name), Some(amount)) => {
+                let (ci, cdt) = find(name)?;
+                let cost_scale = amount_scale(cdt, float_scale).ok_or_else(|| dtype_err(name, cdt, AMOUNT_ACCEPTED))?;
+                // A float cost is rounded at the amount's scale, as a float amount is at its own.
+                let cost_scale = if matches!(cdt, DataType::Float32 | DataType::Float64) { scale } else { cost_scale };
+                if cost_scale > scale {
+                    return Err(CoreError::InvalidArgument(format!(
+                        "column {name:?} in {}: the cost has {cost_scale} decimal places, more than the {scale} of the amount {amount:?}; \
+                         profit is amount − cost exactly at the amount's scale, so cast the cost to at most {scale} decimal places \
+                         (or the amount to more)",
+                        names.table
+                    )));
+                }
+                cost_factor = 10i64.pow(u32::from(scale - cost_scale));
+                Some((ci, name.to_string()))
+            }
+            _ => None,
+        };
         let segment = match names.segment {
             Some(name) => {
                 let (si, sdt) = find(name)?;
@@ -165,6 +191,8 @@ impl ColumnSet {
             family,
             scale,
             ts_format: names.ts_format.map(str::to_string),
+            cost,
+            cost_factor,
         })
     }
 }
@@ -572,6 +600,11 @@ pub struct Decoded {
     /// Fixed-point amount; for null or non-finite amounts 0.
     pub amount: Vec<i64>,
     pub segment: Vec<u32>,
+    /// Amount − cost, at the amount's scale (empty without a cost column; 0 for rows not used).
+    pub profit: Vec<i64>,
+    /// The cost column decoded, and its own status (scratch for `profit`).
+    cost: Vec<i64>,
+    cost_status: Vec<u8>,
     pub status: Vec<u8>,
     /// No row in the block has a non-VALID status.
     pub all_valid: bool,
@@ -699,7 +732,10 @@ pub struct BatchView<'a> {
     /// Text timestamps that did not parse (`None` when every one did, or the column is not text).
     ts_unparsed: Option<Vec<bool>>,
     amount: Option<(AmountReader<'a>, Option<NullBuffer>)>,
+    cost: Option<(AmountReader<'a>, Option<NullBuffer>)>,
     segment: Option<(&'a [u32], Option<NullBuffer>)>,
+    /// Index in the table of the batch's first row.
+    first_row: u64,
     pub len: usize,
     set: &'a ColumnSet,
 }
@@ -776,9 +812,9 @@ impl<'a> BatchView<'a> {
             other => return Err(internal_dtype(&set.ts.1, other)),
         };
 
-        let amount = match &set.amount {
-            Some((i, name)) => {
-                let col: &'a ArrayRef = batch.column(*i);
+        let amount_reader = |i: usize, name: &str| -> Result<(AmountReader<'a>, Option<NullBuffer>)> {
+            {
+                let col: &'a ArrayRef = batch.column(i);
                 let factor = 10f64.powi(set.scale as i32);
                 let reader = match col.data_type() {
                     DataType::Float64 => AmountReader::F64(col.as_primitive::<Float64Type>().values(), factor),
@@ -797,8 +833,15 @@ impl<'a> BatchView<'a> {
                     }
                     other => return Err(internal_dtype(name, other)),
                 };
-                Some((reader, counted_nulls(col.as_ref())))
+                Ok((reader, counted_nulls(col.as_ref())))
             }
+        };
+        let amount = match &set.amount {
+            Some((i, name)) => Some(amount_reader(*i, name)?),
+            None => None,
+        };
+        let cost = match &set.cost {
+            Some((i, name)) => Some(amount_reader(*i, name)?),
             None => None,
         };
         let segment = set.segment.as_ref().map(|(i, _)| {
@@ -812,7 +855,9 @@ impl<'a> BatchView<'a> {
             ts_nulls: counted_nulls(ts_col.as_ref()),
             ts_unparsed,
             amount,
+            cost,
             segment,
+            first_row: at.first_row,
             len: batch.num_rows(),
             set,
         })
@@ -859,8 +904,62 @@ impl<'a> BatchView<'a> {
         Ok(TsReader::Instant(ScalarBuffer::from(values), TimeUnit::Microsecond))
     }
 
-    /// Decodes rows `lo..hi` into `out`. Fails only on an amount outside 64-bit fixed point.
+    /// Decodes rows `lo..hi` into `out`. Fails only on an amount outside 64-bit fixed point, or on
+    /// a used order whose cost is missing or out of range.
     pub fn decode(&self, lo: usize, hi: usize, cal: &Calendar, want: Want, out: &mut Decoded) -> Result<()> {
+        self.decode_rows(lo, hi, cal, want, out)?;
+        out.profit.clear();
+        if let Some((reader, nulls)) = &self.cost {
+            self.decode_profit(reader, nulls.as_ref(), lo, hi, out)?;
+        }
+        Ok(())
+    }
+
+    /// Each row's profit (amount − cost) at the amount's scale; 0 for rows not used anyway. A row
+    /// that is otherwise good must have a cost: a missing one would make the cell's profit wrong
+    /// without a word, so it is an error rather than a reason (the row's revenue is not in doubt).
+    fn decode_profit(&self, reader: &AmountReader<'_>, nulls: Option<&NullBuffer>, lo: usize, hi: usize, out: &mut Decoded) -> Result<()> {
+        let n = hi - lo;
+        out.cost.clear();
+        out.cost_status.clear();
+        out.cost_status.resize(n, status::VALID);
+        let bad = reader.decode(lo, hi, &mut out.cost, &mut out.cost_status);
+        let nulls = nulls.filter(|b| b.null_count() > 0);
+        let name = self.set.cost.as_ref().map(|c| c.1.as_str()).unwrap_or_default();
+        for k in 0..n {
+            if !(out.all_valid || out.status[k] == status::VALID) {
+                out.profit.push(0);
+                continue;
+            }
+            let row = self.first_row + (lo + k) as u64;
+            let missing = nulls.is_some_and(|b| b.is_null(lo + k));
+            if missing || (bad && out.cost_status[k] == status::NOT_FINITE) {
+                return Err(CoreError::InvalidArgument(format!(
+                    "column {name:?} in {}: the order at row {row} has {} cost; every used order needs one for an exact profit \
+                     (fill it with 0 when the order cost nothing, or drop the row)",
+                    self.set.table,
+                    if missing { "a null" } else { "a NaN or infinite" }
+                )));
+            }
+            let profit = if bad && out.cost_status[k] != status::VALID {
+                None // out of range
+            } else {
+                out.cost[k].checked_mul(self.set.cost_factor).and_then(|c| out.amount[k].checked_sub(c))
+            };
+            match profit {
+                Some(p) => out.profit.push(p),
+                None => {
+                    return Err(CoreError::InvalidArgument(format!(
+                        "column {name:?} in {}: the cost at row {row} (or the amount less it) does not fit 64-bit fixed point at scale {}",
+                        self.set.table, self.set.scale
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_rows(&self, lo: usize, hi: usize, cal: &Calendar, want: Want, out: &mut Decoded) -> Result<()> {
         let n = hi - lo;
         out.key.clear();
         match &self.user {

@@ -81,7 +81,7 @@ pub(crate) fn guarded<T: Send>(py: Python<'_>, f: impl FnOnce() -> ltrcore_core:
 #[pyfunction]
 #[pyo3(signature = (
     *, orders, orders_reopenable, orders_in_memory, user, ts, amount, segment, signups, signup_ts, activity, activity_ts,
-    signup_user, activity_user, ts_format,
+    signup_user, activity_user, ts_format, cost,
     horizon, period, tz, min_amount, scale, strict, threads, chunk_rows, progress,
     segment_ranks=None, cells_budget=None
 ))]
@@ -102,6 +102,7 @@ fn accumulate(
     signup_user: String,
     activity_user: String,
     ts_format: Option<String>,
+    cost: Option<String>,
     horizon: u32,
     period: String,
     tz: String,
@@ -124,6 +125,7 @@ fn accumulate(
         signup_user,
         activity_user,
         ts_format,
+        cost,
         horizon,
         period,
         tz,

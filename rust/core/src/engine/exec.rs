@@ -132,6 +132,7 @@ pub(crate) fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users],
                     let (a, b) = (lo + (hi - lo) * w / t, lo + (hi - lo) * (w + 1) / t);
                     mine.base = round.row0 + a as u64;
                     mine.segment.clear();
+                    mine.profit.clear();
                     mine.by_shard.resize_with(t, Vec::new);
                     for rows in &mut mine.by_shard {
                         rows.clear();
@@ -146,6 +147,7 @@ pub(crate) fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users],
                         block.base = round.row0 + start as u64;
                         route(round.pass, &block, &mut mine.by_shard, row_index(start - a), acc)?;
                         mine.segment.extend_from_slice(&block.segment);
+                        mine.profit.extend_from_slice(&block.profit);
                     }
                     Ok(())
                 }));
@@ -279,7 +281,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let names = ColumnNames { table: "orders", user: "user_id", ts: "ts", amount: Some("amount"), segment: None, ts_format: None };
+        let names = ColumnNames { table: "orders", user: "user_id", ts: "ts", amount: Some("amount"), segment: None, ts_format: None, cost: None };
         let set = ColumnSet::resolve(&schema, &names, 4).unwrap();
         let cal = Calendar::new(PeriodKind::Month, "UTC").unwrap();
         let at = BatchAt { cal: &cal, first_row: 0, strict: false };

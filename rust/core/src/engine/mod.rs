@@ -245,6 +245,7 @@ pub fn accumulate(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<P
         amount: Some(&names.amount),
         segment,
         ts_format: names.ts_format.as_deref(),
+        cost: names.cost.as_deref(),
     };
 
     // Pass 1: who belongs to which cohort.
@@ -259,6 +260,7 @@ pub fn accumulate(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<P
                 amount: None,
                 segment: names.segment.as_deref(),
                 ts_format: names.ts_format.as_deref(),
+                cost: None,
             },
         )?;
         let accs = runner.fresh_accs(0)?;
@@ -340,7 +342,7 @@ pub(crate) fn finish(
         Some(src) => {
             let stream = Stream::open("activity", src)?;
             let (user, ts, format) = (runner.spec.activity_user.clone(), runner.spec.activity_ts.clone(), runner.spec.ts_format.clone());
-            let names = ColumnNames { table: "activity", user: &user, ts: &ts, amount: None, segment: None, ts_format: format.as_deref() };
+            let names = ColumnNames { table: "activity", user: &user, ts: &ts, amount: None, segment: None, ts_format: format.as_deref(), cost: None };
             let set = runner.columns(&stream, names)?;
             let at = Attribution { horizon, group_cohort: &group_cohort, missing: Reason::UnknownUser };
             let accs = runner.fresh_accs(n_cells)?;
@@ -375,6 +377,7 @@ pub(crate) fn finish(
             gross: cells.gross,
             refunds: cells.refunds,
             payments: cells.payments,
+            profit: cells.profit,
             payers: counts.payers,
             retained: counts.retained,
             activity_rows,

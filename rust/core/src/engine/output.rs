@@ -36,6 +36,8 @@ pub struct CellsOut {
     pub gross: Vec<i128>,
     pub refunds: Vec<i128>,
     pub payments: Vec<i128>,
+    /// Sum of the orders' profit (amount − cost); meaningful only with a cost column.
+    pub profit: Vec<i128>,
     pub orders: Vec<u64>,
     pub payers: Vec<u64>,
     /// Payers who paid at the age before too (0 at age 0).
@@ -53,6 +55,9 @@ pub struct CohortResult {
     pub cohorts: Vec<CohortOut>,
     pub cells: CellsOut,
     pub has_activity: bool,
+    /// The orders had a cost column, so `cells.profit` was measured (set by the caller of
+    /// `Partial::finalize`, from the spec: the partial's numbers alone cannot tell zero from unknown).
+    pub has_profit: bool,
     pub orders_reconciliation: ReconLines,
     pub signups_reconciliation: Option<ReconLines>,
     pub activity_reconciliation: Option<ReconLines>,

@@ -81,6 +81,8 @@ pub(crate) struct Share {
     pub(crate) by_shard: Vec<Vec<Routed>>,
     /// The rows' segment codes (empty without segments), by row index.
     pub(crate) segment: Vec<u32>,
+    /// The rows' profit (empty without a cost column), by row index.
+    pub(crate) profit: Vec<i64>,
     /// Global index of the share's first row.
     pub(crate) base: u64,
 }
@@ -249,8 +251,9 @@ impl Pass for OrdersPass<'_> {
         Routed { user, value: d.amount[k], period: d.period[k], index: row_index(k) }
     }
     #[inline(always)]
-    fn process(&self, users: &mut Users, cells: &mut impl CellAdd, tally: &mut Tally, _share: &Share, r: &Routed) {
-        let rec = CellRec { user: r.user, amount: r.value, period: r.period, paying: self.paying.pays(r.value) };
+    fn process(&self, users: &mut Users, cells: &mut impl CellAdd, tally: &mut Tally, share: &Share, r: &Routed) {
+        let profit = share.profit.get(r.index as usize).copied().unwrap_or(0);
+        let rec = CellRec { user: r.user, amount: r.value, profit, period: r.period, paying: self.paying.pays(r.value) };
         users.attribute_order(&rec, &self.at, cells, tally)
     }
 }
@@ -277,7 +280,7 @@ impl Pass for ActivityPass<'_> {
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, cells: &mut impl CellAdd, tally: &mut Tally, _share: &Share, r: &Routed) {
-        let rec = CellRec { user: r.user, amount: 0, period: r.period, paying: false };
+        let rec = CellRec { user: r.user, amount: 0, profit: 0, period: r.period, paying: false };
         users.attribute_activity(&rec, &self.at, cells, tally)
     }
 }

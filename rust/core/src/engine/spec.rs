@@ -36,6 +36,8 @@ pub struct Spec {
     pub activity_user: String,
     /// The `strftime` layout of text timestamps in every table (`None`: ISO-8601).
     pub ts_format: Option<String>,
+    /// Per-order cost column of the orders: each cell then sums its orders' profit (amount − cost).
+    pub cost: Option<String>,
     pub horizon: u32,
     pub period: String,
     pub tz: String,

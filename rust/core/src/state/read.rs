@@ -11,7 +11,7 @@ use crate::kernel::hash_key;
 use crate::partial::TableTotals;
 use crate::reconcile::Tally;
 
-/// A valid row of an update, with what the walk needs of it, in 32 bytes (every byte of a row is
+/// A valid row of an update, with what the walk needs of it, in 40 bytes (every byte of a row is
 /// written, moved twice and read: the update's time goes with its size).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Rec {
@@ -22,6 +22,8 @@ pub(crate) struct Rec {
     pub(crate) ts: i64,
     /// Fixed point at the state's scale (orders only).
     pub(crate) amount: i64,
+    /// Amount − cost at the state's scale (orders with a cost column only).
+    pub(crate) profit: i64,
     pub(crate) period: i32,
     /// The table in the top 2 bits, the segment code below.
     table_segment: u32,
@@ -226,6 +228,10 @@ fn decode_block(
             id: if how.text { key } else { hash_key(key) },
             ts: if how.want.ts { d.ts[k] } else { 0 },
             amount,
+            profit: match d.profit.get(k) {
+                Some(&p) => p.checked_mul(how.factor).ok_or_else(|| too_large("a profit"))?,
+                None => 0,
+            },
             period,
             table_segment: u32::from(how.table) << 30 | segment,
         });
