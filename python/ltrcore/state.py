@@ -425,7 +425,7 @@ def _load(path: str) -> CohortState:
         if sorted(codes) != list(range(len(codes))):
             raise InvalidArgumentError("corrupted: its segment dictionary's codes are not 0..n-1")
     users = read("user", ["user", "segment", "cohort", "paid_ages", "paid_twice_ages", "active_ages"])
-    waiting = read("waiting", ["user", "table", "period", "amount"])
+    waiting = read("waiting", ["user", "table", "period", "amount", "profit"])
     core = _core.CoreState.from_parts(partial, info["watermark"], info["family"], users, waiting)
     return CohortState(spec, core, segments)
 
