@@ -370,3 +370,140 @@ def test_the_internal_segment_column_is_never_in_an_error_message(case):
     with pytest.raises(ltrcore.LtrcoreError) as info:
         run()
     assert "__ltrcore" not in str(info.value), str(info.value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# per-order cost: an exact profit per cell
+# ---------------------------------------------------------------------------------------------------
+def D(text: str) -> decimal.Decimal:
+    return decimal.Decimal(text)
+
+
+def costed_orders() -> pa.Table:
+    """The hand-worked ledger (month cohorts, UTC):
+
+    user 1: 5 Jan 100.00 cost 60.5 -> 39.50;  6 Feb 50.00 cost 30 -> 20.00
+    user 2: 9 Jan 80.00 cost 50 -> 30.00;    20 Jan refund -20.00, goods back (cost -12) -> -8.00
+    user 3: 3 Feb 30.00 cost 18 -> 12.00
+    Jan cohort: age 0 profit 39.50 + 30.00 - 8.00 = 61.50, age 1 20.00, age 2 0. Feb cohort: age 0 12.00.
+    """
+    return pa.table(
+        {
+            "user_id": pa.array([1, 1, 2, 2, 3], pa.int64()),
+            "ts": pa.array([dt.datetime(2024, 1, 5), dt.datetime(2024, 2, 6), dt.datetime(2024, 1, 9), dt.datetime(2024, 1, 20), dt.datetime(2024, 2, 3)], pa.timestamp("us")),
+            "amount": pa.array([D("100.00"), D("50.00"), D("80.00"), D("-20.00"), D("30.00")], pa.decimal128(12, 2)),
+            "cogs": pa.array([D("60.5"), D("30"), D("50"), D("-12"), D("18")], pa.decimal128(12, 1)),
+        }
+    )
+
+
+def profit_by_cell(table) -> dict:
+    frame = table._long_with_exact_profit().filter(pl.col("complete"))
+    return {(c, a): p for c, a, p in frame.select("cohort", "age", "profit_exact").rows()}
+
+
+def test_cost_gives_each_cell_its_exact_profit():
+    table, _ = cohorts(costed_orders(), cost="cogs", as_of="2024-04-01")
+    jan, feb = dt.date(2024, 1, 1), dt.date(2024, 2, 1)
+    assert profit_by_cell(table) == {(jan, 0): D("61.50"), (jan, 1): D("20.00"), (jan, 2): D("0.00"), (feb, 0): D("12.00"), (feb, 1): D("0.00")}
+    floats = table.to_polars().filter(pl.col("complete")).get_column("profit").to_list()
+    assert floats == [61.5, 20.0, 0.0, 12.0, 0.0]
+    # Revenue is untouched by the cost column.
+    plain, _ = cohorts(costed_orders(), as_of="2024-04-01")
+    assert plain.to_polars().drop("profit").equals(table.to_polars().drop("profit"))
+
+
+def test_without_cost_profit_is_null_not_zero():
+    table, _ = cohorts(costed_orders(), as_of="2024-04-01")
+    assert table.to_polars().get_column("profit").null_count() == table.to_polars().height
+    assert table._long_with_exact_profit().get_column("profit_exact").null_count() == table.to_polars().height
+
+
+def test_a_used_order_without_a_cost_is_an_error_naming_the_column_and_row():
+    orders = costed_orders()
+    orders = orders.set_column(3, "cogs", pa.array([D("60.5"), None, D("50"), D("-12"), D("18")], pa.decimal128(12, 1)))
+    with pytest.raises(ltrcore.InvalidArgumentError) as info:
+        ltrcore.cohorts(orders, cost="cogs")
+    message = str(info.value)
+    assert '"cogs"' in message and "orders" in message and "row 1" in message and "null" in message, message
+    # A row excluded anyway (no user) needs no cost: it is counted under its own reason.
+    orders = orders.set_column(0, "user_id", pa.array([1, None, 2, 2, 3], pa.int64()))
+    table, warned = cohorts(orders, cost="cogs", as_of="2024-04-01")
+    assert warned and dict(table.reconciliation.select("reason", "rows").rows())["null_user"] == 1
+
+
+def test_a_cost_finer_than_the_amount_is_refused():
+    orders = costed_orders()
+    orders = orders.set_column(3, "cogs", orders.column("cogs").cast(pa.decimal128(12, 3)))
+    with pytest.raises(ltrcore.InvalidArgumentError, match="cogs.*3 decimal places.*2"):
+        ltrcore.cohorts(orders, cost="cogs")
+
+
+def random_costed(seed: int) -> tuple[pa.Table, pa.Table]:
+    rng = np.random.default_rng(seed)
+    orders = typed_orders(n_users=60, seed=seed)
+    orders = orders.filter(pc_not_null(orders))
+    amount = orders.column("amount").to_numpy()
+    cost = np.round(amount * rng.uniform(0.2, 0.9, len(amount)), 3)  # floats: rounded at the amount's scale
+    orders = orders.append_column("cost", pa.array(cost, pa.float64()))
+    return orders, signups_of(orders)
+
+
+def pc_not_null(table: pa.Table) -> pa.Array:
+    import pyarrow.compute as pc
+
+    return pc.is_valid(table.column("user_id"))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_profit_matches_the_reference(seed):
+    from helpers import assert_matches_reference
+    from reference import reference_cohorts
+
+    orders, signups = random_costed(seed)
+    for kw in (dict(), dict(signups=signups, by="channel")):
+        kw = dict(kw, cost="cost", tz=TZ, as_of=AS_OF, horizon=4)
+        table, _ = cohorts(orders, **kw)
+        ref = reference_cohorts(orders, **kw)
+        assert ref.table.get_column("profit").drop_nulls().len() > 0
+        assert_matches_reference(table, ref, orders, "amount", 4, ["channel"] if "by" in kw else [])
+
+
+def test_profit_through_accumulator_merge_shared_grid_and_state():
+    orders, signups = random_costed(4)
+    kw = dict(cost="cost", by="channel", tz=TZ)
+    expected, _ = cohorts(orders, signups=signups, as_of=AS_OF, **kw)
+    assert expected.to_polars().get_column("profit").drop_nulls().len() > 0
+    # The grid kept once and shared by the workers adds profit the same way.
+    shared, _ = cohorts(orders, signups=signups, as_of=AS_OF, threads=2, _chunk_rows=7, _cells_budget=0, **kw)
+    assert_same_result(shared, expected)
+    spec = ltrcore.CohortSpec(cohort="signup", **kw)
+    parts = []
+    for odd in (False, True):
+        pick = lambda t: t.filter(pa.array([(u % 2 == 1) == odd for u in t.column("user_id").to_pylist()]))
+        parts.append(ltrcore.Accumulator(spec).update(pick(orders)).update_signups(pick(signups)).finish())
+    merged = ltrcore.merge(parts)
+    assert_same_result(merged.finalize(as_of=AS_OF), expected)
+    assert_same_result(ltrcore.Partial.from_arrow(merged.to_arrow()).finalize(as_of=AS_OF), expected)
+    # Month by month into the state, with orders waiting for their signup in between.
+    early = pa.array([t < dt.datetime(2024, 3, 1) for t in orders.column("ts").to_pylist()])
+    import pyarrow.compute as pc
+
+    state = ltrcore.CohortState.build(spec, orders.filter(early), signups.filter(pc.less(signups.column("signup_ts"), pa.scalar(dt.datetime(2024, 2, 1)))), through="2024-02-29")
+    assert state.waiting_rows > 0
+    state = state.update(orders.filter(pc.invert(early)), signups.filter(pc.greater_equal(signups.column("signup_ts"), pa.scalar(dt.datetime(2024, 2, 1)))), late="apply")
+    assert_same_result(state.table(as_of=AS_OF), expected)
+
+
+def test_the_cli_takes_cost(tmp_path):
+    path = tmp_path / "orders.parquet"
+    pq.write_table(costed_orders(), path)
+    out = tmp_path / "out.parquet"
+    done = subprocess.run(
+        [sys.executable, "-m", "ltrcore.cli", "report", str(path), "--cost", "cogs", "--as-of", "2024-04-01", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert pl.read_parquet(out).filter(pl.col("complete")).get_column("profit").to_list() == [61.5, 20.0, 0.0, 12.0, 0.0]
