@@ -1004,6 +1004,7 @@ impl Case {
             signup_user: USER.into(),
             activity_user: USER.into(),
             ts_format: None,
+            cost: None,
             horizon,
             period: period.into(),
             tz: tz.into(),

@@ -25,6 +25,7 @@ fn spec(min_amount: (i128, i32)) -> Spec {
         signup_user: "user".into(),
         activity_user: "user".into(),
         ts_format: None,
+        cost: None,
         horizon: 3,
         period: "month".into(),
         tz: "UTC".into(),
