@@ -507,3 +507,12 @@ def test_the_cli_takes_cost(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert pl.read_parquet(out).filter(pl.col("complete")).get_column("profit").to_list() == [61.5, 20.0, 0.0, 12.0, 0.0]
+
+
+def test_float32_ids_are_exact_only_up_to_2_to_the_24():
+    ok = pa.table({"user_id": pa.array([2**24, 7], pa.float32()), "ts": pa.array([dt.date(2024, 1, 2)] * 2), "amount": [1, 2]})
+    ints = ok.set_column(0, "user_id", pa.array([2**24, 7], pa.int64()))
+    assert_same_result(cohorts(ok, as_of=AS_OF)[0], cohorts(ints, as_of=AS_OF)[0])
+    beyond = ok.set_column(0, "user_id", pa.array([float(2**24 + 2), 7.0], pa.float32()))
+    with pytest.raises(ltrcore.InvalidArgumentError, match=r"2\^24"):
+        ltrcore.cohorts(beyond)

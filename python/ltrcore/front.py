@@ -118,7 +118,7 @@ def cohorts(
     Inputs as people have them: ``signup_user`` and ``activity_user`` name the user id column of the
     signups and the activity when it is not ``user``. User ids may be float32/float64 holding whole
     numbers (what pandas makes of integer ids with nulls): NaN is a null user, and any other value
-    must be a whole number of magnitude at most 2**53, else :class:`InvalidArgumentError` says how to
+    must be a whole number of magnitude at most 2**53 (2**24 for float32), else :class:`InvalidArgumentError` says how to
     keep the ids integers. Timestamps may be text: ISO-8601 by default (with an offset or ``Z``: an
     instant; without: wall-clock time in ``tz``; a date alone: its local midnight), or the
     ``strftime`` layout ``ts_format`` (for example ``"%d.%m.%Y %H:%M"``), one layout for the text

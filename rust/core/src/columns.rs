@@ -26,8 +26,10 @@ pub const TS_ACCEPTED: &str =
 /// What to do about float user ids that are not whole numbers (pandas turns integer ids with nulls into float64).
 const FLOAT_ID_FIX: &str = "read the file with pd.read_parquet(..., dtype_backend=\"pyarrow\") (or cast the column to Int64) to keep the ids integers";
 
-/// Largest magnitude below which every integer is a float64 exactly.
-const FLOAT_EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+/// Largest magnitude up to which every integer is a float64 exactly (2^53), and a float32 (2^24):
+/// beyond it a float id may stand for several integers.
+const FLOAT64_EXACT: f64 = 9_007_199_254_740_992.0;
+const FLOAT32_EXACT: f64 = 16_777_216.0;
 pub const AMOUNT_ACCEPTED: &str = "float32, float64, int8/16/32/64, uint8/16/32/64, decimal128";
 
 /// How user ids are compared across tables: as 64-bit integers, or as interned strings.
@@ -242,9 +244,9 @@ pub fn parse_text_ts(text: &str, format: Option<&str>, tz: &jiff::tz::TimeZone) 
 /// must be a whole number of magnitude at most 2^53, so that it stands for exactly one integer id:
 /// it then gets the key that integer gets in an integer column.
 fn float_keys(array: &dyn Array, set: &ColumnSet) -> Result<(Vec<u64>, Option<NullBuffer>)> {
-    let values: Vec<f64> = match array.data_type() {
-        DataType::Float64 => array.as_primitive::<Float64Type>().values().to_vec(),
-        DataType::Float32 => array.as_primitive::<Float32Type>().values().iter().map(|&x| f64::from(x)).collect(),
+    let (values, exact, bits): (Vec<f64>, f64, u8) = match array.data_type() {
+        DataType::Float64 => (array.as_primitive::<Float64Type>().values().to_vec(), FLOAT64_EXACT, 53),
+        DataType::Float32 => (array.as_primitive::<Float32Type>().values().iter().map(|&x| f64::from(x)).collect(), FLOAT32_EXACT, 24),
         other => return Err(internal_dtype(&set.user.1, other)),
     };
     let nulls = counted_nulls(array);
@@ -258,8 +260,12 @@ fn float_keys(array: &dyn Array, set: &ColumnSet) -> Result<(Vec<u64>, Option<Nu
             keys.push(u64::MAX);
             continue;
         }
-        if x.fract() != 0.0 || x.abs() > FLOAT_EXACT {
-            let what = if x.is_infinite() || x.abs() > FLOAT_EXACT { "is too large to stand for one integer exactly (beyond 2^53)" } else { "is not a whole number" };
+        if x.fract() != 0.0 || x.abs() > exact {
+            let what = if x.is_infinite() || x.abs() > exact {
+                format!("is too large to stand for one integer exactly (beyond 2^{bits})")
+            } else {
+                "is not a whole number".to_string()
+            };
             return Err(CoreError::InvalidArgument(format!(
                 "column {:?} in {}: float user ids must be whole numbers (pandas stores integer ids with nulls as float64), \
                  but the value {x:?} at batch row {i} {what}; {FLOAT_ID_FIX}",
