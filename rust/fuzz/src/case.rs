@@ -147,6 +147,8 @@ impl UserT {
     pub fn family(self) -> Option<Family> {
         match self {
             UserT::Plain(p) | UserT::Dict(_, p) => Some(p.family()),
+            // Float ids are integer ids when whole (the cases' floats are 1.5: an error once read).
+            UserT::Float => Some(Family::Signed),
             _ => None,
         }
     }

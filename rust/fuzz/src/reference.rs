@@ -304,7 +304,7 @@ fn pays(a: i64, (m, e): (i128, i32), scale: u8) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 fn accepted_user(t: UserT) -> bool {
-    matches!(t, UserT::Plain(_) | UserT::Dict(..))
+    matches!(t, UserT::Plain(_) | UserT::Dict(..) | UserT::Float)
 }
 
 /// The first error resolving a table's columns, then its family against the earlier tables'.
@@ -371,6 +371,10 @@ fn scan_errors(t: &Table, case: &Case, tz: &TimeZone) -> Result<(), ExpectedErr>
         }
         if flags.bad_dictionary {
             return Err(err(ErrKind::AnyClean, format!("{name} batch {b}: dictionary key out of range")));
+        }
+        // A float user id that is not a whole number (the cases write 1.5) is refused as its batch is read.
+        if t.user_t == UserT::Float && rows.iter().any(|r| r.user.is_some()) {
+            return Err(err(ErrKind::InvalidArgument, format!("{name} batch {b}: float user id 1.5")));
         }
         let mut kinds = BTreeSet::new();
         let mut why = vec![];
