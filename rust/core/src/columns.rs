@@ -1278,6 +1278,61 @@ mod tests {
     }
 
     #[test]
+    fn text_timestamps_are_instants_with_an_offset_else_wall_clock_in_the_zone() {
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        let at = |text: &str, format: Option<&str>| parse_text_ts(text, format, &berlin);
+        let utc = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_microsecond();
+        assert_eq!(at("2024-01-31T23:30:00Z", None), Some(utc("2024-01-31T23:30:00Z")));
+        assert_eq!(at("2024-01-31T19:30:00-05:00", None), Some(utc("2024-02-01T00:30:00Z")));
+        // No offset: Berlin wall clock (UTC+1 in winter); a date alone is its local midnight.
+        assert_eq!(at("2024-01-31T23:30:00", None), Some(utc("2024-01-31T22:30:00Z")));
+        assert_eq!(at(" 2024-01-31 23:30 ", None), Some(utc("2024-01-31T22:30:00Z")));
+        assert_eq!(at("2024-02-01", None), Some(utc("2024-01-31T23:00:00Z")));
+        // Skipped by the spring change: the clocks as they read before it (+1), so 03:30 CEST.
+        assert_eq!(at("2024-03-31T02:30:00", None), Some(utc("2024-03-31T01:30:00Z")));
+        for bad in ["", "yesterday", "2024-02-30", "31.01.2024 23:30", "2024-13-01"] {
+            assert_eq!(at(bad, None), None, "{bad:?}");
+        }
+        assert_eq!(at("31.01.2024 23:30", Some("%d.%m.%Y %H:%M")), Some(utc("2024-01-31T22:30:00Z")));
+        assert_eq!(at("31.01.2024 23:30 +0000", Some("%d.%m.%Y %H:%M %z")), Some(utc("2024-01-31T23:30:00Z")));
+        assert_eq!(at("31.01.2024", Some("%d.%m.%Y")), Some(utc("2024-01-30T23:00:00Z")));
+        assert_eq!(at("2024-01-31T23:30:00Z", Some("%d.%m.%Y %H:%M")), None);
+        assert!(check_ts_format("%d.%m.%Y %H:%M").is_ok());
+        assert!(check_ts_format("%J").is_err() && check_ts_format(" ").is_err());
+    }
+
+    #[test]
+    fn float_user_ids_are_the_integers_they_hold() {
+        use arrow_array::{Float32Array, Float64Array};
+        let set = ColumnSet {
+            table: "orders".into(),
+            user: (0, "user_id".into()),
+            ts: (1, "ts".into()),
+            amount: None,
+            segment: None,
+            family: UserFamily::Signed,
+            scale: 0,
+            ts_format: None,
+            cost: None,
+            cost_factor: 1,
+        };
+        let big = 9_007_199_254_740_992.0; // 2^53
+        let (keys, nulls) = float_keys(&Float64Array::from(vec![Some(3.0), None, Some(f64::NAN), Some(-0.0), Some(-big), Some(big)]), &set).unwrap();
+        assert_eq!(keys[0], 3);
+        assert_eq!(keys[3], 0);
+        assert_eq!(keys[4], (-(1i64 << 53)) as u64);
+        assert_eq!(keys[5], 1u64 << 53);
+        let nulls = nulls.unwrap();
+        assert_eq!((0..6).map(|i| nulls.is_null(i)).collect::<Vec<_>>(), vec![false, true, true, false, false, false]);
+        for bad in [1.5, big + 2.0, f64::INFINITY] {
+            let err = float_keys(&Float64Array::from(vec![1.0, bad]), &set).unwrap_err().to_string();
+            assert!(err.contains("\"user_id\"") && err.contains("dtype_backend=\"pyarrow\""), "{err}");
+        }
+        assert!(float_keys(&Float32Array::from(vec![16_777_216.0f32]), &set).is_ok());
+        assert!(float_keys(&Float32Array::from(vec![16_777_218.0f32]), &set).unwrap_err().to_string().contains("2^24"));
+    }
+
+    #[test]
     fn floats_round_half_away_from_zero() {
         assert_eq!(round_float(0.145, 1e4), Amount::Value(1450));
         assert_eq!(round_float(-0.00005, 1e4), Amount::Value(-1));
