@@ -172,8 +172,8 @@ def _parser() -> argparse.ArgumentParser:
 
 #: Options of ``report`` that make the spec: fixed by a saved state, so refused beside ``--state``.
 _SPEC_OPTIONS = (
-    "signups", "activity", "user", "ts", "amount", "signup_ts", "activity_ts", "signup_user", "activity_user", "ts_format", "cost", "by", "tz",
-    "period", "horizon", "min_amount",
+    "signups", "activity", "user", "ts", "amount", "signup_ts", "activity_ts", "signup_user", "activity_user", "ts_format", "cost",
+    "by", "tz", "period", "horizon", "min_amount",
 )  # fmt: skip
 
 

@@ -458,8 +458,8 @@ class Accumulator:
             user_type = _user_type([signups.open()], str(spec.signup_user))
         else:
             user_type = _user_type(self._activity, str(spec.activity_user))
-        columns = {spec.user: pa.array([], user_type), spec.ts: pa.array([], pa.timestamp("us", "UTC")), spec.amount: pa.array([], pa.int64())}
-        columns.update({name: pa.array([], pa.int64()) for name in _cost(spec)})
+        columns = {spec.user: pa.array([], user_type), spec.ts: pa.array([], pa.timestamp("us", "UTC"))}
+        columns.update({name: pa.array([], pa.int64()) for name in [spec.amount, *_cost(spec)]})
         if signups is None:  # the segments come from the orders
             columns.update({b: pa.array([], pa.null()) for b in spec.by_columns})
         empty = pa.table(columns)

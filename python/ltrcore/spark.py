@@ -192,10 +192,12 @@ def _per_task_partials(
                                *[F.col(c).alias("__o_cost") for c in cost],
                                *([F.col(b) for b in by] if signups is None else []), F.lit(_ORDERS).cast("byte").alias(_TAG))]  # fmt: skip
         if signups is not None:
-            parts.append(signups.select(F.col(str(spec.signup_user)).alias(spec.user), F.col(spec.signup_ts).alias("__s_ts"), *[F.col(b) for b in by],
+            parts.append(signups.select(F.col(str(spec.signup_user)).alias(spec.user), F.col(spec.signup_ts).alias("__s_ts"),
+                                        *[F.col(b) for b in by],
                                         F.lit(_SIGNUPS).cast("byte").alias(_TAG)))  # fmt: skip
         if activity is not None:
-            parts.append(activity.select(F.col(str(spec.activity_user)).alias(spec.user), F.col(str(spec.activity_ts)).alias("__a_ts"), F.lit(_ACTIVITY).cast("byte").alias(_TAG)))
+            parts.append(activity.select(F.col(str(spec.activity_user)).alias(spec.user), F.col(str(spec.activity_ts)).alias("__a_ts"),
+                                         F.lit(_ACTIVITY).cast("byte").alias(_TAG)))  # fmt: skip
         rows = parts[0]
         for part in parts[1:]:
             rows = rows.unionByName(part, allowMissingColumns=True)

@@ -21,10 +21,12 @@ use crate::error::{out_of_memory, CoreError, Result};
 pub const USER_ACCEPTED: &str =
     "int8/16/32/64, uint8/16/32/64, float32/64 holding whole numbers, string, large_string, string_view, or a dictionary of those";
 pub const TS_ACCEPTED: &str =
-    "timestamp[s|ms|us|ns] (naive or tz-aware), date32, date64, or text (string, large_string, string_view) in ISO-8601 or the ts_format layout";
+    "timestamp[s|ms|us|ns] (naive or tz-aware), date32, date64, \
+     or text (string, large_string, string_view) in ISO-8601 or the ts_format layout";
 
 /// What to do about float user ids that are not whole numbers (pandas turns integer ids with nulls into float64).
-const FLOAT_ID_FIX: &str = "read the file with pd.read_parquet(..., dtype_backend=\"pyarrow\") (or cast the column to Int64) to keep the ids integers";
+const FLOAT_ID_FIX: &str =
+    "read the file with pd.read_parquet(..., dtype_backend=\"pyarrow\") (or cast the column to Int64) to keep the ids integers";
 
 /// Largest magnitude up to which every integer is a float64 exactly (2^53), and a float32 (2^24):
 /// beyond it a float id may stand for several integers.
@@ -205,7 +207,9 @@ pub fn check_ts_format(format: &str) -> Result<()> {
     let probe = jiff::civil::date(2024, 1, 2).at(3, 4, 5, 0).to_zoned(jiff::tz::TimeZone::UTC);
     match probe.map_err(|e| e.to_string()).and_then(|z| jiff::fmt::strtime::format(format, &z).map_err(|e| e.to_string())) {
         Ok(_) if !format.trim().is_empty() => Ok(()),
-        Ok(_) => Err(CoreError::InvalidArgument("ts_format must be a strftime layout such as \"%d.%m.%Y %H:%M\"; got an empty string".into())),
+        Ok(_) => Err(CoreError::InvalidArgument(
+            "ts_format must be a strftime layout such as \"%d.%m.%Y %H:%M\"; got an empty string".into(),
+        )),
         Err(e) => Err(CoreError::InvalidArgument(format!("ts_format {format:?} is not a strftime layout: {e}"))),
     }
 }
@@ -749,7 +753,13 @@ pub struct BatchView<'a> {
 impl<'a> BatchView<'a> {
     /// Reads a batch through a column set. String user ids are interned here, on the calling
     /// thread; `poll` is called every few hundred thousand strings (progress and Ctrl-C).
-    pub fn new(batch: &'a RecordBatch, set: &'a ColumnSet, interner: &mut Interner, at: BatchAt<'_>, poll: &mut dyn FnMut() -> Result<()>) -> Result<Self> {
+    pub fn new(
+        batch: &'a RecordBatch,
+        set: &'a ColumnSet,
+        interner: &mut Interner,
+        at: BatchAt<'_>,
+        poll: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Self> {
         let user_col: &'a ArrayRef = batch.column(set.user.0);
         check_user_column(user_col.as_ref()).map_err(|problem| CoreError::Stream {
             table: set.table.clone(),
@@ -871,7 +881,12 @@ impl<'a> BatchView<'a> {
 
     /// Parses a text timestamp column into instants (µs). A text that does not parse is marked in
     /// `unparsed` (its value is 0), or is an error naming it under `strict`.
-    fn parse_ts<'s>(texts: impl Iterator<Item = Option<&'s str>>, set: &ColumnSet, at: BatchAt<'_>, unparsed: &mut Option<Vec<bool>>) -> Result<TsReader> {
+    fn parse_ts<'s>(
+        texts: impl Iterator<Item = Option<&'s str>>,
+        set: &ColumnSet,
+        at: BatchAt<'_>,
+        unparsed: &mut Option<Vec<bool>>,
+    ) -> Result<TsReader> {
         let tz = at.cal.time_zone();
         let format = set.ts_format.as_deref();
         let mut values = Vec::new();
@@ -1028,7 +1043,8 @@ impl<'a> BatchView<'a> {
             }
         }
         let ts_unparsed = self.ts_unparsed.as_deref();
-        out.all_valid = !not_finite && !ts_outside && amount_nulls.is_none() && user_nulls.is_none() && ts_nulls.is_none() && ts_unparsed.is_none();
+        out.all_valid =
+            !not_finite && !ts_outside && amount_nulls.is_none() && user_nulls.is_none() && ts_nulls.is_none() && ts_unparsed.is_none();
         if out.all_valid {
             return Ok(());
         }
@@ -1317,7 +1333,8 @@ mod tests {
             cost_factor: 1,
         };
         let big = 9_007_199_254_740_992.0; // 2^53
-        let (keys, nulls) = float_keys(&Float64Array::from(vec![Some(3.0), None, Some(f64::NAN), Some(-0.0), Some(-big), Some(big)]), &set).unwrap();
+        let ids = Float64Array::from(vec![Some(3.0), None, Some(f64::NAN), Some(-0.0), Some(-big), Some(big)]);
+        let (keys, nulls) = float_keys(&ids, &set).unwrap();
         assert_eq!(keys[0], 3);
         assert_eq!(keys[3], 0);
         assert_eq!(keys[4], (-(1i64 << 53)) as u64);

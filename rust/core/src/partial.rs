@@ -707,7 +707,8 @@ impl Accumulating {
                         let col = counts[k];
                         add_u64(&mut dst[i], non_negative(COUNT_COLUMNS[k], col.is_valid(row).then(|| col.value(row)), row)?)?;
                     }
-                    let (gross, refunds, payments, profit) = (amount_at(1, row)?, amount_at(2, row)?, amount_at(3, row)?, amount_at(4, row)?);
+                    let (gross, refunds) = (amount_at(1, row)?, amount_at(2, row)?);
+                    let (payments, profit) = (amount_at(3, row)?, amount_at(4, row)?);
                     if gross < 0 || refunds > 0 {
                         return Err(invalid(format!("row {row} has negative gross or positive refunds")));
                     }

@@ -281,7 +281,8 @@ mod tests {
             ],
         )
         .unwrap();
-        let names = ColumnNames { table: "orders", user: "user_id", ts: "ts", amount: Some("amount"), segment: None, ts_format: None, cost: None };
+        let names =
+            ColumnNames { table: "orders", user: "user_id", ts: "ts", amount: Some("amount"), segment: None, ts_format: None, cost: None };
         let set = ColumnSet::resolve(&schema, &names, 4).unwrap();
         let cal = Calendar::new(PeriodKind::Month, "UTC").unwrap();
         let at = BatchAt { cal: &cal, first_row: 0, strict: false };

@@ -342,7 +342,8 @@ pub(crate) fn finish(
         Some(src) => {
             let stream = Stream::open("activity", src)?;
             let (user, ts, format) = (runner.spec.activity_user.clone(), runner.spec.activity_ts.clone(), runner.spec.ts_format.clone());
-            let names = ColumnNames { table: "activity", user: &user, ts: &ts, amount: None, segment: None, ts_format: format.as_deref(), cost: None };
+            let ts_format = format.as_deref();
+            let names = ColumnNames { table: "activity", user: &user, ts: &ts, amount: None, segment: None, ts_format, cost: None };
             let set = runner.columns(&stream, names)?;
             let at = Attribution { horizon, group_cohort: &group_cohort, missing: Reason::UnknownUser };
             let accs = runner.fresh_accs(n_cells)?;
