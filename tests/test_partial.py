@@ -35,6 +35,8 @@ def spec_of(kw: dict[str, Any]) -> Any:
 
 
 def user_key(value: Any) -> Any:
+    if isinstance(value, float):  # a float id is the integer it holds, as the engine reads it
+        value = int(value)
     return None if value is None else str(value)
 
 
