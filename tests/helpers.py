@@ -15,7 +15,7 @@ from reference import Reference, total_amount
 
 ltrcore = pytest.importorskip("ltrcore")
 
-MEASURES = ["cohort_size", "revenue", "gross_revenue", "refunds", "payments", "orders", "payers", "retained", "active"]
+MEASURES = ["cohort_size", "revenue", "gross_revenue", "refunds", "payments", "profit", "orders", "payers", "retained", "active"]
 LONG_COLUMNS = ["cohort", "age", *MEASURES, "complete"]
 
 
@@ -51,7 +51,7 @@ def check_long_dtypes(df: pl.DataFrame, by: list[str]) -> None:
     assert df.columns == [*by, *LONG_COLUMNS], df.columns
     s = df.schema
     assert s["cohort"] == pl.Date
-    for c in ("revenue", "gross_revenue", "refunds", "payments"):
+    for c in ("revenue", "gross_revenue", "refunds", "payments", "profit"):
         assert s[c] == pl.Float64, (c, s[c])
     for c in ("age", "cohort_size", "orders", "payers", "retained"):
         assert s[c].is_integer(), (c, s[c])

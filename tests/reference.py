@@ -44,6 +44,7 @@ UNITS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 ORDER_REASONS = [
     "null_user",
     "null_ts",
+    "bad_ts",
     "ts_out_of_range",
     "null_amount",
     "nan_amount",
@@ -55,7 +56,7 @@ ORDER_REASONS = [
     "not_yet_complete",
     "used",
 ]
-BAD_DATA_REASONS = {"null_user", "null_ts", "ts_out_of_range", "null_amount", "nan_amount"}
+BAD_DATA_REASONS = {"null_user", "null_ts", "bad_ts", "ts_out_of_range", "null_amount", "nan_amount"}
 
 #: The local date of a timestamp outside 0001-01-01 ..= 9999-12-31 (Python's own date range).
 OUT_OF_RANGE = "out of range"
@@ -309,6 +310,9 @@ def reference_cohorts(
     since: Any = None,
     min_amount: float | int = 0,
     scale: int = 4,
+    cost: str | None = None,
+    signup_user: str | None = None,
+    activity_user: str | None = None,
 ) -> Reference:
     by_cols: list[str] = [] if by is None else [by] if isinstance(by, str) else list(by)
     orders_t = _to_arrow(orders)
@@ -321,6 +325,14 @@ def reference_cohorts(
     o_user = user_values(_column(orders_t, user))
     o_key, o_date = ts_values(_column(orders_t, ts), tz)
     o_amt, o_nan, s_eff = amount_values(_column(orders_t, amount), scale)
+    # Profit = amount - cost per order, at the amount's scale (a float cost rounded at it).
+    o_profit: list[int | None] = [None] * n
+    if cost is not None:
+        c_vals, c_nan, c_scale = amount_values(_column(orders_t, cost), s_eff)
+        assert c_scale <= s_eff, "the engine refuses a cost with more decimals than the amount"
+        for i in range(n):
+            if o_amt[i] is not None and c_vals[i] is not None and not c_nan[i]:
+                o_profit[i] = o_amt[i] - c_vals[i] * 10 ** (s_eff - c_scale)
     o_period = [None if d is None or d is OUT_OF_RANGE else period_of_date(d, period) for d in o_date]
     threshold = paying_threshold(min_amount, s_eff)
 
@@ -354,7 +366,7 @@ def reference_cohorts(
     members: dict[Any, tuple[int, tuple]] = {}
     signups_rec: dict[str, int] | None = None
     if signups_t is not None:
-        s_user = user_values(_column(signups_t, user))
+        s_user = user_values(_column(signups_t, signup_user or user))
         s_key, s_date = ts_values(_column(signups_t, signup_ts), tz)
         s_seg = list(zip(*[user_values(_column(signups_t, c)) for c in by_cols])) if by_cols else None
         m = signups_t.num_rows
@@ -428,7 +440,7 @@ def reference_cohorts(
     active_cells: dict[tuple, set] = {}
     activity_rec: dict[str, int] | None = None
     if activity_t is not None:
-        a_user = user_values(_column(activity_t, user))
+        a_user = user_values(_column(activity_t, activity_user or user))
         a_key, a_date = ts_values(_column(activity_t, activity_ts), tz)
         activity_rec = {}
         for k in range(activity_t.num_rows):
@@ -455,9 +467,12 @@ def reference_cohorts(
         if reason[i] != "used":
             continue
         c, seg = members[o_user[i]]
-        cell = cells.setdefault((seg, c, o_period[i] - c), {"net": 0, "gross": 0, "ref": 0, "pay": 0, "orders": 0, "payers": set()})
+        cell = cells.setdefault((seg, c, o_period[i] - c), {"net": 0, "gross": 0, "ref": 0, "pay": 0, "profit": 0, "orders": 0, "payers": set()})
         a = o_amt[i]
         cell["net"] += a
+        if cost is not None:
+            assert o_profit[i] is not None, "the engine refuses a used order without a cost"
+            cell["profit"] += o_profit[i]
         if a > 0:
             cell["gross"] += a
         if a < 0:
@@ -485,20 +500,21 @@ def reference_cohorts(
             row["age"] = age
             row["cohort_size"] = size
             if complete:
-                empty: dict[str, Any] = {"net": 0, "gross": 0, "ref": 0, "pay": 0, "orders": 0, "payers": set()}
+                empty: dict[str, Any] = {"net": 0, "gross": 0, "ref": 0, "pay": 0, "profit": 0, "orders": 0, "payers": set()}
                 cell = cells.get((seg, c, age), empty)
                 before = cells.get((seg, c, age - 1), empty) if age > 0 else None
                 row["revenue"] = cell["net"] / div  # int / int: correctly rounded, like i128 -> f64 / 10^s
                 row["gross_revenue"] = cell["gross"] / div
                 row["refunds"] = cell["ref"] / div
                 row["payments"] = cell["pay"] / div
+                row["profit"] = cell["profit"] / div if cost is not None else None
                 row["orders"] = cell["orders"]
                 row["payers"] = len(cell["payers"])
                 # Payers of this age who paid at the age before too.
                 row["retained"] = len(cell["payers"] & before["payers"]) if before is not None else 0
                 row["active"] = len(active_cells.get((seg, c, age), ())) if activity_t is not None else None
             else:
-                for k in ("revenue", "gross_revenue", "refunds", "payments", "orders", "payers", "retained", "active"):
+                for k in ("revenue", "gross_revenue", "refunds", "payments", "profit", "orders", "payers", "retained", "active"):
                     row[k] = None
             row["complete"] = complete
             rows_out.append(row)
@@ -516,6 +532,7 @@ def reference_cohorts(
         "gross_revenue": pl.Float64,
         "refunds": pl.Float64,
         "payments": pl.Float64,
+        "profit": pl.Float64,
         "orders": COUNT_DTYPE,
         "payers": COUNT_DTYPE,
         "retained": COUNT_DTYPE,

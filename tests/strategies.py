@@ -41,7 +41,10 @@ INT_RANGES = {
 }
 INT_TYPES = list(INT_RANGES)
 STRING_USER_TYPES = ["string", "large_string", "string_view", "dictionary"]
-USER_TYPES = [*INT_TYPES, *STRING_USER_TYPES]
+# Float ids holding whole numbers (pandas' integers with nulls) are integer ids: every integer up to 2^53.
+FLOAT_USER_RANGES = {pa.float64(): (-(2**53), 2**53)}
+USER_RANGES = {**INT_RANGES, **FLOAT_USER_RANGES}
+USER_TYPES = [*INT_TYPES, *FLOAT_USER_RANGES, *STRING_USER_TYPES]
 TS_TYPES = [
     *[pa.timestamp(u) for u in ("s", "ms", "us", "ns")],
     *[("aware", u) for u in ("s", "ms", "us", "ns")],
@@ -59,14 +62,16 @@ SPECIAL_FLOATS = [0.0, 1.0, -1.0, 0.5, -0.5, 2.5, 0.125, -0.125, 1.005, 2.675, 1
 # ----------------------------------------------------------------------------------------------------
 def user_pool_values(user_type: Any) -> list[Any]:
     """Distinct user keys for a dtype, including the type's extremes."""
-    if user_type in INT_RANGES:
-        lo, hi = INT_RANGES[user_type]
+    if user_type in USER_RANGES:
+        lo, hi = USER_RANGES[user_type]
         vals = [0, 1, hi, lo, 42, hi - 1, 7, 100]
         return list(dict.fromkeys(v for v in vals if lo <= v <= hi))
     return ["", "a", "ü-1", "b" * 20, "A", "a ", "1", "user_7"]
 
 
 def user_array(values: list[Any], user_type: Any) -> pa.Array:
+    if user_type in FLOAT_USER_RANGES:
+        return pa.array([None if v is None else float(v) for v in values], user_type)
     if user_type in INT_RANGES:
         return pa.array(values, user_type)
     if user_type == "dictionary":
@@ -211,9 +216,9 @@ def cases(
         users = draw(st.lists(st.sampled_from(user_pool_values(user_type)), min_size=1, max_size=max_users,
                               unique=True))  # fmt: skip
     else:  # many distinct keys: random ids over the dtype's whole range, or random strings
-        key = (st.integers(*INT_RANGES[user_type]) if user_type in INT_RANGES
+        key = (st.integers(*USER_RANGES[user_type]) if user_type in USER_RANGES
                else st.text(min_size=0, max_size=12))  # fmt: skip
-        room = INT_RANGES[user_type][1] - INT_RANGES[user_type][0] + 1 if user_type in INT_RANGES else max_users
+        room = USER_RANGES[user_type][1] - USER_RANGES[user_type][0] + 1 if user_type in USER_RANGES else max_users
         users = draw(st.lists(key, min_size=min(max_users // 4, room), max_size=min(max_users, room), unique=True))
     ts_type = ts_type_to_arrow(draw(st.sampled_from(TS_TYPES)), draw(st.sampled_from(["UTC", tz, "Asia/Tokyo"])))
     amount_type = draw(st.sampled_from(AMOUNT_TYPES))
@@ -253,7 +258,7 @@ def cases(
         """A user dtype for signups / activity that can be matched with the orders' one."""
         if user_type in STRING_USER_TYPES:
             return draw(st.sampled_from(STRING_USER_TYPES))
-        ok = [t for t in INT_TYPES if all(INT_RANGES[t][0] <= v <= INT_RANGES[t][1] for v in users)]
+        ok = [t for t in USER_RANGES if all(USER_RANGES[t][0] <= v <= USER_RANGES[t][1] for v in users)]
         # uint64 keys only match uint64 keys: the engine keys every other integer as i64 and says so
         # in its DtypeError ("uint64 and signed integers cannot be matched")
         ok = [t for t in ok if (t == pa.uint64()) == (user_type == pa.uint64())]

@@ -264,3 +264,38 @@ def test_progress_bar_shows_the_total_of_a_parquet_input(files: dict[str, str]) 
     code, shown = stderr_on_a_terminal("report", files["orders"])
     assert code == 0
     assert " / 5 rows (100%), ETA " in shown, shown
+
+
+# --- 2. per-order cost: LTV from real profit, no assumed margin ------------------------------------
+COSTED = ORDERS.with_columns(pl.Series("cogs", [70.0, 40.0, 45.0, 10.0, 10.0]))
+
+
+def test_ltv_comes_from_the_orders_profit_without_a_margin() -> None:
+    """Costs: a's orders cost 70 and 40, b's 45, c's 10, d's 10. Profit per cell:
+        ads, January: age 0 a 100 - 70 = 30; age 1 a 100 - 40 = 60; age 2 b 50 - 45 = 5.
+    Cumulative profit 30, 90, 95 (revenue 100, 200, 250; the realized margin 95 / 250 = 0.38).
+    Spend 100, 2 customers: LTV per customer 47.5, CAC 50, LTV/CAC = 95 / 100 = 0.95: losing money;
+    cumulative profit never reaches 100: not paid back within 3 observed months. ROMI -0.05.
+        ads, February: c 30 - 10 = 20 at age 0; spend 20: LTV/CAC exactly 1 (losing money, at most 1),
+    paid back at age 0 (20 ≥ 20), on exact numbers. seo, January: d 40 - 10 = 30 against 10: 3, healthy."""
+    table = ltrcore.cohorts(COSTED, signups=SIGNUPS, by="channel", horizon=3, as_of="2024-05-01", cost="cogs")
+    assert table.has_profit
+    m = table.metrics(spend=SPEND)
+    jan = _ads_january(m)
+    assert (jan["ltv"], jan["ltv_per_customer"], jan["cac"]) == (47.5, 47.5, 50.0)
+    assert (jan["ltv_cac"], jan["verdict"], jan["romi"], jan["payback"]) == (0.95, "losing money", pytest.approx(-0.05), "not within 3 observed months")
+    feb = m.filter((pl.col("channel") == "ads") & (pl.col("cohort") == dt.date(2024, 2, 1))).row(0, named=True)
+    assert (feb["ltv_cac"], feb["payback_age"]) == (1.0, 0)
+    seo = m.filter(pl.col("channel") == "seo").row(0, named=True)
+    assert (seo["ltv_cac"], seo["verdict"]) == (3.0, "healthy")
+    ch = table.channels(spend=SPEND).filter(pl.col("total")).row(0, named=True)
+    assert ch["ltv_cac"] == pytest.approx((95 + 20 + 30) / 130)
+
+
+def test_a_margin_beside_per_order_cost_is_refused(files: dict[str, str]) -> None:
+    table = ltrcore.cohorts(COSTED, signups=SIGNUPS, by="channel", horizon=3, as_of="2024-05-01", cost="cogs")
+    with pytest.raises(ltrcore.InvalidArgumentError, match="the orders carry their cost"):
+        table.metrics(spend=SPEND, margin=0.3)
+    done = run("report", files["orders"], "--cost", "cogs", "--margin", "0.3")
+    assert done.returncode == 2 and done.stdout == ""
+    assert "--cost gives each order's exact profit, so LTV needs no --margin" in done.stderr

@@ -35,6 +35,8 @@ def spec_of(kw: dict[str, Any]) -> Any:
 
 
 def user_key(value: Any) -> Any:
+    if isinstance(value, float):  # a float id is the integer it holds, as the engine reads it
+        value = int(value)
     return None if value is None else str(value)
 
 
@@ -275,8 +277,14 @@ def test_spec_is_frozen_picklable_and_fingerprinted() -> None:
 
 
 def test_default_fingerprint_is_pinned() -> None:
-    # Layout 2 added the cells' payments and retained payers.
-    assert ltrcore.CohortSpec().fingerprint == "ltrcore-partial-v2:8a49bc3e31b388b70aa35c57e6d5cc35"
+    # Layout 2 added the cells' payments and retained payers; layout 3 the cells' profit. The settings
+    # added with it (signup_user, activity_user, ts_format, cost) are digested only when set, so the
+    # default spec digests the same settings as before.
+    assert ltrcore.CohortSpec().fingerprint == "ltrcore-partial-v3:9c7c656f68ebbbdcd29174c97a09d8e2"
+    assert sorted(ltrcore.CohortSpec().settings()) == sorted(
+        ["user", "ts", "amount", "cohort", "signup_ts", "activity_ts", "by", "horizon", "period", "tz", "min_amount", "scale"]
+    )
+    assert ltrcore.CohortSpec(cost="cogs").fingerprint != ltrcore.CohortSpec().fingerprint
 
 
 @pytest.mark.parametrize(

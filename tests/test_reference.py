@@ -200,7 +200,7 @@ def test_first_purchase_example():
     ref = reference_cohorts(t, user="user_id", ts="ts", amount="amount", horizon=3)
     assert ref.amount_scale == 4
     assert ref.table.columns == [
-        "cohort", "age", "cohort_size", "revenue", "gross_revenue", "refunds", "payments", "orders", "payers",
+        "cohort", "age", "cohort_size", "revenue", "gross_revenue", "refunds", "payments", "profit", "orders", "payers",
         "retained", "active", "complete",
     ]  # fmt: skip
     # u1 pays in January and again in February: retained at age 1.

@@ -98,6 +98,27 @@ def test_first_purchase_with_segments_activity_and_since(spark: Any) -> None:
     )  # fmt: skip
 
 
+def test_inputs_as_people_have_them(spark: Any) -> None:
+    """Issue 14: float user ids, text timestamps, differently named user columns and a cost column
+    go through Spark to the same table as ``cohorts()``."""
+    import pyarrow.compute as pc
+
+    data = retail(seed=11)
+    orders = data["orders"]
+    amount = orders.column("amount")
+    orders = orders.append_column("cogs", pc.multiply(amount.cast(pa.float64()), 0.6))
+    orders = orders.filter(pc.is_valid(amount))  # a used order needs a cost; null amounts have none here
+    orders = orders.set_column(0, "user_id", orders.column("user_id").cast(pa.float64()))
+    text = lambda col: pc.strftime(col, format="%d.%m.%Y %H:%M", locale="C")  # noqa: E731
+    signups = data["signups"].rename_columns(["member", "signup_ts", "channel"])
+    signups = signups.set_column(1, "signup_ts", text(signups.column("signup_ts")))
+    activity = data["activity"].rename_columns(["visitor", "ts"])
+    ltrcore.testing.check_adapter(
+        spark_runner(spark), orders, signups=signups, activity=activity, by="channel", horizon=6, as_of="2024-11-15",
+        signup_user="member", activity_user="visitor", ts_format="%d.%m.%Y %H:%M", cost="cogs", partitions=(1, 4),
+    )  # fmt: skip
+
+
 def test_empty_inputs_give_the_local_table(spark: Any) -> None:
     """No rows at all: tasks that see none still report every table they were given."""
     data = retail()

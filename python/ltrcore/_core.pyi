@@ -23,6 +23,8 @@ class CoreResult:
     @property
     def has_activity(self) -> bool: ...
     @property
+    def has_profit(self) -> bool: ...
+    @property
     def input_rows(self) -> int: ...
     @property
     def input_amount(self) -> int: ...
@@ -44,7 +46,7 @@ class CorePartial:
     def recode(self, codes: list[int]) -> CorePartial: ...
     def to_arrow(self) -> ArrowStream: ...
     def finalize(
-        self, *, period: str, tz: str, as_of: tuple[str, int] | None, since: tuple[str, int] | None
+        self, *, period: str, tz: str, as_of: tuple[str, int] | None, since: tuple[str, int] | None, profit: bool = False
     ) -> CoreResult: ...
     def segment_codes(self) -> list[int]: ...
     @property
@@ -79,6 +81,10 @@ class CoreState:
         segment: str | None,
         signup_ts: str,
         activity_ts: str,
+        signup_user: str,
+        activity_user: str,
+        ts_format: str | None,
+        cost: str | None,
         period: str,
         tz: str,
         min_amount: tuple[int, int],
@@ -121,6 +127,10 @@ def accumulate(
     signup_ts: str,
     activity: Callable[[], Any] | None,
     activity_ts: str,
+    signup_user: str,
+    activity_user: str,
+    ts_format: str | None,
+    cost: str | None,
     horizon: int,
     period: str,
     tz: str,
@@ -134,6 +144,7 @@ def accumulate(
     cells_budget: int | None = None,
 ) -> CorePartial: ...
 def check_tz(tz: str) -> None: ...
+def check_ts_format(format: str) -> None: ...
 
 STATE_FORMAT_VERSION: int
 def _debug_panic() -> None: ...

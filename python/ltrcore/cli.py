@@ -226,7 +226,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 #: Options of ``report`` that make the spec: fixed by a saved state, so refused beside ``--state``.
-_SPEC_OPTIONS = ("signups", "activity", "user", "ts", "amount", "signup_ts", "activity_ts", "by", "tz", "period", "horizon", "min_amount")
+_SPEC_OPTIONS = (
+    "signups", "activity", "user", "ts", "amount", "signup_ts", "activity_ts", "signup_user", "activity_user", "ts_format", "cost",
+    "by", "tz", "period", "horizon", "min_amount",
+)  # fmt: skip
 
 
 def _spec_options(parser: argparse.ArgumentParser) -> None:
@@ -234,8 +237,16 @@ def _spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", default="user_id", help="user id column")
     parser.add_argument("--ts", default="ts", help="order timestamp column")
     parser.add_argument("--amount", default="amount", help="order amount column")
+    parser.add_argument("--cost", default=None, help="per-order cost column of the orders: each cell's exact profit (amount - cost)")
     parser.add_argument("--signup-ts", default="signup_ts", help="signup timestamp column")
     parser.add_argument("--activity-ts", default=None, help="activity timestamp column (default: --ts)")
+    parser.add_argument("--signup-user", default=None, help="user id column of the signups (default: --user)")
+    parser.add_argument("--activity-user", default=None, help="user id column of the activity (default: --user)")
+    parser.add_argument(
+        "--ts-format",
+        default=None,
+        help="strftime layout of timestamps stored as text, in every table, e.g. '%%d.%%m.%%Y %%H:%%M' (default: ISO-8601)",
+    )
     parser.add_argument("--by", action="append", default=None, help="segment column (repeatable)")
     parser.add_argument("--tz", default="UTC", help="IANA time zone for period boundaries")
     parser.add_argument("--period", default="month", choices=["month", "week", "quarter", "day"], help="calendar period of a cohort and an age")
@@ -306,6 +317,10 @@ def _state(args: argparse.Namespace) -> int:
                 cohort="signup" if args.signups else "first_purchase",
                 signup_ts=args.signup_ts,
                 activity_ts=args.activity_ts,
+                signup_user=args.signup_user,
+                activity_user=args.activity_user,
+                ts_format=args.ts_format,
+                cost=args.cost,
                 by=args.by,
                 horizon=args.horizon,
                 period=args.period,
@@ -397,11 +412,12 @@ PRINTED_COHORTS = 40
 
 def _print_metrics(table: Any, spend: Any, margin: float | None, discount_rate: float) -> None:
     metrics = table.metrics(spend=spend, margin=margin, discount_rate=discount_rate, projected="auto")
+    profit = margin is not None or table.has_profit  # LTV from a margin, or from the orders' cost
     # One basis per table: per customer beside CAC, per signup without it.
     if spend is None:
-        columns = [*table.by, "cohort", "cohort_size", "observed_ages", "ltr", *(["ltv", "clv"] if margin is not None else [])]
-        basis = "per signup: LTR" + (", LTV and CLV" if margin is not None else "")
-    elif margin is None:
+        columns = [*table.by, "cohort", "cohort_size", "observed_ages", "ltr", *(["ltv", "clv"] if profit else [])]
+        basis = "per signup: LTR" + (", LTV and CLV" if profit else "")
+    elif not profit:
         columns = [*table.by, "cohort", "customers", "observed_ages", "cac", "ltr_cac", "drr"]
         basis = "per customer, revenue-based (no --margin, so no LTV or verdict): CAC and LTR/CAC"
     else:
@@ -440,10 +456,11 @@ def _channel_view(channels: pl.DataFrame, by: list[str], money: bool, profit: bo
 
 def _print_channels(table: Any, spend: Any, margin: float | None, discount_rate: float) -> None:
     channels = table.channels(spend=spend, margin=margin, discount_rate=discount_rate)
-    view = _channel_view(channels, table.by, spend is not None, margin is not None)
+    profit = margin is not None or table.has_profit
+    view = _channel_view(channels, table.by, spend is not None, profit)
     with pl.Config(tbl_rows=40, tbl_cols=view.width, fmt_str_lengths=60, float_precision=2, tbl_width_chars=250,
                    tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True):  # fmt: skip
-        value = "LTV" if margin is not None else "LTR (revenue-based: no --margin)"
+        value = "LTV" if profit else "LTR (revenue-based: no --margin)"
         print(f"\nper channel, pooled over cohorts ({value} per customer at the horizon: observed over the cohorts that "
               "reached it, projected over those that can be projected to it; verdicts on projected values where they exist):")
         print(view)
@@ -473,6 +490,10 @@ def _report(args: argparse.Namespace) -> int:
             signup_ts=args.signup_ts,
             activity=args.activity,
             activity_ts=args.activity_ts,
+            signup_user=args.signup_user,
+            activity_user=args.activity_user,
+            ts_format=args.ts_format,
+            cost=args.cost,
             by=args.by,
             horizon=args.horizon,
             period=args.period,
@@ -519,6 +540,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
         _out_writer(args.out)
     if getattr(args, "margin", None) is not None:
         metrics._check_margin(args.margin)
+        if getattr(args, "cost", None):
+            raise ValueError("--cost gives each order's exact profit, so LTV needs no --margin: pass one or the other")
     metrics._discount_rate(args.discount_rate)
     if getattr(args, "html", None):
         try:

@@ -89,6 +89,10 @@ def cohorts(
     signup_ts: str = "signup_ts",
     activity: Any = None,
     activity_ts: str | None = None,
+    signup_user: str | None = None,
+    activity_user: str | None = None,
+    ts_format: str | None = None,
+    cost: str | None = None,
     by: str | Sequence[str] | None = None,
     horizon: int = 12,
     period: str = "month",
@@ -111,6 +115,23 @@ def cohorts(
     fixed point; a cell is reported complete only when its period ended by ``as_of``; and every input
     row is accounted for in ``table.reconciliation``.
 
+    Inputs as people have them: ``signup_user`` and ``activity_user`` name the user id column of the
+    signups and the activity when it is not ``user``. User ids may be float32/float64 holding whole
+    numbers (what pandas makes of integer ids with nulls): NaN is a null user, and any other value
+    must be a whole number of magnitude at most 2**53 (2**24 for float32), else :class:`InvalidArgumentError` says how to
+    keep the ids integers. Timestamps may be text: ISO-8601 by default (with an offset or ``Z``: an
+    instant; without: wall-clock time in ``tz``; a date alone: its local midnight), or the
+    ``strftime`` layout ``ts_format`` (for example ``"%d.%m.%Y %H:%M"``), one layout for the text
+    timestamps of every table. A text that does not parse is counted under ``bad_ts`` (an error
+    under ``strict=True``).
+
+    ``cost`` names a per-order cost column of the orders (cost of goods; same dtypes as amounts): each
+    cell's ``profit`` is then the exact sum of amount − cost over its orders, refunds included (a
+    refund's cost is as given: the negative cost of goods that came back, or 0). A used order with a
+    null or NaN cost is an :class:`InvalidArgumentError` (its profit would be unknown). A decimal
+    cost may not have more decimal places than the amount; a float cost is rounded at the amount's
+    scale. Without ``cost`` the ``profit`` column is null.
+
     ``threads`` sets the worker count, capped at the cores available to the process (results are
     identical for any value). ``progress`` is called
     as ``progress(phase, rows_done)`` from the calling thread about twice a second. ``_chunk_rows`` is
@@ -125,6 +146,10 @@ def cohorts(
         cohort="signup" if signups is not None else "first_purchase",
         signup_ts=signup_ts,
         activity_ts=activity_ts,
+        signup_user=signup_user,
+        activity_user=activity_user,
+        ts_format=ts_format,
+        cost=cost,
         by=by,
         horizon=horizon,
         period=period,

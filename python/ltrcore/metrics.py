@@ -676,6 +676,24 @@ def _margin_or_one(margin: Any) -> Any:
     return 1 if margin is None else margin
 
 
+def _costs(table: CohortTable, spend: Any, cac: Any, margin: Any) -> tuple[pl.DataFrame, Costs]:
+    """The spend and margin per cohort, floats and exact. Orders with their cost give each cohort
+    its realized margin (and the values their exact profit), so a margin is refused beside them."""
+    if table.has_profit:
+        if margin is not None:
+            raise InvalidArgumentError(
+                "the orders carry their cost (cost=), so LTV comes from their exact profit; leave margin out "
+                f"(got margin={margin!r})"
+            )
+        return _with_realized_margins(table, *_spend_per_cohort(table, spend, cac, 1))
+    return _spend_per_cohort(table, spend, cac, _margin_or_one(margin))
+
+
+def _judges_profit(table: CohortTable, margin: Any) -> bool:
+    """Whether profit figures can be given: a margin was given, or the orders carry their cost."""
+    return margin is not None or table.has_profit
+
+
 def _without(frame: pl.DataFrame, columns: tuple[str, ...]) -> pl.DataFrame:
     """``frame`` with ``columns`` null (same dtypes)."""
     return frame.with_columns(pl.lit(None, dtype=frame.schema[c]).alias(c) for c in columns)
@@ -718,9 +736,9 @@ def metrics(
     """
     mode = _projection_mode(projected)
     rate = _discount_rate(discount_rate)
-    costs, exact_costs = _spend_per_cohort(table, spend, cac, _margin_or_one(margin))
+    costs, exact_costs = _costs(table, spend, cac, margin)
     out = _metrics_of(table, costs, exact_costs, rate, mode).drop("__projection")
-    return _without(out, PROFIT_COLUMNS) if margin is None else out
+    return out if _judges_profit(table, margin) else _without(out, PROFIT_COLUMNS)
 
 
 def _metrics_of(
@@ -747,7 +765,7 @@ def _metrics_of(
 def _per_cohort(table: CohortTable, costs: pl.DataFrame, exact_costs: Costs, rate: float, projected: bool) -> pl.DataFrame:
     keys = _keys(table)
     months = MONTHS_PER_PERIOD[table.period]
-    cells = ltr(table)
+    cells = ltr(table).join(table.to_polars().select([*keys, "age", "profit"]), on=[*keys, "age"], how="left", nulls_equal=True)
     curves: dict[tuple[Any, ...], list[float]] | None = None
     if projected:
         proj = project(table).with_columns(
@@ -767,14 +785,17 @@ def _per_cohort(table: CohortTable, costs: pl.DataFrame, exact_costs: Costs, rat
     else:
         revenue_for_value = pl.col("revenue")
         ltr_value = None
+    # Observed values with per-order costs rest on the profit itself; otherwise on revenue × margin.
+    from_profit = table.has_profit and not projected
     discount = (1.0 + rate) ** (pl.col("age").cast(pl.Float64) * months / 12.0)
-    discounted = (revenue_for_value / discount).sum()
+    discounted = ((pl.col("profit") if from_profit else revenue_for_value) / discount).sum()
     if projected:  # a cohort with unprojectable ages has no projected value
         discounted = pl.when(revenue_for_value.is_null().any()).then(None).otherwise(discounted)
     agg = [
         pl.col("cohort_size").first(),
         pl.col("complete").sum().cast(pl.Int64).alias("observed_ages"),
         pl.col("revenue").filter(pl.col("complete")).sum().alias("revenue_to_date"),
+        pl.col("profit").filter(pl.col("complete")).sum().alias("__profit_to_date"),
         discounted.alias("__discounted"),
     ]
     if ltr_value is not None:
@@ -790,9 +811,10 @@ def _per_cohort(table: CohortTable, costs: pl.DataFrame, exact_costs: Costs, rat
         projection = pl.col("ltr").is_not_null() & (pl.col("observed_ages") < table.horizon) & (pl.col("customers") > 0)
     else:
         projection = pl.lit(False)
+    value_factor = pl.lit(1.0) if from_profit else pl.col("margin")
     per = per.with_columns(
-        (pl.col("ltr") * pl.col("margin")).alias("ltv"),
-        (pl.col("__discounted") * pl.col("margin") / pl.col("cohort_size")).alias("clv"),
+        (pl.col("__profit_to_date") / pl.col("cohort_size") if from_profit else pl.col("ltr") * pl.col("margin")).alias("ltv"),
+        (pl.col("__discounted") * value_factor / pl.col("cohort_size")).alias("clv"),
         _ratio(pl.col("spend"), pl.col("customers").cast(pl.Float64)).alias("cac"),
         _ratio(pl.col("spend"), pl.col("cohort_size").cast(pl.Float64)).alias("cac_per_signup"),
         projection.alias("__projection"),
@@ -888,13 +910,43 @@ def _payback_words(age: int | None, basis: str | None, observed_ages: int, proje
 
 def _exact_revenue(table: CohortTable) -> dict[tuple[Any, ...], list[Fraction]]:
     """Per (segment…, cohort): the exact cumulative revenue at each complete age, from age 0."""
+    return _exact_cumulative(table, table._long_with_exact_revenue(), "revenue_exact")
+
+
+def _exact_cumulative(table: CohortTable, long: pl.DataFrame, column: str) -> dict[tuple[Any, ...], list[Fraction]]:
     keys = _keys(table)
-    cells = table._long_with_exact_revenue().filter(pl.col("complete")).sort([*keys, "age"], nulls_last=True)
+    cells = long.filter(pl.col("complete")).sort([*keys, "age"], nulls_last=True)
     out: dict[tuple[Any, ...], list[Fraction]] = {}
-    for r in cells.select([*keys, "revenue_exact"]).iter_rows(named=True):
+    for r in cells.select([*keys, column]).iter_rows(named=True):
         cum = out.setdefault(_key_of(r, keys), [])
-        cum.append((cum[-1] if cum else Fraction(0)) + Fraction(r["revenue_exact"]))
+        cum.append((cum[-1] if cum else Fraction(0)) + Fraction(r[column]))
     return out
+
+
+def _exact_values(table: CohortTable, costs: Costs) -> dict[tuple[Any, ...], list[Fraction]]:
+    """Per (segment…, cohort): the exact cumulative value (the LTV's numerator) at each complete
+    age: the orders' profit when they carry their cost, else margin × revenue."""
+    if table.has_profit:
+        return _exact_cumulative(table, table._long_with_exact_profit(), "profit_exact")
+    return {key: [costs[key][1] * c for c in cum] for key, cum in _exact_revenue(table).items()}
+
+
+def _with_realized_margins(table: CohortTable, frame: pl.DataFrame, costs: Costs) -> tuple[pl.DataFrame, Costs]:
+    """With per-order costs, each cohort's margin is its realized one, profit ÷ revenue to date:
+    what a projection of its revenue is turned into value with (observed values use the exact
+    profit itself). A cohort without revenue to date has margin 0."""
+    revenue, profit = _exact_revenue(table), _exact_values(table, costs)
+    realized: Costs = {}
+    for key, (spend, _) in costs.items():
+        r, p = (revenue.get(key) or [Fraction(0)])[-1], (profit.get(key) or [Fraction(0)])[-1]
+        realized[key] = (spend, p / r if r else Fraction(0))
+    keys = _keys(table)
+    margins = pl.DataFrame(
+        [{**dict(zip(keys, key)), "margin": float(m)} for key, (_, m) in realized.items()],
+        schema={**{k: frame.schema[k] for k in keys}, "margin": pl.Float64},
+    )
+    frame = frame.drop("margin").join(margins, on=keys, how="left", nulls_equal=True).select(frame.columns)
+    return frame, realized
 
 
 def _decide(
@@ -909,12 +961,13 @@ def _decide(
     the LTV: to date, or to the horizon on the projection."""
     keys = _keys(table)
     cum = _exact_revenue(table)
+    cum_value = _exact_values(table, costs)
     h = table.horizon
     out = []
     for r in per.select([*keys, "cohort_size", "customers", "ltr", "__projection"]).iter_rows(named=True):
         key = _key_of(r, keys)
         spend, margin = costs[key]
-        revenue = cum.get(key, [])
+        revenue, values = cum.get(key, []), cum_value.get(key, [])
         observed = len(revenue)
         projection = bool(r["__projection"])
         curve = curves.get(key) if curves is not None and projection else None
@@ -927,23 +980,30 @@ def _decide(
             value_revenue = None  # asked for projected values, and this cohort has none
         else:
             value_revenue = revenue[-1] if revenue else Fraction(0)
+        # The value (LTV's numerator) on the same basis: profit or margin × revenue to date, exactly;
+        # on the projection, the projected revenue × the (realized) margin.
+        value: Fraction | float | None = None
+        if projection and value_revenue is not None:
+            value = margin * value_revenue
+        elif value_revenue is not None:
+            value = values[-1] if values else Fraction(0)
         customers = r["customers"] or 0
         ratio: Fraction | float | None = None
         revenue_ratio: Fraction | float | None = None
-        if spend is not None and spend > 0 and customers and value_revenue is not None:
-            ratio = margin * value_revenue / spend
+        if spend is not None and spend > 0 and customers and value is not None and value_revenue is not None:
+            ratio = value / spend
             revenue_ratio = value_revenue / spend
         if spend is not None and spend > 0 and not customers:
             verdict: str | None = NO_CUSTOMERS if basis == OBSERVED else TOO_EARLY_NO_CUSTOMERS
         else:
             verdict = _judged(ratio, basis)
         drr = romi = None
-        if spend is not None and value_revenue is not None:
+        if spend is not None and value_revenue is not None and value is not None:
             drr = float(spend / value_revenue) if value_revenue > 0 else None
-            romi = float((margin * value_revenue - spend) / spend) if spend > 0 else None
+            romi = float((value - spend) / spend) if spend > 0 else None
         payback = payback_basis = status = words = None
         if spend is not None and customers:
-            payback = next((a for a, c in enumerate(revenue) if margin * c >= spend), None)
+            payback = next((a for a, v in enumerate(values) if v >= spend), None)
             payback_basis = OBSERVED if payback is not None else None
             if payback is None and curve is not None:
                 size = r["cohort_size"]
@@ -996,9 +1056,11 @@ class _Cohort:
     spend: Fraction | None
     margin: Fraction
     revenue: list[Fraction]  # exact cumulative revenue at each observed age
+    values: list[Fraction]  # exact cumulative value (profit, or margin × revenue) at each observed age
     curve: list[float] | None  # cumulative revenue at every age to the horizon (observed, else projected)
     basis: str  # of its value: observed, projected or too young
     value_revenue: Fraction | float  # the revenue its value rests on: to date, or to the horizon projected
+    value: Fraction | float  # the value on the same basis
     equity: float | None  # its customer equity (CLV summed over the cohort)
 
 
@@ -1036,10 +1098,10 @@ def channels(
     """
     mode = _projection_mode(projected)
     rate = _discount_rate(discount_rate)
-    costs, exact_costs = _spend_per_cohort(table, spend, cac, _margin_or_one(margin))
+    costs, exact_costs = _costs(table, spend, cac, margin)
     keys = _keys(table)
     per = _metrics_of(table, costs, exact_costs, rate, mode)
-    cum = _exact_revenue(table)
+    cum, cum_value = _exact_revenue(table), _exact_values(table, exact_costs)
     h = table.horizon
     curves: dict[tuple[Any, ...], list[float]] = {}
     for row in project(table).sort([*keys, "age"], nulls_last=True).group_by(keys, maintain_order=True).agg(pl.col("ltr")).iter_rows(named=True):
@@ -1053,6 +1115,7 @@ def channels(
         ltr_curve = curves.get(key)
         curve = None if ltr_curve is None else [v * r["cohort_size"] for v in ltr_curve]
         projection = bool(r["__projection"])
+        values = cum_value.get(key, [])
         value_revenue: Fraction | float = r["ltr"] * r["cohort_size"] if projection else (revenue[-1] if revenue else Fraction(0))
         cohort = _Cohort(
             size=r["cohort_size"],
@@ -1060,9 +1123,11 @@ def channels(
             spend=sp,
             margin=mg,
             revenue=revenue,
+            values=values,
             curve=curve,
             basis=PROJECTED if projection else _observed_basis(len(revenue), table.period),
             value_revenue=value_revenue,
+            value=mg * value_revenue if projection else (values[-1] if values else Fraction(0)),
             equity=r["customer_equity"],
         )
         groups.setdefault(key[:-1], []).append(cohort)
@@ -1076,7 +1141,7 @@ def channels(
     schema.update(CHANNEL_SCHEMA)
     out = pl.DataFrame(rows, schema=schema)
     out = out.with_columns(pl.col("verdict").replace_strict(ADVICE, default=None, return_dtype=pl.String).alias("advice"))
-    return _without(out, CHANNEL_PROFIT_COLUMNS) if margin is None else out
+    return out if _judges_profit(table, margin) else _without(out, CHANNEL_PROFIT_COLUMNS)
 
 
 CHANNEL_SCHEMA: dict[str, Any] = {
@@ -1128,7 +1193,7 @@ def _pooled(cohorts: list[_Cohort], h: int, period: str) -> dict[str, Any]:
         "cac": None if spend is None or not customers else float(spend / customers),
         "cohorts_observed_to_horizon": len(mature),
         "ltr_per_customer_observed": _per(sum((c.revenue[-1] for c in mature), Fraction(0)), sum(c.customers for c in mature)),
-        "ltv_per_customer_observed": _per(sum((c.margin * c.revenue[-1] for c in mature), Fraction(0)), sum(c.customers for c in mature)),
+        "ltv_per_customer_observed": _per(sum((c.values[-1] for c in mature), Fraction(0)), sum(c.customers for c in mature)),
         "cohorts_projected_to_horizon": len(reach),
         "ltr_per_customer_projected": _per(sum(c.curve[-1] for c in reach if c.curve), sum(c.customers for c in reach)),
         "ltv_per_customer_projected": _per(sum(float(c.margin) * c.curve[-1] for c in reach if c.curve), sum(c.customers for c in reach)),
@@ -1146,7 +1211,7 @@ def _pooled(cohorts: list[_Cohort], h: int, period: str) -> dict[str, Any]:
         bases = {c.basis for c in paid}
         basis = PROJECTED if PROJECTED in bases else OBSERVED if OBSERVED in bases else TOO_YOUNG
         revenue: Fraction | float = sum((c.value_revenue for c in paid), Fraction(0))
-        value: Fraction | float = sum((c.margin * c.value_revenue for c in paid), Fraction(0))
+        value: Fraction | float = sum((c.value for c in paid), Fraction(0))
         paid_customers = sum(c.customers for c in paid)
         drr = float(spend / revenue) if revenue > 0 else None
         if spend > 0:
@@ -1184,7 +1249,7 @@ def _pooled_payback(paid: list[_Cohort], h: int, period: str) -> tuple[int | Non
         for age in range(h):
             # exact where observed, the projection beyond
             margin_so_far = sum(
-                (c.margin * (c.revenue[age] if age < len(c.revenue) else c.curve[age]) for c in full if c.curve),
+                (c.values[age] if age < len(c.values) else c.margin * c.curve[age] for c in full if c.curve),
                 Fraction(0),
             )
             if margin_so_far >= spend:
@@ -1196,7 +1261,7 @@ def _pooled_payback(paid: list[_Cohort], h: int, period: str) -> tuple[int | Non
     spend = sum((c.spend for c in paid if c.spend is not None), Fraction(0))
     observed = min(len(c.revenue) for c in paid)
     for age in range(observed):
-        if sum((c.margin * c.revenue[age] for c in paid), Fraction(0)) >= spend:
+        if sum((c.values[age] for c in paid), Fraction(0)) >= spend:
             return age, OBSERVED, _payback_status_of(age, period, observed), _payback_words(age, OBSERVED, observed, None, period)
     return None, None, _payback_status_of(None, period, observed), _payback_words(None, None, observed, None, period)
 
@@ -1230,7 +1295,7 @@ def summary(
         raise InvalidArgumentError(f"min_size must be a non-negative integer; got {min_size!r}")
     mode = _projection_mode(projected)
     rate = _discount_rate(discount_rate)
-    costs, exact_costs = _spend_per_cohort(table, spend, cac, _margin_or_one(margin))
+    costs, exact_costs = _costs(table, spend, cac, margin)
     m = _metrics_of(table, costs, exact_costs, rate, mode).drop("__projection")
     lines = [
         f"{m.height} cohort(s), {table.period}ly, horizon {table.horizon}, tz {table.tz}; "
@@ -1249,7 +1314,7 @@ def summary(
             f"Fewer than {SEASONALITY_MONTHS} complete months of data ({span / 30.4375:.0f}): seasonality cannot be judged yet."
         )
     rated = m.filter(pl.col("verdict").is_not_null())
-    if margin is None and rated.height:
+    if not _judges_profit(table, margin) and rated.height:
         return "\n".join(lines + _revenue_based_lines(table, spend, discount_rate, cac, mode))
     if rated.height == 0:
         mean_ltr = m.select(pl.col("ltr").mean()).item() or 0.0

@@ -160,7 +160,11 @@ class Partial:
 
         spec = self.spec
         core = self._core.finalize(
-            period=spec.period, tz=spec.tz, as_of=time_point(as_of, "as_of"), since=time_point(since, "since")
+            period=spec.period,
+            tz=spec.tz,
+            as_of=time_point(as_of, "as_of"),
+            since=time_point(since, "since"),
+            profit=spec.cost is not None,
         )
         table = CohortTable(
             core,
@@ -175,7 +179,7 @@ class Partial:
         if core.bad_rows:
             warnings.warn(
                 ExcludedRowsWarning(
-                    f"{core.bad_rows} input row(s) were excluded for bad data (nulls, NaN/inf amounts); "
+                    f"{core.bad_rows} input row(s) were excluded for bad data (nulls, NaN/inf amounts, timestamps that do not parse); "
                     "see table.reconciliation, or pass strict=True to raise instead"
                 ),
                 stacklevel=3,
@@ -184,7 +188,7 @@ class Partial:
 
 
 #: The layout's measures: exact money, and counts.
-MONEY_COLUMNS = ("amount", "gross", "refunds", "payments")
+MONEY_COLUMNS = ("amount", "gross", "refunds", "payments", "profit")
 COUNT_COLUMNS = ("members", "rows", "orders", "payers", "activity_rows", "active", "first_paid", "first_repeat", "retained")
 _INT32 = ("cohort", "age", "last_period")
 _TEXT = ("record", "table", "reason")
@@ -349,7 +353,7 @@ class Accumulator:
         """Adds a piece of the orders."""
         self._check_open()
         spec = self.spec
-        columns = [spec.user, spec.ts, spec.amount]
+        columns = [spec.user, spec.ts, spec.amount, *_cost(spec)]
         if spec.by_columns and spec.cohort == "first_purchase":
             columns += spec.by_columns
         self._orders.append(_piece(orders, columns, "orders"))
@@ -361,14 +365,14 @@ class Accumulator:
         spec = self.spec
         if spec.cohort != "signup":
             raise InvalidArgumentError("signups were given, but the spec has cohort='first_purchase'; use cohort='signup'")
-        self._signups.append(read_whole(signups, [spec.user, spec.signup_ts, *spec.by_columns], table="signups"))
+        self._signups.append(read_whole(signups, [str(spec.signup_user), spec.signup_ts, *spec.by_columns], table="signups"))
         return self
 
     def update_activity(self, activity: Any) -> Accumulator:
         """Adds a piece of the activity (logins, sessions)."""
         self._check_open()
         spec = self.spec
-        self._activity.append(_piece(activity, [spec.user, str(spec.activity_ts)], "activity"))
+        self._activity.append(_piece(activity, [str(spec.activity_user), str(spec.activity_ts)], "activity"))
         return self
 
     def finish(self) -> Partial:
@@ -381,11 +385,14 @@ class Accumulator:
             return Partial.empty(spec)
         if spec.cohort == "signup" and not self._signups:
             # A slice whose users never signed up (their orders are unknown users): no signup rows.
-            user_type = _user_type(self._orders or self._activity, spec.user)
+            if self._orders:
+                user_type = _user_type(self._orders, spec.user)
+            else:
+                user_type = _user_type(self._activity, str(spec.activity_user))
             self._signups.append(
                 pa.table(
                     {
-                        spec.user: pa.array([], user_type),
+                        str(spec.signup_user): pa.array([], user_type),
                         spec.signup_ts: pa.array([], pa.timestamp("us", "UTC")),
                         **{b: pa.array([], pa.null()) for b in spec.by_columns},
                     }
@@ -407,7 +414,7 @@ class Accumulator:
             signup_source = Source(lambda: signups, reopenable=False, in_memory=True)
         orders_source = self._orders_source(signup_source)
         if coder is not None and signup_source is None:
-            orders_source = coder.wrap(orders_source, [spec.user, spec.ts, spec.amount], table="orders")
+            orders_source = coder.wrap(orders_source, [spec.user, spec.ts, spec.amount, *_cost(spec)], table="orders")
         activity_source = _source_of(self._activity, "activity") if self._activity else None
         self._orders, self._signups, self._activity = [], [], []
 
@@ -423,6 +430,10 @@ class Accumulator:
             signup_ts=spec.signup_ts,
             activity=activity_source.open if activity_source else None,
             activity_ts=str(spec.activity_ts),
+            signup_user=str(spec.signup_user),
+            activity_user=str(spec.activity_user),
+            ts_format=spec.ts_format,
+            cost=spec.cost,
             horizon=spec.horizon,
             period=spec.period,
             tz=spec.tz,
@@ -443,12 +454,21 @@ class Accumulator:
         # Signups or activity without orders (a slice of users who never ordered): no order rows, in
         # the user id's dtype so the engine can match the others.
         spec = self.spec
-        user_type = _user_type([signups.open()] if signups is not None else self._activity, spec.user)
-        columns = {spec.user: pa.array([], user_type), spec.ts: pa.array([], pa.timestamp("us", "UTC")), spec.amount: pa.array([], pa.int64())}
+        if signups is not None:
+            user_type = _user_type([signups.open()], str(spec.signup_user))
+        else:
+            user_type = _user_type(self._activity, str(spec.activity_user))
+        columns = {spec.user: pa.array([], user_type), spec.ts: pa.array([], pa.timestamp("us", "UTC"))}
+        columns.update({name: pa.array([], pa.int64()) for name in [spec.amount, *_cost(spec)]})
         if signups is None:  # the segments come from the orders
             columns.update({b: pa.array([], pa.null()) for b in spec.by_columns})
         empty = pa.table(columns)
         return Source(lambda: empty, reopenable=True, in_memory=True)
+
+
+def _cost(spec: CohortSpec) -> list[str]:
+    """The orders' cost column, if the spec has one."""
+    return [spec.cost] if spec.cost is not None else []
 
 
 def _user_type(pieces: list[Any], user: str) -> pa.DataType:

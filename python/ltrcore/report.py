@@ -236,17 +236,17 @@ def _segment_grids(table: CohortTable, measure: str, segs: list[str]) -> np.ndar
     return out
 
 
-def _margin_word(margin: float | str | None) -> str:
-    """What the curves plot: "revenue" when no margin was given, else "margin" (a margin of 1 is
-    the caller's statement, not an assumption)."""
-    return "revenue" if margin is None else "margin"
+def _margin_word(margin: float | str | None, has_profit: bool = False) -> str:
+    """What the curves plot: "profit" when the orders carry their cost, "revenue" when no margin was
+    given, else "margin" (a margin of 1 is the caller's statement, not an assumption)."""
+    return "profit" if has_profit else "revenue" if margin is None else "margin"
 
 
-def _curves_title(money: bool, margin: float | str | None) -> str:
-    """The curves plot cumulative margin (or revenue, margin 1) per acquired customer against CAC
-    when there is an acquisition cost, else LTR: cumulative revenue per signup."""
+def _curves_title(money: bool, margin: float | str | None, has_profit: bool = False) -> str:
+    """The curves plot cumulative margin (profit, or revenue without a margin) per acquired customer
+    against CAC when there is an acquisition cost, else LTR: cumulative revenue per signup."""
     if money:
-        return f"Cumulative {_margin_word(margin)} per customer against CAC, by cohort"
+        return f"Cumulative {_margin_word(margin, has_profit)} per customer against CAC, by cohort"
     return "LTR curves: cumulative revenue per signup, by cohort"
 
 
@@ -448,7 +448,10 @@ class _Charts:
         against the segment's CAC per customer (dashed line)."""
         curve = _with_segment(table, table.ltr()).filter(pl.col("complete"))
         keys = [*table.by, "cohort"]
-        title = _curves_title(money, margin)
+        if table.has_profit:  # each cohort's exact cumulative profit, age by age
+            profit = table.to_polars().select([*keys, "age", pl.col("profit").cum_sum().over(keys, order_by="age").alias("__cum_value")])
+            curve = curve.join(profit, on=[*keys, "age"], how="left", nulls_equal=True)
+        title = _curves_title(money, margin, table.has_profit)
         if curve.height == 0:
             return self.empty(title, "no complete cells yet")
         cohorts = table.cohorts
@@ -462,12 +465,13 @@ class _Charts:
                      pl.lit(1.0 if margin is None else float(margin)) if not isinstance(margin, str) else None)).alias("__margin")]
             )
             curve = curve.join(per.drop(SEG), on=keys, how="left", nulls_equal=True)
+            value = pl.col("__cum_value") if table.has_profit else pl.col("__margin") * pl.col("cum_revenue")
             curve = curve.with_columns(
                 pl.when(pl.col("customers") > 0)
-                .then(pl.col("__margin") * pl.col("cum_revenue") / pl.col("customers"))
+                .then(value / pl.col("customers"))
                 .otherwise(None)
                 .alias("__y"),
-                (pl.col("__margin") * pl.col("cum_revenue")).alias("__num"),
+                value.alias("__num"),
                 pl.col("customers").cast(pl.Float64).alias("__den"),
             )
             cac_by_seg = {
@@ -534,7 +538,7 @@ class _Charts:
             ax.set_title(_mpl_text(head + sub), loc="left", fontsize=9.5, fontweight="bold")
             ax.grid(True, color="#e4e7eb", lw=0.6)
             if idx % ncols == 0:
-                ax.set_ylabel(f"cumulative {_margin_word(margin)} / customer" if money else "LTR per signup")
+                ax.set_ylabel(f"cumulative {_margin_word(margin, table.has_profit)} / customer" if money else "LTR per signup")
             if idx // ncols == nrows - 1 or idx + ncols >= k:
                 ax.set_xlabel(f"age ({table.period}s)")
                 ax.xaxis.set_tick_params(labelbottom=True)
@@ -598,7 +602,8 @@ def _params(table: CohortTable, margin: Any, discount_rate: float, money: str) -
         ("segments (by)", ", ".join(table.by) if table.by else "none"),
         ("as of", as_of),
         (f"last complete {table.period}", _period_label(lc, table.period) if lc else "none"),
-        ("margin", "not given: revenue-based figures, no LTV or verdict" if margin is None
+        ("margin", "from each order's cost (exact profit)" if table.has_profit
+         else "not given: revenue-based figures, no LTV or verdict" if margin is None
          else f"column {margin!r} of the spend table" if isinstance(margin, str) else f"{float(margin):.4g}"),
         ("discount rate (annual)", f"{float(discount_rate):.1%}"),
         ("min_amount (paying order >)", table.min_amount),
@@ -794,7 +799,7 @@ def render_html(
     """
     charts = _Charts()  # imports matplotlib (or raises) before any work
     money = spend is not None or cac is not None
-    profit = margin is not None
+    profit = margin is not None or table.has_profit
     m = table.metrics(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, projected="auto")
     per_channel = table.channels(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac)
     summary = table.summary(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac) if money else None
@@ -908,12 +913,14 @@ def render_html(
             "</section>",
         ]
     out += [
-        f"<section id='curves'><h2>{_e(_curves_title(money, margin))}</h2>",
+        f"<section id='curves'><h2>{_e(_curves_title(money, margin, table.has_profit))}</h2>",
         "<p class='note'>"
         + _e(
             "Each thin line is one cohort (darker = older); the thick line pools the cohorts observed at "
             "each age. " + (
                 (
+                    "The y axis is cumulative profit (amount − cost of each order) per acquired customer"
+                    if table.has_profit else
                     "The y axis is cumulative margin (revenue × margin) per acquired customer"
                     if _margin_word(margin) == "margin" else
                     "The y axis is cumulative revenue per acquired customer (no margin was given, so this is "

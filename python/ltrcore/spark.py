@@ -128,7 +128,8 @@ def _require(df: DataFrame, table: str, columns: Sequence[str]) -> None:
 
 def _user_kind(df: DataFrame, user: str) -> str:
     t = df.schema[user].dataType
-    if isinstance(t, (T.ByteType, T.ShortType, T.IntegerType, T.LongType)):
+    # Floats hold whole-number ids (pandas' integers with nulls); the core checks every value.
+    if isinstance(t, (T.ByteType, T.ShortType, T.IntegerType, T.LongType, T.FloatType, T.DoubleType)):
         return "integer"
     if isinstance(t, T.StringType):
         return "string"
@@ -164,15 +165,19 @@ def _per_task_partials(
         raise InvalidArgumentError(f"partitions must be a positive integer; got {partitions!r}")
     by = spec.by_columns
     segments_from = signups if signups is not None else orders
-    _require(orders, "orders", [spec.user, spec.ts, spec.amount, *(by if signups is None else [])])
+    cost = [spec.cost] if spec.cost is not None else []
+    _require(orders, "orders", [spec.user, spec.ts, spec.amount, *cost, *(by if signups is None else [])])
     if signups is not None:
-        _require(signups, "signups", [spec.user, spec.signup_ts, *by])
+        _require(signups, "signups", [str(spec.signup_user), spec.signup_ts, *by])
     if activity is not None:
-        _require(activity, "activity", [spec.user, str(spec.activity_ts)])
-    kinds = {name: _user_kind(df, spec.user) for name, df in (("orders", orders), ("signups", signups), ("activity", activity)) if df is not None}
+        _require(activity, "activity", [str(spec.activity_user), str(spec.activity_ts)])
+    user_columns = {"orders": spec.user, "signups": str(spec.signup_user), "activity": str(spec.activity_user)}
+    tables = (("orders", orders), ("signups", signups), ("activity", activity))
+    kinds = {name: _user_kind(df, user_columns[name]) for name, df in tables if df is not None}
     if len(set(kinds.values())) > 1:
         raise DtypeError(
-            f'column "{spec.user}" holds ' + " and ".join(f"{k} ids in {t}" for t, k in kinds.items())
+            "the user id columns hold "
+            + " and ".join(f"{k} ids in {t} (column {user_columns[t]!r})" for t, k in kinds.items())
             + "; integers and strings cannot be matched"
         )
     scale = _amount_scale(orders, spec)
@@ -180,16 +185,19 @@ def _per_task_partials(
     # The rows each task reads: orders alone, or the tables tagged and stacked.
     user = F.col(spec.user)
     if signups is None and activity is None:
-        rows = orders.select(user, F.col(spec.ts), F.col(spec.amount), *[F.col(b) for b in by])
+        rows = orders.select(user, F.col(spec.ts), F.col(spec.amount), *[F.col(c) for c in cost], *[F.col(b) for b in by])
         tagged = False
     else:
         parts = [orders.select(user, F.col(spec.ts).alias("__o_ts"), F.col(spec.amount).alias("__o_amount"),
+                               *[F.col(c).alias("__o_cost") for c in cost],
                                *([F.col(b) for b in by] if signups is None else []), F.lit(_ORDERS).cast("byte").alias(_TAG))]  # fmt: skip
         if signups is not None:
-            parts.append(signups.select(user, F.col(spec.signup_ts).alias("__s_ts"), *[F.col(b) for b in by],
+            parts.append(signups.select(F.col(str(spec.signup_user)).alias(spec.user), F.col(spec.signup_ts).alias("__s_ts"),
+                                        *[F.col(b) for b in by],
                                         F.lit(_SIGNUPS).cast("byte").alias(_TAG)))  # fmt: skip
         if activity is not None:
-            parts.append(activity.select(user, F.col(str(spec.activity_ts)).alias("__a_ts"), F.lit(_ACTIVITY).cast("byte").alias(_TAG)))
+            parts.append(activity.select(F.col(str(spec.activity_user)).alias(spec.user), F.col(str(spec.activity_ts)).alias("__a_ts"),
+                                         F.lit(_ACTIVITY).cast("byte").alias(_TAG)))  # fmt: skip
         rows = parts[0]
         for part in parts[1:]:
             rows = rows.unionByName(part, allowMissingColumns=True)
@@ -277,12 +285,13 @@ class _Task:
     def _tables(self) -> dict[int, tuple[str, dict[str, str]]]:
         spec = self.spec
         by = {b: b for b in spec.by_columns}
-        tables = {_ORDERS: ("update", {spec.user: spec.user, "__o_ts": spec.ts, "__o_amount": spec.amount,
+        cost = {"__o_cost": spec.cost} if spec.cost is not None else {}
+        tables = {_ORDERS: ("update", {spec.user: spec.user, "__o_ts": spec.ts, "__o_amount": spec.amount, **cost,
                                        **({} if self.has_signups else by)})}  # fmt: skip
         if self.has_signups:
-            tables[_SIGNUPS] = ("update_signups", {spec.user: spec.user, "__s_ts": spec.signup_ts, **by})
+            tables[_SIGNUPS] = ("update_signups", {spec.user: str(spec.signup_user), "__s_ts": spec.signup_ts, **by})
         if self.has_activity:
-            tables[_ACTIVITY] = ("update_activity", {spec.user: spec.user, "__a_ts": str(spec.activity_ts)})
+            tables[_ACTIVITY] = ("update_activity", {spec.user: str(spec.activity_user), "__a_ts": str(spec.activity_ts)})
         return tables
 
 

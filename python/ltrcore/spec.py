@@ -16,7 +16,7 @@ PERIODS = ("month", "week", "quarter", "day")
 COHORT_KINDS = ("first_purchase", "signup")
 
 #: Version of the partial's layout (rows, columns and metadata), part of every fingerprint.
-PARTIAL_FORMAT_VERSION = 2
+PARTIAL_FORMAT_VERSION = 3
 
 
 def column_name(name: str, value: Any) -> str:
@@ -72,8 +72,14 @@ class CohortSpec:
     ``cohort`` is ``"first_purchase"`` (the period of each user's first paying order) or
     ``"signup"`` (the period of their earliest signup; signups must then be given). ``as_of`` and
     ``since`` are not part of it: they apply when a partial is finalized. ``activity_ts=None`` means
-    ``ts``; ``by`` becomes a tuple. Two specs with the same ``fingerprint`` accumulate the same
-    numbers from the same rows, so their partials can be merged.
+    ``ts``; ``signup_user=None`` and ``activity_user=None`` mean ``user``; ``by`` becomes a tuple.
+    ``ts_format`` is the ``strftime`` layout of text timestamps in every table (``None``: ISO-8601).
+    ``cost`` names a per-order cost column of the orders: each cell then sums its orders' profit
+    (amount − cost, exactly); without it the table's ``profit`` is null.
+    Two specs with the same ``fingerprint`` accumulate the same numbers from the same rows, so their
+    partials can be merged. The newer settings (``signup_user``, ``activity_user``, ``ts_format``, ``cost``) enter
+    the fingerprint only when they differ from their defaults, so a spec that does not use them keeps
+    the fingerprint it had.
     """
 
     user: str = "user_id"
@@ -88,12 +94,24 @@ class CohortSpec:
     tz: str = "UTC"
     min_amount: float | int | decimal.Decimal = 0
     scale: int = 4
+    signup_user: str | None = None
+    activity_user: str | None = None
+    ts_format: str | None = None
+    cost: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("user", "ts", "amount", "signup_ts"):
             column_name(name, getattr(self, name))
         set_ = object.__setattr__
         set_(self, "activity_ts", column_name("activity_ts", self.activity_ts or self.ts))
+        set_(self, "signup_user", column_name("signup_user", self.signup_user or self.user))
+        set_(self, "activity_user", column_name("activity_user", self.activity_user or self.user))
+        if self.ts_format is not None and (not isinstance(self.ts_format, str) or not self.ts_format.strip()):
+            raise InvalidArgumentError(f"ts_format must be a strftime layout such as '%d.%m.%Y %H:%M'; got {self.ts_format!r}")
+        if self.ts_format is not None:
+            _core.check_ts_format(self.ts_format)
+        if self.cost is not None:
+            column_name("cost", self.cost)
         set_(self, "by", _by_names(self.by))
         if self.cohort not in COHORT_KINDS:
             raise InvalidArgumentError(f"cohort must be one of {', '.join(map(repr, COHORT_KINDS))}; got {self.cohort!r}")
@@ -117,6 +135,10 @@ class CohortSpec:
         values = dataclasses.asdict(self)
         values["by"] = list(self.by_columns)
         values["min_amount"] = str(decimal.Decimal(mantissa).scaleb(exponent))
+        # Settings added later are left out at their defaults: existing fingerprints stay as they were.
+        for name, default in (("signup_user", self.user), ("activity_user", self.user), ("ts_format", None), ("cost", None)):
+            if values[name] == default:
+                del values[name]
         return values
 
     @property
@@ -138,7 +160,8 @@ class CohortSpec:
 
     def difference(self, other: CohortSpec) -> str | None:
         """The first setting that differs, as ``"name: a vs b"``."""
-        mine, theirs = self.settings(), other.settings()
+        mine, theirs = dataclasses.asdict(self), dataclasses.asdict(other)
+        mine["min_amount"], theirs["min_amount"] = (str(s.settings()["min_amount"]) for s in (self, other))
         for name in mine:
             if mine[name] != theirs[name]:
                 return f"{name}: {mine[name]!r} vs {theirs[name]!r}"

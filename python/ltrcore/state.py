@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from . import _core
 from .adapters import SEGMENT_CODE, SegmentCoder, read_whole
 from .exceptions import ColumnNotFoundError, InvalidArgumentError
-from .partial import COUNT_COLUMNS, MONEY_COLUMNS, Partial, _piece, _source_of
+from .partial import COUNT_COLUMNS, MONEY_COLUMNS, Partial, _cost, _piece, _source_of
 from .spec import CohortSpec, min_amount_parts
 from .table import CohortTable
 
@@ -170,7 +170,7 @@ class CohortState:
         coder = _coder(by, self._segments)
         orders_source = signup_source = activity_source = None
         if signups is not None:
-            table = read_whole(signups, [spec.user, spec.signup_ts, *by], table="signups")
+            table = read_whole(signups, [str(spec.signup_user), spec.signup_ts, *by], table="signups")
             if coder is not None:
                 missing = [c for c in by if c not in table.column_names]
                 if missing:
@@ -180,15 +180,15 @@ class CohortState:
                 table = coder.encode(table)
             signup_source = table
         if orders is not None:
-            columns = [spec.user, spec.ts, spec.amount]
+            columns = [spec.user, spec.ts, spec.amount, *_cost(spec)]
             if by and spec.cohort == "first_purchase":
                 columns += list(by)
             source = _source_of([_piece(orders, columns, "orders")], "orders")
             if coder is not None and spec.cohort == "first_purchase":
-                source = coder.wrap(source, [spec.user, spec.ts, spec.amount], table="orders")
+                source = coder.wrap(source, [spec.user, spec.ts, spec.amount, *_cost(spec)], table="orders")
             orders_source = source.open
         if activity is not None:
-            activity_source = _source_of([_piece(activity, [spec.user, str(spec.activity_ts)], "activity")], "activity").open
+            activity_source = _source_of([_piece(activity, [str(spec.activity_user), str(spec.activity_ts)], "activity")], "activity").open
         core = self._core.update(
             orders=orders_source,
             signups=(lambda: signup_source) if signup_source is not None else None,
@@ -199,6 +199,10 @@ class CohortState:
             segment=SEGMENT_CODE if by else None,
             signup_ts=spec.signup_ts,
             activity_ts=str(spec.activity_ts),
+            signup_user=str(spec.signup_user),
+            activity_user=str(spec.activity_user),
+            ts_format=spec.ts_format,
+            cost=spec.cost,
             period=spec.period,
             tz=spec.tz,
             min_amount=min_amount_parts(spec.min_amount),
@@ -421,7 +425,7 @@ def _load(path: str) -> CohortState:
         if sorted(codes) != list(range(len(codes))):
             raise InvalidArgumentError("corrupted: its segment dictionary's codes are not 0..n-1")
     users = read("user", ["user", "segment", "cohort", "paid_ages", "paid_twice_ages", "active_ages"])
-    waiting = read("waiting", ["user", "table", "period", "amount"])
+    waiting = read("waiting", ["user", "table", "period", "amount", "profit"])
     core = _core.CoreState.from_parts(partial, info["watermark"], info["family"], users, waiting)
     return CohortState(spec, core, segments)
 

@@ -15,7 +15,7 @@ from . import metrics as _metrics
 from .adapters import SEGMENT_CODE
 from .exceptions import InvalidArgumentError
 
-MEASURES = ("cohort_size", "revenue", "gross_revenue", "refunds", "payments", "orders", "payers", "retained", "active")
+MEASURES = ("cohort_size", "revenue", "gross_revenue", "refunds", "payments", "profit", "orders", "payers", "retained", "active")
 #: The measures ``pivot`` derives per cell, and the ``ltrcore.metrics`` function whose frame holds
 #: each (one definition: the same numbers as ``table.ltr()``, ``table.retention()``, …).
 DERIVED_MEASURES: dict[str, Any] = {
@@ -43,6 +43,7 @@ class CohortTable:
     """Cohort × age arrays of one run. Long format (``to_polars``) is canonical.
 
     Attributes: ``horizon``, ``period``, ``tz``, ``by``, ``scale`` (decimals of the exact sums),
+    ``has_profit`` (the orders had a cost column, so each cell's ``profit`` is measured),
     ``last_complete`` (first day of the last complete period), ``first_usable`` (from ``since``),
     ``reconciliation`` (orders), ``signups_reconciliation`` and ``activity_reconciliation``.
     """
@@ -71,6 +72,7 @@ class CohortTable:
         self.last_complete = _day(core.last_complete_day)
         self.first_usable = _day(core.first_usable_day)
         self.input_rows = core.input_rows
+        self.has_profit = core.has_profit
         self._long = self._build_long(segments)
         self._cohort_stats = self._with_segments(pl.DataFrame(core.cohorts()), segments)
 
@@ -94,11 +96,18 @@ class CohortTable:
             cells = cells.sort([*self.by, "cohort", "age"], nulls_last=True, maintain_order=True)
         # The exact revenue (Decimal at `scale`), row for row with the long table once it is sorted.
         self._revenue_exact = cells.get_column("revenue_exact")
-        return cells.drop("revenue_exact")
+        # Likewise the exact profit (null without a cost column).
+        self._profit_exact = cells.get_column("profit_exact")
+        return cells.drop("revenue_exact", "profit_exact")
 
     def _long_with_exact_revenue(self) -> pl.DataFrame:
         """The long table with ``revenue_exact`` (Decimal): for sums taken exactly, then converted once."""
         return self._long.with_columns(self._revenue_exact)
+
+    def _long_with_exact_profit(self) -> pl.DataFrame:
+        """The long table with ``profit_exact`` (Decimal; null without a cost column): the exact gross
+        profit of each cell, amount − cost over its orders, refunds included."""
+        return self._long.with_columns(self._profit_exact)
 
     # ----------------------------------------------------------------------------------------------
     def to_polars(self) -> pl.DataFrame:

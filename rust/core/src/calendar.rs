@@ -192,6 +192,11 @@ impl Calendar {
         }
     }
 
+    /// The run's time zone (text timestamps without an offset are wall-clock times in it).
+    pub fn time_zone(&self) -> &TimeZone {
+        &self.tz
+    }
+
     /// Whether local time is UTC (a zero offset at every instant).
     pub fn is_utc(&self) -> bool {
         self.fixed_offset == Some(0)

@@ -7,7 +7,7 @@
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, RecordBatch};
-use arrow_buffer::NullBuffer;
+use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Schema, TimeUnit};
 use std::hash::BuildHasher;
 
@@ -19,8 +19,19 @@ use crate::kernel::prefetch_read;
 use crate::error::{out_of_memory, CoreError, Result};
 
 pub const USER_ACCEPTED: &str =
-    "int8/16/32/64, uint8/16/32/64, string, large_string, string_view, or a dictionary of those";
-pub const TS_ACCEPTED: &str = "timestamp[s|ms|us|ns] (naive or tz-aware), date32, date64";
+    "int8/16/32/64, uint8/16/32/64, float32/64 holding whole numbers, string, large_string, string_view, or a dictionary of those";
+pub const TS_ACCEPTED: &str =
+    "timestamp[s|ms|us|ns] (naive or tz-aware), date32, date64, \
+     or text (string, large_string, string_view) in ISO-8601 or the ts_format layout";
+
+/// What to do about float user ids that are not whole numbers (pandas turns integer ids with nulls into float64).
+const FLOAT_ID_FIX: &str =
+    "read the file with pd.read_parquet(..., dtype_backend=\"pyarrow\") (or cast the column to Int64) to keep the ids integers";
+
+/// Largest magnitude up to which every integer is a float64 exactly (2^53), and a float32 (2^24):
+/// beyond it a float id may stand for several integers.
+const FLOAT64_EXACT: f64 = 9_007_199_254_740_992.0;
+const FLOAT32_EXACT: f64 = 16_777_216.0;
 pub const AMOUNT_ACCEPTED: &str = "float32, float64, int8/16/32/64, uint8/16/32/64, decimal128";
 
 /// How user ids are compared across tables: as 64-bit integers, or as interned strings.
@@ -34,17 +45,22 @@ pub enum UserFamily {
 fn user_family(dt: &DataType) -> Option<UserFamily> {
     use DataType::*;
     match dt {
-        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 => Some(UserFamily::Signed),
+        // Floats holding whole numbers are integer ids (pandas' integers with nulls): see `float_keys`.
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | Float32 | Float64 => Some(UserFamily::Signed),
         UInt64 => Some(UserFamily::Unsigned64),
         Utf8 | LargeUtf8 | Utf8View => Some(UserFamily::Str),
         // One level only: a dictionary of dictionaries is not a user id column.
-        Dictionary(_, values) if !matches!(values.as_ref(), Dictionary(..)) => user_family(values),
+        Dictionary(_, values) if !matches!(values.as_ref(), Dictionary(..) | Float32 | Float64) => user_family(values),
         _ => None,
     }
 }
 
 fn is_ts(dt: &DataType) -> bool {
-    matches!(dt, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64)
+    matches!(dt, DataType::Timestamp(_, _) | DataType::Date32 | DataType::Date64) || is_text(dt)
+}
+
+fn is_text(dt: &DataType) -> bool {
+    matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
 }
 
 /// Fixed-point scale an amount column is summed at.
@@ -70,6 +86,12 @@ pub struct ColumnSet {
     pub family: UserFamily,
     /// Scale of the amount column (0 without one).
     pub scale: u8,
+    /// The `strftime` layout of a text timestamp column (`None`: ISO-8601).
+    pub ts_format: Option<String>,
+    /// Per-order cost of the orders (profit = amount − cost), and what its fixed-point values are
+    /// multiplied by to reach the amount's scale.
+    pub cost: Option<(usize, String)>,
+    pub cost_factor: i64,
 }
 
 pub struct ColumnNames<'a> {
@@ -78,6 +100,10 @@ pub struct ColumnNames<'a> {
     pub ts: &'a str,
     pub amount: Option<&'a str>,
     pub segment: Option<&'a str>,
+    /// Layout of text timestamps (`Spec::ts_format`).
+    pub ts_format: Option<&'a str>,
+    /// Per-order cost column (orders only, with an amount).
+    pub cost: Option<&'a str>,
 }
 
 impl ColumnSet {
@@ -95,9 +121,11 @@ impl ColumnSet {
                 [] => Err(CoreError::ColumnNotFound {
                     table: names.table.to_string(),
                     column: name.to_string(),
+                    // The segment column is the front's own (codes of the `by` values): never named to the user.
                     available: schema
                         .fields()
                         .iter()
+                        .filter(|f| Some(f.name().as_str()) != names.segment)
                         .map(|f| format!("{:?}", f.name()))
                         .collect::<Vec<_>>()
                         .join(", "),
@@ -116,6 +144,9 @@ impl ColumnSet {
         if !is_ts(tdt) {
             return Err(dtype_err(names.ts, tdt, TS_ACCEPTED));
         }
+        if let Some(format) = names.ts_format {
+            check_ts_format(format)?;
+        }
         let mut scale = 0;
         let amount = match names.amount {
             Some(name) => {
@@ -124,6 +155,26 @@ impl ColumnSet {
                 Some((ai, name.to_string()))
             }
             None => None,
+        };
+        let mut cost_factor = 1;
+        let cost = match (names.cost, names.amount) {
+            (Some(name), Some(amount)) => {
+                let (ci, cdt) = find(name)?;
+                let cost_scale = amount_scale(cdt, float_scale).ok_or_else(|| dtype_err(name, cdt, AMOUNT_ACCEPTED))?;
+                // A float cost is rounded at the amount's scale, as a float amount is at its own.
+                let cost_scale = if matches!(cdt, DataType::Float32 | DataType::Float64) { scale } else { cost_scale };
+                if cost_scale > scale {
+                    return Err(CoreError::InvalidArgument(format!(
+                        "column {name:?} in {}: the cost has {cost_scale} decimal places, more than the {scale} of the amount {amount:?}; \
+                         profit is amount − cost exactly at the amount's scale, so cast the cost to at most {scale} decimal places \
+                         (or the amount to more)",
+                        names.table
+                    )));
+                }
+                cost_factor = 10i64.pow(u32::from(scale - cost_scale));
+                Some((ci, name.to_string()))
+            }
+            _ => None,
         };
         let segment = match names.segment {
             Some(name) => {
@@ -143,8 +194,93 @@ impl ColumnSet {
             segment,
             family,
             scale,
+            ts_format: names.ts_format.map(str::to_string),
+            cost,
+            cost_factor,
         })
     }
+}
+
+/// Refuses a `ts_format` that is not a `strftime` layout (an unknown directive), before any row
+/// is read: otherwise every row would fail to parse.
+pub fn check_ts_format(format: &str) -> Result<()> {
+    let probe = jiff::civil::date(2024, 1, 2).at(3, 4, 5, 0).to_zoned(jiff::tz::TimeZone::UTC);
+    match probe.map_err(|e| e.to_string()).and_then(|z| jiff::fmt::strtime::format(format, &z).map_err(|e| e.to_string())) {
+        Ok(_) if !format.trim().is_empty() => Ok(()),
+        Ok(_) => Err(CoreError::InvalidArgument(
+            "ts_format must be a strftime layout such as \"%d.%m.%Y %H:%M\"; got an empty string".into(),
+        )),
+        Err(e) => Err(CoreError::InvalidArgument(format!("ts_format {format:?} is not a strftime layout: {e}"))),
+    }
+}
+
+/// A text timestamp as µs since the epoch (an instant), or `None` when it does not parse. With an
+/// offset (or `Z`) the text is an instant; without, a wall-clock time in `tz` (as naive timestamps
+/// are), and a date alone is that date's local midnight. A wall-clock time a DST change skips or
+/// repeats is taken as the clocks read before the change (jiff's "compatible" rule).
+pub fn parse_text_ts(text: &str, format: Option<&str>, tz: &jiff::tz::TimeZone) -> Option<i64> {
+    use jiff::civil::{Date, DateTime};
+    let text = text.trim();
+    let local = |dt: DateTime| tz.to_ambiguous_timestamp(dt).compatible().ok();
+    let instant = match format {
+        Some(format) => {
+            let parts = jiff::fmt::strtime::parse(format, text).ok()?;
+            if parts.offset().is_some() {
+                parts.to_timestamp().ok()?
+            } else if let Ok(dt) = parts.to_datetime() {
+                local(dt)?
+            } else {
+                local(parts.to_date().ok()?.at(0, 0, 0, 0))?
+            }
+        }
+        None => match text.parse::<jiff::Timestamp>() {
+            Ok(ts) => ts,
+            Err(_) => match text.parse::<DateTime>() {
+                Ok(dt) => local(dt)?,
+                Err(_) => local(text.parse::<Date>().ok()?.at(0, 0, 0, 0))?,
+            },
+        },
+    };
+    Some(instant.as_microsecond())
+}
+
+/// The keys of a float user column, and its nulls (NaN is a null user too). Every other value
+/// must be a whole number of magnitude at most 2^53, so that it stands for exactly one integer id:
+/// it then gets the key that integer gets in an integer column.
+fn float_keys(array: &dyn Array, set: &ColumnSet) -> Result<(Vec<u64>, Option<NullBuffer>)> {
+    let (values, exact, bits): (Vec<f64>, f64, u8) = match array.data_type() {
+        DataType::Float64 => (array.as_primitive::<Float64Type>().values().to_vec(), FLOAT64_EXACT, 53),
+        DataType::Float32 => (array.as_primitive::<Float32Type>().values().iter().map(|&x| f64::from(x)).collect(), FLOAT32_EXACT, 24),
+        other => return Err(internal_dtype(&set.user.1, other)),
+    };
+    let nulls = counted_nulls(array);
+    let mut keys = Vec::new();
+    keys.try_reserve_exact(values.len()).map_err(|_| out_of_memory(values.len() * 8, "the user keys of a batch"))?;
+    let mut valid = Vec::new();
+    for (i, &x) in values.iter().enumerate() {
+        let is_null = nulls.as_ref().is_some_and(|n| n.is_null(i)) || x.is_nan();
+        valid.push(!is_null);
+        if is_null {
+            keys.push(u64::MAX);
+            continue;
+        }
+        if x.fract() != 0.0 || x.abs() > exact {
+            let what = if x.is_infinite() || x.abs() > exact {
+                format!("is too large to stand for one integer exactly (beyond 2^{bits})")
+            } else {
+                "is not a whole number".to_string()
+            };
+            return Err(CoreError::InvalidArgument(format!(
+                "column {:?} in {}: float user ids must be whole numbers (pandas stores integer ids with nulls as float64), \
+                 but the value {x:?} at batch row {i} {what}; {FLOAT_ID_FIX}",
+                set.user.1, set.table
+            )));
+        }
+        #[allow(clippy::cast_possible_truncation)] // a whole number of magnitude at most 2^53
+        keys.push(x as i64 as u64);
+    }
+    let nulls = valid.iter().any(|v| !v).then(|| NullBuffer::from(valid));
+    Ok((keys, nulls))
 }
 
 /// Gives every distinct string user id a dense key, shared by all tables of one run.
@@ -297,12 +433,12 @@ enum UserReader<'a> {
     Keys(Vec<u64>),
 }
 
-#[derive(Clone, Copy)]
-enum TsReader<'a> {
-    Instant(&'a [i64], TimeUnit),
-    Local(&'a [i64], TimeUnit),
-    Date32(&'a [i32]),
-    Date64(&'a [i64]),
+/// A timestamp column's values: the batch's own buffers, or (text) the values parsed from it.
+enum TsReader {
+    Instant(ScalarBuffer<i64>, TimeUnit),
+    Local(ScalarBuffer<i64>, TimeUnit),
+    Date32(ScalarBuffer<i32>),
+    Date64(ScalarBuffer<i64>),
 }
 
 fn to_seconds(v: i64, unit: TimeUnit) -> i64 {
@@ -454,6 +590,8 @@ pub mod status {
     pub const TS_OUT_OF_RANGE: u8 = 3;
     pub const NULL_AMOUNT: u8 = 4;
     pub const NOT_FINITE: u8 = 5;
+    /// A text timestamp that does not parse (ISO-8601, or the `ts_format` layout).
+    pub const BAD_TS: u8 = 6;
 }
 
 /// Which columns a pass needs decoded.
@@ -472,6 +610,11 @@ pub struct Decoded {
     /// Fixed-point amount; for null or non-finite amounts 0.
     pub amount: Vec<i64>,
     pub segment: Vec<u32>,
+    /// Amount − cost, at the amount's scale (empty without a cost column; 0 for rows not used).
+    pub profit: Vec<i64>,
+    /// The cost column decoded, and its own status (scratch for `profit`).
+    cost: Vec<i64>,
+    cost_status: Vec<u8>,
     pub status: Vec<u8>,
     /// No row in the block has a non-VALID status.
     pub all_valid: bool,
@@ -580,13 +723,29 @@ fn units_per_second(unit: TimeUnit) -> i64 {
 }
 
 /// A record batch seen through one table's column set.
+/// Where a batch sits in its table, and what reading it needs beyond its columns.
+#[derive(Clone, Copy)]
+pub struct BatchAt<'c> {
+    /// The run's calendar: its zone places text timestamps without an offset.
+    pub cal: &'c Calendar,
+    /// Index in the table of the batch's first row (for error messages).
+    pub first_row: u64,
+    /// A text timestamp that does not parse is an error rather than a `bad_ts` row.
+    pub strict: bool,
+}
+
 pub struct BatchView<'a> {
     user: UserReader<'a>,
     user_nulls: Option<NullBuffer>,
-    ts: TsReader<'a>,
+    ts: TsReader,
     ts_nulls: Option<NullBuffer>,
+    /// Text timestamps that did not parse (`None` when every one did, or the column is not text).
+    ts_unparsed: Option<Vec<bool>>,
     amount: Option<(AmountReader<'a>, Option<NullBuffer>)>,
+    cost: Option<(AmountReader<'a>, Option<NullBuffer>)>,
     segment: Option<(&'a [u32], Option<NullBuffer>)>,
+    /// Index in the table of the batch's first row.
+    first_row: u64,
     pub len: usize,
     set: &'a ColumnSet,
 }
@@ -594,7 +753,13 @@ pub struct BatchView<'a> {
 impl<'a> BatchView<'a> {
     /// Reads a batch through a column set. String user ids are interned here, on the calling
     /// thread; `poll` is called every few hundred thousand strings (progress and Ctrl-C).
-    pub fn new(batch: &'a RecordBatch, set: &'a ColumnSet, interner: &mut Interner, poll: &mut dyn FnMut() -> Result<()>) -> Result<Self> {
+    pub fn new(
+        batch: &'a RecordBatch,
+        set: &'a ColumnSet,
+        interner: &mut Interner,
+        at: BatchAt<'_>,
+        poll: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Self> {
         let user_col: &'a ArrayRef = batch.column(set.user.0);
         check_user_column(user_col.as_ref()).map_err(|problem| CoreError::Stream {
             table: set.table.clone(),
@@ -606,7 +771,7 @@ impl<'a> BatchView<'a> {
                 let values = dict.values();
                 if values.is_empty() {
                     // Every key is null (checked above; arrow cannot normalise keys into an empty dictionary).
-                    return Self::with_user(batch, set, UserReader::Keys(vec![u64::MAX; user_col.len()]));
+                    return Self::with_user(batch, set, UserReader::Keys(vec![u64::MAX; user_col.len()]), at);
                 }
                 let value_keys: Vec<u64> = match IntUsers::of(values.as_ref()) {
                     Some(ints) => (0..values.len()).map(|i| ints.get(i)).collect(),
@@ -620,27 +785,34 @@ impl<'a> BatchView<'a> {
                         .collect(),
                 )
             }
+            DataType::Float32 | DataType::Float64 => {
+                let (keys, nulls) = float_keys(user_col.as_ref(), set)?;
+                let mut view = Self::with_user(batch, set, UserReader::Keys(keys), at)?;
+                view.user_nulls = nulls;
+                return Ok(view);
+            }
             _ => match IntUsers::of(user_col.as_ref()) {
                 Some(ints) => UserReader::Ints(ints),
                 None => UserReader::Keys(interner.keys_of(user_col.as_ref(), poll)?),
             },
         };
-        Self::with_user(batch, set, user)
+        Self::with_user(batch, set, user, at)
     }
 
-    fn with_user(batch: &'a RecordBatch, set: &'a ColumnSet, user: UserReader<'a>) -> Result<Self> {
+    fn with_user(batch: &'a RecordBatch, set: &'a ColumnSet, user: UserReader<'a>, at: BatchAt<'_>) -> Result<Self> {
         let user_col: &'a ArrayRef = batch.column(set.user.0);
         // Logical nulls: for a dictionary, null keys and null values alike.
         let user_nulls = counted_nulls(user_col.as_ref());
 
         let ts_col: &'a ArrayRef = batch.column(set.ts.0);
+        let mut ts_unparsed = None;
         let ts = match ts_col.data_type() {
             DataType::Timestamp(unit, tz) => {
                 let values = match unit {
-                    TimeUnit::Second => ts_col.as_primitive::<TimestampSecondType>().values().as_ref(),
-                    TimeUnit::Millisecond => ts_col.as_primitive::<TimestampMillisecondType>().values().as_ref(),
-                    TimeUnit::Microsecond => ts_col.as_primitive::<TimestampMicrosecondType>().values().as_ref(),
-                    TimeUnit::Nanosecond => ts_col.as_primitive::<TimestampNanosecondType>().values().as_ref(),
+                    TimeUnit::Second => ts_col.as_primitive::<TimestampSecondType>().values().clone(),
+                    TimeUnit::Millisecond => ts_col.as_primitive::<TimestampMillisecondType>().values().clone(),
+                    TimeUnit::Microsecond => ts_col.as_primitive::<TimestampMicrosecondType>().values().clone(),
+                    TimeUnit::Nanosecond => ts_col.as_primitive::<TimestampNanosecondType>().values().clone(),
                 };
                 if tz.is_some() {
                     TsReader::Instant(values, *unit)
@@ -648,14 +820,17 @@ impl<'a> BatchView<'a> {
                     TsReader::Local(values, *unit)
                 }
             }
-            DataType::Date32 => TsReader::Date32(ts_col.as_primitive::<Date32Type>().values()),
-            DataType::Date64 => TsReader::Date64(ts_col.as_primitive::<Date64Type>().values()),
+            DataType::Date32 => TsReader::Date32(ts_col.as_primitive::<Date32Type>().values().clone()),
+            DataType::Date64 => TsReader::Date64(ts_col.as_primitive::<Date64Type>().values().clone()),
+            DataType::Utf8 => Self::parse_ts(ts_col.as_string::<i32>().iter(), set, at, &mut ts_unparsed)?,
+            DataType::LargeUtf8 => Self::parse_ts(ts_col.as_string::<i64>().iter(), set, at, &mut ts_unparsed)?,
+            DataType::Utf8View => Self::parse_ts(ts_col.as_string_view().iter(), set, at, &mut ts_unparsed)?,
             other => return Err(internal_dtype(&set.ts.1, other)),
         };
 
-        let amount = match &set.amount {
-            Some((i, name)) => {
-                let col: &'a ArrayRef = batch.column(*i);
+        let amount_reader = |i: usize, name: &str| -> Result<(AmountReader<'a>, Option<NullBuffer>)> {
+            {
+                let col: &'a ArrayRef = batch.column(i);
                 let factor = 10f64.powi(set.scale as i32);
                 let reader = match col.data_type() {
                     DataType::Float64 => AmountReader::F64(col.as_primitive::<Float64Type>().values(), factor),
@@ -674,8 +849,15 @@ impl<'a> BatchView<'a> {
                     }
                     other => return Err(internal_dtype(name, other)),
                 };
-                Some((reader, counted_nulls(col.as_ref())))
+                Ok((reader, counted_nulls(col.as_ref())))
             }
+        };
+        let amount = match &set.amount {
+            Some((i, name)) => Some(amount_reader(*i, name)?),
+            None => None,
+        };
+        let cost = match &set.cost {
+            Some((i, name)) => Some(amount_reader(*i, name)?),
             None => None,
         };
         let segment = set.segment.as_ref().map(|(i, _)| {
@@ -687,15 +869,118 @@ impl<'a> BatchView<'a> {
             user_nulls,
             ts,
             ts_nulls: counted_nulls(ts_col.as_ref()),
+            ts_unparsed,
             amount,
+            cost,
             segment,
+            first_row: at.first_row,
             len: batch.num_rows(),
             set,
         })
     }
 
-    /// Decodes rows `lo..hi` into `out`. Fails only on an amount outside 64-bit fixed point.
+    /// Parses a text timestamp column into instants (µs). A text that does not parse is marked in
+    /// `unparsed` (its value is 0), or is an error naming it under `strict`.
+    fn parse_ts<'s>(
+        texts: impl Iterator<Item = Option<&'s str>>,
+        set: &ColumnSet,
+        at: BatchAt<'_>,
+        unparsed: &mut Option<Vec<bool>>,
+    ) -> Result<TsReader> {
+        let tz = at.cal.time_zone();
+        let format = set.ts_format.as_deref();
+        let mut values = Vec::new();
+        let mut bad: Vec<bool> = Vec::new();
+        for (i, text) in texts.enumerate() {
+            let parsed = text.map(|t| (t, parse_text_ts(t, format, tz)));
+            match parsed {
+                Some((text, None)) => {
+                    if at.strict {
+                        let layout = format.map_or_else(|| "ISO-8601".to_string(), |f| format!("the ts_format {f:?}"));
+                        return Err(CoreError::BadRow {
+                            table: set.table.clone(),
+                            column: set.ts.1.clone(),
+                            what: format!("the text {text:?}, which does not parse as a timestamp in {layout},"),
+                            row: at.first_row + i as u64,
+                        });
+                    }
+                    if bad.is_empty() {
+                        bad.resize(i, false);
+                    }
+                    bad.push(true);
+                    values.push(0);
+                }
+                other => {
+                    if !bad.is_empty() {
+                        bad.push(false);
+                    }
+                    values.push(other.and_then(|(_, v)| v).unwrap_or(0));
+                }
+            }
+        }
+        if !bad.is_empty() {
+            bad.resize(values.len(), false);
+            *unparsed = Some(bad);
+        }
+        Ok(TsReader::Instant(ScalarBuffer::from(values), TimeUnit::Microsecond))
+    }
+
+    /// Decodes rows `lo..hi` into `out`. Fails only on an amount outside 64-bit fixed point, or on
+    /// a used order whose cost is missing or out of range.
     pub fn decode(&self, lo: usize, hi: usize, cal: &Calendar, want: Want, out: &mut Decoded) -> Result<()> {
+        self.decode_rows(lo, hi, cal, want, out)?;
+        out.profit.clear();
+        if let Some((reader, nulls)) = &self.cost {
+            self.decode_profit(reader, nulls.as_ref(), lo, hi, out)?;
+        }
+        Ok(())
+    }
+
+    /// Each row's profit (amount − cost) at the amount's scale; 0 for rows not used anyway. A row
+    /// that is otherwise good must have a cost: a missing one would make the cell's profit wrong
+    /// without a word, so it is an error rather than a reason (the row's revenue is not in doubt).
+    fn decode_profit(&self, reader: &AmountReader<'_>, nulls: Option<&NullBuffer>, lo: usize, hi: usize, out: &mut Decoded) -> Result<()> {
+        let n = hi - lo;
+        out.cost.clear();
+        out.cost_status.clear();
+        out.cost_status.resize(n, status::VALID);
+        let bad = reader.decode(lo, hi, &mut out.cost, &mut out.cost_status);
+        let nulls = nulls.filter(|b| b.null_count() > 0);
+        let name = self.set.cost.as_ref().map(|c| c.1.as_str()).unwrap_or_default();
+        for k in 0..n {
+            if !(out.all_valid || out.status[k] == status::VALID) {
+                out.profit.push(0);
+                continue;
+            }
+            let row = self.first_row + (lo + k) as u64;
+            let missing = nulls.is_some_and(|b| b.is_null(lo + k));
+            if missing || (bad && out.cost_status[k] == status::NOT_FINITE) {
+                return Err(CoreError::InvalidArgument(format!(
+                    "column {name:?} in {}: the order at row {row} has {} cost; every used order needs one for an exact profit \
+                     (fill it with 0 when the order cost nothing, or drop the row)",
+                    self.set.table,
+                    if missing { "a null" } else { "a NaN or infinite" }
+                )));
+            }
+            let profit = if bad && out.cost_status[k] != status::VALID {
+                None // out of range
+            } else {
+                out.cost[k].checked_mul(self.set.cost_factor).and_then(|c| out.amount[k].checked_sub(c))
+            };
+            match profit {
+                Some(p) => out.profit.push(p),
+                None => {
+                    return Err(CoreError::InvalidArgument(format!(
+                        "column {name:?} in {}: the cost at row {row} (or the amount less it) does not fit 64-bit fixed point at scale {}",
+                        self.set.table, self.set.scale
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_rows(&self, lo: usize, hi: usize, cal: &Calendar, want: Want, out: &mut Decoded) -> Result<()> {
         let n = hi - lo;
         out.key.clear();
         match &self.user {
@@ -710,7 +995,7 @@ impl<'a> BatchView<'a> {
         if want.ts {
             let band = self.ts_kind().band();
             let mut outside = 0u64;
-            match self.ts {
+            match &self.ts {
                 TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => out.ts.extend(v[lo..hi].iter().map(|&t| {
                     outside |= band.outside(t);
                     t
@@ -757,7 +1042,9 @@ impl<'a> BatchView<'a> {
                 }
             }
         }
-        out.all_valid = !not_finite && !ts_outside && amount_nulls.is_none() && user_nulls.is_none() && ts_nulls.is_none();
+        let ts_unparsed = self.ts_unparsed.as_deref();
+        out.all_valid =
+            !not_finite && !ts_outside && amount_nulls.is_none() && user_nulls.is_none() && ts_nulls.is_none() && ts_unparsed.is_none();
         if out.all_valid {
             return Ok(());
         }
@@ -768,7 +1055,7 @@ impl<'a> BatchView<'a> {
             let ts_null = ts_nulls.is_some_and(|b| b.is_null(i));
             // Near the range's ends (or junk): the exact local day, and the period from it.
             let mut ts_in_range = true;
-            if ts_outside && !ts_null {
+            if ts_outside && !ts_null && !ts_unparsed.is_some_and(|b| b[i]) {
                 let raw = self.raw_ts(i);
                 if band.outside(raw) != 0 {
                     match kind.local_day(raw, cal) {
@@ -782,6 +1069,8 @@ impl<'a> BatchView<'a> {
                 status::NULL_USER
             } else if ts_null {
                 status::NULL_TS
+            } else if ts_unparsed.is_some_and(|b| b[i]) {
+                status::BAD_TS
             } else if !ts_in_range {
                 status::TS_OUT_OF_RANGE
             } else if amount_nulls.is_some_and(|b| b.is_null(i)) {
@@ -818,7 +1107,7 @@ impl<'a> BatchView<'a> {
     #[inline(always)]
     fn periods_of(&self, lo: usize, hi: usize, cal: &Calendar, out: &mut Vec<i32>, fix: impl Fn(i64) -> i64) {
         // Straight from the column, one loop per kind: the per-row work has no branch on the dtype.
-        match self.ts {
+        match &self.ts {
             // In UTC the local day is one division away; by a constant, so it compiles to a multiply.
             TsReader::Instant(v, unit) if cal.is_utc() => {
                 let v = &v[lo..hi];
@@ -834,7 +1123,7 @@ impl<'a> BatchView<'a> {
                     TimeUnit::Nanosecond => days!(SECONDS_PER_DAY * 1_000_000_000),
                 }
             }
-            TsReader::Instant(v, unit) => out.extend(v[lo..hi].iter().map(|&t| cal.period_of_instant(to_seconds(fix(t), unit)))),
+            TsReader::Instant(v, unit) => out.extend(v[lo..hi].iter().map(|&t| cal.period_of_instant(to_seconds(fix(t), *unit)))),
             TsReader::Local(v, _) | TsReader::Date64(v) => {
                 let per_day = self.ts_kind().per_day();
                 out.extend(v[lo..hi].iter().map(|&t| cal.period_of_day(fix(t).div_euclid(per_day))))
@@ -845,7 +1134,7 @@ impl<'a> BatchView<'a> {
 
     /// Whether some timestamp of rows `lo..hi` is outside `band`.
     fn any_outside(&self, band: Band, lo: usize, hi: usize) -> bool {
-        let outside = match self.ts {
+        let outside = match &self.ts {
             TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => v[lo..hi].iter().fold(0, |a, &t| a | band.outside(t)),
             TsReader::Date32(v) => v[lo..hi].iter().fold(0, |a, &d| a | band.outside(i64::from(d))),
         };
@@ -853,7 +1142,7 @@ impl<'a> BatchView<'a> {
     }
 
     fn raw_ts(&self, i: usize) -> i64 {
-        match self.ts {
+        match &self.ts {
             TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => v[i],
             TsReader::Date32(v) => i64::from(v[i]),
         }
@@ -868,7 +1157,7 @@ impl<'a> BatchView<'a> {
             UserReader::Ints(ints) => ints.raw(),
             UserReader::Keys(keys) => raw(keys),
         };
-        let ts = match self.ts {
+        let ts = match &self.ts {
             TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => raw(v),
             TsReader::Date32(v) => raw(v),
         };
@@ -882,9 +1171,9 @@ impl<'a> BatchView<'a> {
     }
 
     pub fn ts_kind(&self) -> TsKind {
-        match self.ts {
-            TsReader::Instant(_, unit) => TsKind::Instant(unit),
-            TsReader::Local(_, unit) => TsKind::Local(unit),
+        match &self.ts {
+            TsReader::Instant(_, unit) => TsKind::Instant(*unit),
+            TsReader::Local(_, unit) => TsKind::Local(*unit),
             TsReader::Date32(_) => TsKind::Date32,
             TsReader::Date64(_) => TsKind::Date64,
         }
@@ -1002,6 +1291,62 @@ mod tests {
         assert!(with_offsets(vec![0, 3, 1, 6]).unwrap_err().contains("decrease"));
         assert!(with_offsets(vec![-2, 1, 3, 6]).unwrap_err().contains("negative"));
         assert_eq!(with_offsets(vec![0, 1, 3, 6]), Ok(()));
+    }
+
+    #[test]
+    fn text_timestamps_are_instants_with_an_offset_else_wall_clock_in_the_zone() {
+        let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+        let at = |text: &str, format: Option<&str>| parse_text_ts(text, format, &berlin);
+        let utc = |s: &str| s.parse::<jiff::Timestamp>().unwrap().as_microsecond();
+        assert_eq!(at("2024-01-31T23:30:00Z", None), Some(utc("2024-01-31T23:30:00Z")));
+        assert_eq!(at("2024-01-31T19:30:00-05:00", None), Some(utc("2024-02-01T00:30:00Z")));
+        // No offset: Berlin wall clock (UTC+1 in winter); a date alone is its local midnight.
+        assert_eq!(at("2024-01-31T23:30:00", None), Some(utc("2024-01-31T22:30:00Z")));
+        assert_eq!(at(" 2024-01-31 23:30 ", None), Some(utc("2024-01-31T22:30:00Z")));
+        assert_eq!(at("2024-02-01", None), Some(utc("2024-01-31T23:00:00Z")));
+        // Skipped by the spring change: the clocks as they read before it (+1), so 03:30 CEST.
+        assert_eq!(at("2024-03-31T02:30:00", None), Some(utc("2024-03-31T01:30:00Z")));
+        for bad in ["", "yesterday", "2024-02-30", "31.01.2024 23:30", "2024-13-01"] {
+            assert_eq!(at(bad, None), None, "{bad:?}");
+        }
+        assert_eq!(at("31.01.2024 23:30", Some("%d.%m.%Y %H:%M")), Some(utc("2024-01-31T22:30:00Z")));
+        assert_eq!(at("31.01.2024 23:30 +0000", Some("%d.%m.%Y %H:%M %z")), Some(utc("2024-01-31T23:30:00Z")));
+        assert_eq!(at("31.01.2024", Some("%d.%m.%Y")), Some(utc("2024-01-30T23:00:00Z")));
+        assert_eq!(at("2024-01-31T23:30:00Z", Some("%d.%m.%Y %H:%M")), None);
+        assert!(check_ts_format("%d.%m.%Y %H:%M").is_ok());
+        assert!(check_ts_format("%J").is_err() && check_ts_format(" ").is_err());
+    }
+
+    #[test]
+    fn float_user_ids_are_the_integers_they_hold() {
+        use arrow_array::{Float32Array, Float64Array};
+        let set = ColumnSet {
+            table: "orders".into(),
+            user: (0, "user_id".into()),
+            ts: (1, "ts".into()),
+            amount: None,
+            segment: None,
+            family: UserFamily::Signed,
+            scale: 0,
+            ts_format: None,
+            cost: None,
+            cost_factor: 1,
+        };
+        let big = 9_007_199_254_740_992.0; // 2^53
+        let ids = Float64Array::from(vec![Some(3.0), None, Some(f64::NAN), Some(-0.0), Some(-big), Some(big)]);
+        let (keys, nulls) = float_keys(&ids, &set).unwrap();
+        assert_eq!(keys[0], 3);
+        assert_eq!(keys[3], 0);
+        assert_eq!(keys[4], (-(1i64 << 53)) as u64);
+        assert_eq!(keys[5], 1u64 << 53);
+        let nulls = nulls.unwrap();
+        assert_eq!((0..6).map(|i| nulls.is_null(i)).collect::<Vec<_>>(), vec![false, true, true, false, false, false]);
+        for bad in [1.5, big + 2.0, f64::INFINITY] {
+            let err = float_keys(&Float64Array::from(vec![1.0, bad]), &set).unwrap_err().to_string();
+            assert!(err.contains("\"user_id\"") && err.contains("dtype_backend=\"pyarrow\""), "{err}");
+        }
+        assert!(float_keys(&Float32Array::from(vec![16_777_216.0f32]), &set).is_ok());
+        assert!(float_keys(&Float32Array::from(vec![16_777_218.0f32]), &set).unwrap_err().to_string().contains("2^24"));
     }
 
     #[test]

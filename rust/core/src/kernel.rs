@@ -90,6 +90,8 @@ pub struct CellRec {
     /// The user's id (`hash_key`).
     pub user: u64,
     pub amount: i64,
+    /// Amount − cost (0 without a cost column).
+    pub profit: i64,
     pub period: i32,
     pub paying: bool,
 }
@@ -688,12 +690,14 @@ pub struct Cells {
     pub refunds: Vec<i128>,
     /// Sum of the paying orders' amounts (`amount > min_amount`): ARPPU's and AOV's numerator.
     pub payments: Vec<i128>,
+    /// Sum of every order's profit (amount − cost), refunds included (0 without a cost column).
+    pub profit: Vec<i128>,
     pub orders: Vec<u64>,
     pub activity_rows: Vec<u64>,
 }
 
 /// Bytes one cell takes in `Cells`.
-pub const CELL_BYTES: usize = 3 * size_of::<u64>() + 3 * size_of::<i128>();
+pub const CELL_BYTES: usize = 3 * size_of::<u64>() + 4 * size_of::<i128>();
 
 impl Cells {
     pub fn new(n: usize) -> Result<Self> {
@@ -703,6 +707,7 @@ impl Cells {
             gross: try_vec(n, 0, "the cohort grid")?,
             refunds: try_vec(n, 0, "the cohort grid")?,
             payments: try_vec(n, 0, "the cohort grid")?,
+            profit: try_vec(n, 0, "the cohort grid")?,
             orders: try_vec(n, 0, "the cohort grid")?,
             activity_rows: try_vec(n, 0, "the cohort grid")?,
         })
@@ -723,6 +728,7 @@ impl Cells {
         add(&mut self.gross, &other.gross);
         add(&mut self.refunds, &other.refunds);
         add(&mut self.payments, &other.payments);
+        add(&mut self.profit, &other.profit);
         add(&mut self.orders, &other.orders);
         add(&mut self.activity_rows, &other.activity_rows);
     }
@@ -730,14 +736,15 @@ impl Cells {
 
 /// Where the attribution passes add a row to its cell.
 pub trait CellAdd {
-    fn add_order(&mut self, cell: usize, amount: i64, paying: bool);
+    fn add_order(&mut self, cell: usize, amount: i64, profit: i64, paying: bool);
     fn add_activity(&mut self, cell: usize);
 }
 
 impl CellAdd for Cells {
     #[inline(always)]
-    fn add_order(&mut self, cell: usize, amount: i64, paying: bool) {
+    fn add_order(&mut self, cell: usize, amount: i64, profit: i64, paying: bool) {
         self.rows[cell] += 1;
+        self.profit[cell] += i128::from(profit);
         if amount > 0 {
             self.gross[cell] += i128::from(amount);
         } else {
@@ -781,6 +788,7 @@ struct Pending {
     /// What the row adds: `PENDING_ORDER`, `PENDING_PAYING` or `PENDING_ACTIVITY`.
     what: u32,
     amount: i64,
+    profit: i64,
 }
 
 const PENDING_ORDER: u32 = 0;
@@ -849,7 +857,7 @@ impl SharedCells {
             let cell = p.cell as usize;
             match p.what {
                 PENDING_ACTIVITY => cells.add_activity(cell),
-                what => cells.add_order(cell, p.amount, what == PENDING_PAYING),
+                what => cells.add_order(cell, p.amount, p.profit, what == PENDING_PAYING),
             }
         }
     }
@@ -858,13 +866,13 @@ impl SharedCells {
 #[allow(clippy::cast_possible_truncation)] // cell numbers of a shared grid fit 32 bits (`for_workers`)
 impl CellAdd for SharedCells {
     #[inline(always)]
-    fn add_order(&mut self, cell: usize, amount: i64, paying: bool) {
-        self.note(Pending { cell: cell as u32, what: if paying { PENDING_PAYING } else { PENDING_ORDER }, amount });
+    fn add_order(&mut self, cell: usize, amount: i64, profit: i64, paying: bool) {
+        self.note(Pending { cell: cell as u32, what: if paying { PENDING_PAYING } else { PENDING_ORDER }, amount, profit });
     }
 
     #[inline(always)]
     fn add_activity(&mut self, cell: usize) {
-        self.note(Pending { cell: cell as u32, what: PENDING_ACTIVITY, amount: 0 });
+        self.note(Pending { cell: cell as u32, what: PENDING_ACTIVITY, amount: 0, profit: 0 });
     }
 }
 
@@ -911,7 +919,7 @@ impl Users {
         let group = group_of(self.entries[i].val, self.group_mask());
         let Some(age) = self.age(group, rec.period, at, tally, rec.amount) else { return };
         let cell = group as usize * at.horizon as usize + age as usize;
-        cells.add_order(cell, rec.amount, rec.paying);
+        cells.add_order(cell, rec.amount, rec.profit, rec.paying);
         if rec.paying {
             self.set_bit(i, PAID, age, Some(MULTI));
         }
@@ -1161,7 +1169,7 @@ mod tests {
         let at = Attribution { horizon: 3, group_cohort: &[10], missing: Reason::NeverPaid };
         let mut cells = Cells::new(3).unwrap();
         let mut tally = Tally::default();
-        let order = |key, period, amount| CellRec { user: key, amount, period, paying: amount > 0 };
+        let order = |key, period, amount| CellRec { user: key, amount, profit: amount / 2, period, paying: amount > 0 };
         for rec in [order(1, 10, 500), order(1, 10, 200), order(1, 11, -100), order(1, 9, 5), order(1, 13, 7), order(2, 10, 9)] {
             u.attribute_order(&rec, &at, &mut cells, &mut tally);
         }
@@ -1197,7 +1205,7 @@ mod tests {
                         fn add_all(sink: &mut impl CellAdd, w: usize, rows: &[(usize, i64, bool)]) {
                             for (k, &(cell, amount, paying)) in rows.iter().enumerate() {
                                 if k % 3 == w {
-                                    sink.add_order(cell, amount, paying);
+                                    sink.add_order(cell, amount, amount - 3, paying);
                                 } else if k % 5 == w {
                                     sink.add_activity(cell);
                                 }
@@ -1211,7 +1219,7 @@ mod tests {
                 }
             });
             let t = CellSink::total(sinks);
-            (t.rows, t.gross, t.refunds, t.payments, t.orders, t.activity_rows)
+            (t.rows, t.gross, t.refunds, t.payments, t.profit, t.orders, t.activity_rows)
         };
         let private = run(usize::MAX);
         assert_eq!(private.0.iter().sum::<u64>(), rows.len() as u64);

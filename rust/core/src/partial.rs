@@ -29,7 +29,7 @@ use crate::error::{CoreError, Result};
 use crate::reconcile::{Reason, Tally};
 
 /// Version of the partial's Arrow layout; a partial of another version is refused.
-pub const PARTIAL_FORMAT_VERSION: u32 = 2;
+pub const PARTIAL_FORMAT_VERSION: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CohortKind {
@@ -62,6 +62,9 @@ pub struct PartialCells {
     pub refunds: Vec<i128>,
     /// Sum of the paying orders' amounts.
     pub payments: Vec<i128>,
+    /// Sum of the orders' profit (amount − cost); zero without a cost column (whether it was
+    /// measured is the spec's `cost`).
+    pub profit: Vec<i128>,
     /// Members with a paying order in the cell.
     pub payers: Vec<u64>,
     /// Members with a paying order in the cell and in the cell of the age before.
@@ -85,6 +88,7 @@ impl PartialCells {
             gross: try_vec(n, 0, w)?,
             refunds: try_vec(n, 0, w)?,
             payments: try_vec(n, 0, w)?,
+            profit: try_vec(n, 0, w)?,
             payers: try_vec(n, 0, w)?,
             retained: try_vec(n, 0, w)?,
             activity_rows: try_vec(n, 0, w)?,
@@ -122,12 +126,12 @@ impl PartialCells {
     }
 
     /// The money measures, in `MONEY_COLUMNS[1..]` order.
-    fn money(&self) -> [&Vec<i128>; 3] {
-        [&self.gross, &self.refunds, &self.payments]
+    fn money(&self) -> [&Vec<i128>; 4] {
+        [&self.gross, &self.refunds, &self.payments, &self.profit]
     }
 
-    fn money_mut(&mut self) -> [&mut Vec<i128>; 3] {
-        [&mut self.gross, &mut self.refunds, &mut self.payments]
+    fn money_mut(&mut self) -> [&mut Vec<i128>; 4] {
+        [&mut self.gross, &mut self.refunds, &mut self.payments, &mut self.profit]
     }
 
     fn net(&self, i: usize) -> i128 {
@@ -139,7 +143,7 @@ impl PartialCells {
 const COUNT_COLUMNS: [&str; 8] = ["rows", "orders", "payers", "activity_rows", "active", "first_paid", "first_repeat", "retained"];
 
 /// Names of the money columns: a table row's `amount`, then `PartialCells::money` order.
-const MONEY_COLUMNS: [&str; 4] = ["amount", "gross", "refunds", "payments"];
+const MONEY_COLUMNS: [&str; 5] = ["amount", "gross", "refunds", "payments", "profit"];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Partial {
@@ -393,6 +397,7 @@ impl Partial {
                 out.gross.push(zi(c.gross[i]));
                 out.refunds.push(zi(c.refunds[i]));
                 out.payments.push(zi(c.payments[i]));
+                out.profit.push(zi(c.profit[i]));
                 out.orders.push(z(c.orders[i]));
                 out.payers.push(z(c.payers[i]));
                 out.retained.push(z(c.retained[i]));
@@ -426,6 +431,7 @@ impl Partial {
             cohorts,
             cells: out,
             has_activity: self.activity.is_some(),
+            has_profit: false,
             orders_reconciliation: orders_tally.lines(match self.kind {
                 CohortKind::Signup => &ORDER_REASONS_SIGNUPS,
                 CohortKind::FirstPurchase => &ORDER_REASONS_FIRST_PURCHASE,
@@ -492,7 +498,7 @@ struct LongBuilder {
     segment: UInt32Builder,
     cohort: Int32Builder,
     age: Int32Builder,
-    money: [Decimal128Builder; 4],
+    money: [Decimal128Builder; 5],
     members: Int64Builder,
     counts: [Int64Builder; 8],
     last_period: Int32Builder,
@@ -701,11 +707,12 @@ impl Accumulating {
                         let col = counts[k];
                         add_u64(&mut dst[i], non_negative(COUNT_COLUMNS[k], col.is_valid(row).then(|| col.value(row)), row)?)?;
                     }
-                    let (gross, refunds, payments) = (amount_at(1, row)?, amount_at(2, row)?, amount_at(3, row)?);
+                    let (gross, refunds) = (amount_at(1, row)?, amount_at(2, row)?);
+                    let (payments, profit) = (amount_at(3, row)?, amount_at(4, row)?);
                     if gross < 0 || refunds > 0 {
                         return Err(invalid(format!("row {row} has negative gross or positive refunds")));
                     }
-                    for (dst, v) in self.part.cells.money_mut().into_iter().zip([gross, refunds, payments]) {
+                    for (dst, v) in self.part.cells.money_mut().into_iter().zip([gross, refunds, payments, profit]) {
                         add_scaled(&mut dst[i], v, 1)?;
                     }
                 }

@@ -6,6 +6,7 @@ pub enum Reason {
     Used,
     NullUser,
     NullTs,
+    BadTs,
     TsOutOfRange,
     NullAmount,
     NanAmount,
@@ -18,13 +19,14 @@ pub enum Reason {
     NotYetComplete,
 }
 
-pub const REASON_COUNT: usize = 13;
+pub const REASON_COUNT: usize = 14;
 
 impl Reason {
     pub const ALL: [Reason; REASON_COUNT] = [
         Reason::Used,
         Reason::NullUser,
         Reason::NullTs,
+        Reason::BadTs,
         Reason::TsOutOfRange,
         Reason::NullAmount,
         Reason::NanAmount,
@@ -42,6 +44,7 @@ impl Reason {
             Reason::Used => "used",
             Reason::NullUser => "null_user",
             Reason::NullTs => "null_ts",
+            Reason::BadTs => "bad_ts",
             Reason::TsOutOfRange => "ts_out_of_range",
             Reason::NullAmount => "null_amount",
             Reason::NanAmount => "nan_amount",
@@ -57,7 +60,7 @@ impl Reason {
 
     /// Reasons that mean the input itself was bad (these warn, or raise under `strict`).
     pub fn is_bad_data(self) -> bool {
-        matches!(self, Reason::NullUser | Reason::NullTs | Reason::TsOutOfRange | Reason::NullAmount | Reason::NanAmount)
+        matches!(self, Reason::NullUser | Reason::NullTs | Reason::BadTs | Reason::TsOutOfRange | Reason::NullAmount | Reason::NanAmount)
     }
 }
 

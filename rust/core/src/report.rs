@@ -45,6 +45,7 @@ impl CohortResult {
         let (mut rev, mut gross, mut refunds) = (Float64Builder::with_capacity(n), Float64Builder::with_capacity(n), Float64Builder::with_capacity(n));
         let mut rev_exact = Decimal128Builder::with_capacity(n);
         let mut payments = Float64Builder::with_capacity(n);
+        let (mut profit, mut profit_exact) = (Float64Builder::with_capacity(n), Decimal128Builder::with_capacity(n));
         let mut retained = UInt64Builder::with_capacity(n);
         let (mut orders, mut payers, mut active) = (UInt64Builder::with_capacity(n), UInt64Builder::with_capacity(n), UInt64Builder::with_capacity(n));
         let mut complete = BooleanBuilder::with_capacity(n);
@@ -65,6 +66,14 @@ impl CohortResult {
                     gross.append_value(to_float(c.gross[i], r.scale));
                     refunds.append_value(to_float(c.refunds[i], r.scale));
                     payments.append_value(to_float(c.payments[i], r.scale));
+                    // Null, not zero, without a cost column: profit was not measured.
+                    if r.has_profit {
+                        profit.append_value(to_float(c.profit[i], r.scale));
+                        profit_exact.append_value(c.profit[i]);
+                    } else {
+                        profit.append_null();
+                        profit_exact.append_null();
+                    }
                     orders.append_value(c.orders[i]);
                     payers.append_value(c.payers[i]);
                     retained.append_value(c.retained[i]);
@@ -79,6 +88,8 @@ impl CohortResult {
                     gross.append_null();
                     refunds.append_null();
                     payments.append_null();
+                    profit.append_null();
+                    profit_exact.append_null();
                     orders.append_null();
                     payers.append_null();
                     retained.append_null();
@@ -95,12 +106,14 @@ impl CohortResult {
             ("gross_revenue", Arc::new(gross.finish())),
             ("refunds", Arc::new(refunds.finish())),
             ("payments", Arc::new(payments.finish())),
+            ("profit", Arc::new(profit.finish())),
             ("orders", Arc::new(orders.finish())),
             ("payers", Arc::new(payers.finish())),
             ("retained", Arc::new(retained.finish())),
             ("active", Arc::new(active.finish())),
             ("complete", Arc::new(complete.finish())),
             ("revenue_exact", decimal(&mut rev_exact, r.scale)?),
+            ("profit_exact", decimal(&mut profit_exact, r.scale)?),
         ])
     }
 

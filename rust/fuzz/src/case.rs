@@ -147,6 +147,8 @@ impl UserT {
     pub fn family(self) -> Option<Family> {
         match self {
             UserT::Plain(p) | UserT::Dict(_, p) => Some(p.family()),
+            // Float ids are integer ids when whole (the cases' floats are 1.5: an error once read).
+            UserT::Float => Some(Family::Signed),
             _ => None,
         }
     }
@@ -1001,6 +1003,10 @@ impl Case {
             segment: segment.then(|| SEGMENT.to_string()),
             signup_ts: SIGNUP_TS.into(),
             activity_ts: ACTIVITY_TS.into(),
+            signup_user: USER.into(),
+            activity_user: USER.into(),
+            ts_format: None,
+            cost: None,
             horizon,
             period: period.into(),
             tz: tz.into(),

@@ -147,6 +147,7 @@ fn diff(core: &RefResult, want: &RefResult) -> String {
     field!(cells.gross);
     field!(cells.refunds);
     field!(cells.payments);
+    field!(cells.profit);
     field!(cells.orders);
     field!(cells.payers);
     field!(cells.retained);

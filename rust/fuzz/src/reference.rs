@@ -69,10 +69,11 @@ fn err(kind: ErrKind, why: impl Into<String>) -> ExpectedErr {
 }
 
 // Reconciliation lines, in the order the core lists them (engine.rs).
-const ORDER_REASONS_SIGNUPS: [Reason; 11] = [
+const ORDER_REASONS_SIGNUPS: [Reason; 12] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::NullAmount,
     Reason::NanAmount,
@@ -82,10 +83,11 @@ const ORDER_REASONS_SIGNUPS: [Reason; 11] = [
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-const ORDER_REASONS_FIRST_PURCHASE: [Reason; 11] = [
+const ORDER_REASONS_FIRST_PURCHASE: [Reason; 12] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::NullAmount,
     Reason::NanAmount,
@@ -95,12 +97,13 @@ const ORDER_REASONS_FIRST_PURCHASE: [Reason; 11] = [
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-const SIGNUP_REASONS: [Reason; 7] =
-    [Reason::Used, Reason::NullUser, Reason::NullTs, Reason::TsOutOfRange, Reason::DuplicateUser, Reason::BeforeSince, Reason::NotYetComplete];
-const ACTIVITY_REASONS: [Reason; 9] = [
+const SIGNUP_REASONS: [Reason; 8] =
+    [Reason::Used, Reason::NullUser, Reason::NullTs, Reason::BadTs, Reason::TsOutOfRange, Reason::DuplicateUser, Reason::BeforeSince, Reason::NotYetComplete];
+const ACTIVITY_REASONS: [Reason; 10] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::UnknownUser,
     Reason::BeforeCohort,
@@ -301,7 +304,7 @@ fn pays(a: i64, (m, e): (i128, i32), scale: u8) -> bool {
 // ---------------------------------------------------------------------------------------------
 
 fn accepted_user(t: UserT) -> bool {
-    matches!(t, UserT::Plain(_) | UserT::Dict(..))
+    matches!(t, UserT::Plain(_) | UserT::Dict(..) | UserT::Float)
 }
 
 /// The first error resolving a table's columns, then its family against the earlier tables'.
@@ -368,6 +371,10 @@ fn scan_errors(t: &Table, case: &Case, tz: &TimeZone) -> Result<(), ExpectedErr>
         }
         if flags.bad_dictionary {
             return Err(err(ErrKind::AnyClean, format!("{name} batch {b}: dictionary key out of range")));
+        }
+        // A float user id that is not a whole number (the cases write 1.5) is refused as its batch is read.
+        if t.user_t == UserT::Float && rows.iter().any(|r| r.user.is_some()) {
+            return Err(err(ErrKind::InvalidArgument, format!("{name} batch {b}: float user id 1.5")));
         }
         let mut kinds = BTreeSet::new();
         let mut why = vec![];
@@ -673,6 +680,8 @@ fn run(case: &Case) -> Result<RefResult, ExpectedErr> {
             out.gross.push(c.gross);
             out.refunds.push(c.refunds);
             out.payments.push(c.payments);
+            // The cases carry no cost column: every cell's profit stays zero (reported as null).
+            out.profit.push(0);
             out.orders.push(c.orders);
             out.payers.push(c.payers.len() as u64);
             // Payers of this age who paid at the age before too.

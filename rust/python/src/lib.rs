@@ -81,6 +81,7 @@ pub(crate) fn guarded<T: Send>(py: Python<'_>, f: impl FnOnce() -> ltrcore_core:
 #[pyfunction]
 #[pyo3(signature = (
     *, orders, orders_reopenable, orders_in_memory, user, ts, amount, segment, signups, signup_ts, activity, activity_ts,
+    signup_user, activity_user, ts_format, cost,
     horizon, period, tz, min_amount, scale, strict, threads, chunk_rows, progress,
     segment_ranks=None, cells_budget=None
 ))]
@@ -98,6 +99,10 @@ fn accumulate(
     signup_ts: String,
     activity: Option<Py<PyAny>>,
     activity_ts: String,
+    signup_user: String,
+    activity_user: String,
+    ts_format: Option<String>,
+    cost: Option<String>,
     horizon: u32,
     period: String,
     tz: String,
@@ -117,6 +122,10 @@ fn accumulate(
         segment,
         signup_ts,
         activity_ts,
+        signup_user,
+        activity_user,
+        ts_format,
+        cost,
         horizon,
         period,
         tz,
@@ -151,6 +160,12 @@ fn check_tz(tz: &str) -> PyResult<()> {
     ltrcore_core::calendar::Calendar::new(ltrcore_core::calendar::PeriodKind::Month, tz).map(|_| ()).map_err(to_py)
 }
 
+/// Checks that `format` is a `strftime` layout the engine can parse text timestamps with.
+#[pyfunction]
+fn check_ts_format(format: &str) -> PyResult<()> {
+    ltrcore_core::columns::check_ts_format(format).map_err(to_py)
+}
+
 /// Raises a Rust panic inside the same guard `compute` uses (tests check it becomes `InternalError`).
 #[pyfunction]
 fn _debug_panic(py: Python<'_>) -> PyResult<()> {
@@ -161,6 +176,7 @@ fn _debug_panic(py: Python<'_>) -> PyResult<()> {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(accumulate, m)?)?;
     m.add_function(wrap_pyfunction!(check_tz, m)?)?;
+    m.add_function(wrap_pyfunction!(check_ts_format, m)?)?;
     m.add_function(wrap_pyfunction!(_debug_panic, m)?)?;
     m.add_class::<CoreResult>()?;
     m.add_class::<CorePartial>()?;

@@ -60,11 +60,14 @@ impl CorePartial {
     }
 
     /// The reported table at `as_of` and `since` (see `ltrcore.cohorts`).
-    #[pyo3(signature = (*, period, tz, as_of, since))]
-    fn finalize(&self, py: Python<'_>, period: &str, tz: &str, as_of: Option<(String, i64)>, since: Option<(String, i64)>) -> PyResult<CoreResult> {
+    /// `profit`: the spec has a cost column, so the cells' profit is reported (else it is null).
+    #[pyo3(signature = (*, period, tz, as_of, since, profit=false))]
+    fn finalize(&self, py: Python<'_>, period: &str, tz: &str, as_of: Option<(String, i64)>, since: Option<(String, i64)>, profit: bool) -> PyResult<CoreResult> {
         let cal = Calendar::new(PeriodKind::parse(period).map_err(to_py)?, tz).map_err(to_py)?;
         let cut = ltrcore_core::CutOff { as_of: time_point(as_of)?, since: time_point(since)? };
-        Ok(CoreResult::new(guarded(py, || self.inner.finalize(&cal, cut))?))
+        let mut result = guarded(py, || self.inner.finalize(&cal, cut))?;
+        result.has_profit = profit;
+        Ok(CoreResult::new(result))
     }
 
     /// The segment codes the partial uses, sorted.

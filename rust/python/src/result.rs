@@ -48,6 +48,10 @@ impl CoreResult {
         self.inner.has_activity
     }
     #[getter]
+    fn has_profit(&self) -> bool {
+        self.inner.has_profit
+    }
+    #[getter]
     fn input_rows(&self) -> u64 {
         self.inner.input_rows
     }

@@ -42,7 +42,8 @@ impl CoreState {
 
     /// The state with new rows added (see `State::update`); this one is left as it was.
     #[pyo3(signature = (
-        *, orders, signups, activity, user, ts, amount, segment, signup_ts, activity_ts, period, tz, min_amount, scale,
+        *, orders, signups, activity, user, ts, amount, segment, signup_ts, activity_ts,
+        signup_user, activity_user, ts_format, cost, period, tz, min_amount, scale,
         strict, late, through, threads, progress, segment_ranks=None
     ))]
     #[allow(clippy::too_many_arguments)]
@@ -58,6 +59,10 @@ impl CoreState {
         segment: Option<String>,
         signup_ts: String,
         activity_ts: String,
+        signup_user: String,
+        activity_user: String,
+        ts_format: Option<String>,
+        cost: Option<String>,
         period: String,
         tz: String,
         min_amount: (i128, i32),
@@ -87,6 +92,10 @@ impl CoreState {
             segment,
             signup_ts,
             activity_ts,
+            signup_user,
+            activity_user,
+            ts_format,
+            cost,
             horizon: self.inner.partial.horizon,
             period,
             tz,

@@ -132,6 +132,7 @@ pub(crate) fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users],
                     let (a, b) = (lo + (hi - lo) * w / t, lo + (hi - lo) * (w + 1) / t);
                     mine.base = round.row0 + a as u64;
                     mine.segment.clear();
+                    mine.profit.clear();
                     mine.by_shard.resize_with(t, Vec::new);
                     for rows in &mut mine.by_shard {
                         rows.clear();
@@ -146,6 +147,7 @@ pub(crate) fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users],
                         block.base = round.row0 + start as u64;
                         route(round.pass, &block, &mut mine.by_shard, row_index(start - a), acc)?;
                         mine.segment.extend_from_slice(&block.segment);
+                        mine.profit.extend_from_slice(&block.profit);
                     }
                     Ok(())
                 }));
@@ -229,7 +231,7 @@ mod tests {
 
     use super::*;
     use crate::calendar::PeriodKind;
-    use crate::columns::{BatchView, ColumnNames, ColumnSet, Decoded, Interner, Want};
+    use crate::columns::{BatchAt, BatchView, ColumnNames, ColumnSet, Decoded, Interner, Want};
     use crate::error::AllocFailure;
     use crate::kernel::{hash_key, CellAdd};
     use crate::reconcile::{Reason, Tally};
@@ -279,10 +281,12 @@ mod tests {
             ],
         )
         .unwrap();
-        let names = ColumnNames { table: "orders", user: "user_id", ts: "ts", amount: Some("amount"), segment: None };
+        let names =
+            ColumnNames { table: "orders", user: "user_id", ts: "ts", amount: Some("amount"), segment: None, ts_format: None, cost: None };
         let set = ColumnSet::resolve(&schema, &names, 4).unwrap();
-        let view = BatchView::new(&batch, &set, &mut Interner::default(), &mut || Ok(())).unwrap();
         let cal = Calendar::new(PeriodKind::Month, "UTC").unwrap();
+        let at = BatchAt { cal: &cal, first_row: 0, strict: false };
+        let view = BatchView::new(&batch, &set, &mut Interner::default(), at, &mut || Ok(())).unwrap();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let mut shards: Vec<Users> = (0..threads).map(|_| Users::new(false)).collect();
         let mut accs: Vec<Acc> = (0..threads).map(|_| Acc::default()).collect();

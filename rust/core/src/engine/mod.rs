@@ -13,7 +13,7 @@ use std::time::Instant;
 use arrow_array::{RecordBatch, RecordBatchReader};
 
 use crate::calendar::{Calendar, PeriodKind};
-use crate::columns::{BatchView, ColumnNames, ColumnSet, Interner, TsKind, UserFamily};
+use crate::columns::{BatchAt, BatchView, ColumnNames, ColumnSet, Interner, TsKind, UserFamily};
 use crate::error::{CoreError, Result};
 use crate::kernel::{Attribution, CellSink, Users};
 use crate::partial::{CohortKind, Partial, PartialCells, TableTotals};
@@ -171,7 +171,8 @@ impl<'h> Runner<'h> {
                     }
                     Ok(())
                 };
-                let view = BatchView::new(&batch, set, &mut self.interner, &mut poll)?;
+                let at = BatchAt { cal: &self.cal, first_row: row0, strict: self.spec.strict };
+                let view = BatchView::new(&batch, set, &mut self.interner, at, &mut poll)?;
                 if self.ts_kind.is_none() {
                     self.ts_kind = Some(view.ts_kind());
                 }
@@ -243,6 +244,8 @@ pub fn accumulate(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<P
         ts: &names.ts,
         amount: Some(&names.amount),
         segment,
+        ts_format: names.ts_format.as_deref(),
+        cost: names.cost.as_deref(),
     };
 
     // Pass 1: who belongs to which cohort.
@@ -252,10 +255,12 @@ pub fn accumulate(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<P
             &stream,
             ColumnNames {
                 table: "signups",
-                user: &names.user,
+                user: &names.signup_user,
                 ts: &names.signup_ts,
                 amount: None,
                 segment: names.segment.as_deref(),
+                ts_format: names.ts_format.as_deref(),
+                cost: None,
             },
         )?;
         let accs = runner.fresh_accs(0)?;
@@ -336,8 +341,9 @@ pub(crate) fn finish(
     let activity_acc = match activity {
         Some(src) => {
             let stream = Stream::open("activity", src)?;
-            let (user, ts) = (runner.spec.user.clone(), runner.spec.activity_ts.clone());
-            let names = ColumnNames { table: "activity", user: &user, ts: &ts, amount: None, segment: None };
+            let (user, ts, format) = (runner.spec.activity_user.clone(), runner.spec.activity_ts.clone(), runner.spec.ts_format.clone());
+            let ts_format = format.as_deref();
+            let names = ColumnNames { table: "activity", user: &user, ts: &ts, amount: None, segment: None, ts_format, cost: None };
             let set = runner.columns(&stream, names)?;
             let at = Attribution { horizon, group_cohort: &group_cohort, missing: Reason::UnknownUser };
             let accs = runner.fresh_accs(n_cells)?;
@@ -372,6 +378,7 @@ pub(crate) fn finish(
             gross: cells.gross,
             refunds: cells.refunds,
             payments: cells.payments,
+            profit: cells.profit,
             payers: counts.payers,
             retained: counts.retained,
             activity_rows,

@@ -36,6 +36,8 @@ pub struct CellsOut {
     pub gross: Vec<i128>,
     pub refunds: Vec<i128>,
     pub payments: Vec<i128>,
+    /// Sum of the orders' profit (amount − cost); meaningful only with a cost column.
+    pub profit: Vec<i128>,
     pub orders: Vec<u64>,
     pub payers: Vec<u64>,
     /// Payers who paid at the age before too (0 at age 0).
@@ -53,6 +55,9 @@ pub struct CohortResult {
     pub cohorts: Vec<CohortOut>,
     pub cells: CellsOut,
     pub has_activity: bool,
+    /// The orders had a cost column, so `cells.profit` was measured (set by the caller of
+    /// `Partial::finalize`, from the spec: the partial's numbers alone cannot tell zero from unknown).
+    pub has_profit: bool,
     pub orders_reconciliation: ReconLines,
     pub signups_reconciliation: Option<ReconLines>,
     pub activity_reconciliation: Option<ReconLines>,
@@ -64,10 +69,11 @@ pub struct CohortResult {
     pub bad_rows: u64,
 }
 
-pub const ORDER_REASONS_SIGNUPS: [Reason; 11] = [
+pub const ORDER_REASONS_SIGNUPS: [Reason; 12] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::NullAmount,
     Reason::NanAmount,
@@ -77,10 +83,11 @@ pub const ORDER_REASONS_SIGNUPS: [Reason; 11] = [
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-pub const ORDER_REASONS_FIRST_PURCHASE: [Reason; 11] = [
+pub const ORDER_REASONS_FIRST_PURCHASE: [Reason; 12] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::NullAmount,
     Reason::NanAmount,
@@ -90,19 +97,21 @@ pub const ORDER_REASONS_FIRST_PURCHASE: [Reason; 11] = [
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-pub const SIGNUP_REASONS: [Reason; 7] = [
+pub const SIGNUP_REASONS: [Reason; 8] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::DuplicateUser,
     Reason::BeforeSince,
     Reason::NotYetComplete,
 ];
-pub const ACTIVITY_REASONS: [Reason; 9] = [
+pub const ACTIVITY_REASONS: [Reason; 10] = [
     Reason::Used,
     Reason::NullUser,
     Reason::NullTs,
+    Reason::BadTs,
     Reason::TsOutOfRange,
     Reason::UnknownUser,
     Reason::BeforeCohort,

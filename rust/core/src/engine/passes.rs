@@ -81,6 +81,8 @@ pub(crate) struct Share {
     pub(crate) by_shard: Vec<Vec<Routed>>,
     /// The rows' segment codes (empty without segments), by row index.
     pub(crate) segment: Vec<u32>,
+    /// The rows' profit (empty without a cost column), by row index.
+    pub(crate) profit: Vec<i64>,
     /// Global index of the share's first row.
     pub(crate) base: u64,
 }
@@ -249,8 +251,9 @@ impl Pass for OrdersPass<'_> {
         Routed { user, value: d.amount[k], period: d.period[k], index: row_index(k) }
     }
     #[inline(always)]
-    fn process(&self, users: &mut Users, cells: &mut impl CellAdd, tally: &mut Tally, _share: &Share, r: &Routed) {
-        let rec = CellRec { user: r.user, amount: r.value, period: r.period, paying: self.paying.pays(r.value) };
+    fn process(&self, users: &mut Users, cells: &mut impl CellAdd, tally: &mut Tally, share: &Share, r: &Routed) {
+        let profit = share.profit.get(r.index as usize).copied().unwrap_or(0);
+        let rec = CellRec { user: r.user, amount: r.value, profit, period: r.period, paying: self.paying.pays(r.value) };
         users.attribute_order(&rec, &self.at, cells, tally)
     }
 }
@@ -277,7 +280,7 @@ impl Pass for ActivityPass<'_> {
     }
     #[inline(always)]
     fn process(&self, users: &mut Users, cells: &mut impl CellAdd, tally: &mut Tally, _share: &Share, r: &Routed) {
-        let rec = CellRec { user: r.user, amount: 0, period: r.period, paying: false };
+        let rec = CellRec { user: r.user, amount: 0, profit: 0, period: r.period, paying: false };
         users.attribute_activity(&rec, &self.at, cells, tally)
     }
 }
@@ -304,12 +307,13 @@ pub(crate) fn sum_accs(accs: Vec<Acc>) -> Totals {
 pub(crate) fn bad_row_error(set: &ColumnSet, reason: Reason, row: u64) -> CoreError {
     let column = match reason {
         Reason::NullUser => set.user.1.clone(),
-        Reason::NullTs | Reason::TsOutOfRange => set.ts.1.clone(),
+        Reason::NullTs | Reason::BadTs | Reason::TsOutOfRange => set.ts.1.clone(),
         _ => set.amount.as_ref().map(|a| a.1.clone()).unwrap_or_default(),
     };
     let what = match reason {
         Reason::NanAmount => "a NaN or infinite value",
         Reason::TsOutOfRange => "a timestamp whose local date is outside the supported years 1-9999",
+        Reason::BadTs => "a text timestamp that does not parse",
         _ => "a null",
     };
     CoreError::BadRow { table: set.table.clone(), column, what: what.to_string(), row }
@@ -319,6 +323,7 @@ pub(crate) fn status_reason(st: u8) -> Reason {
     match st {
         status::NULL_USER => Reason::NullUser,
         status::NULL_TS => Reason::NullTs,
+        status::BAD_TS => Reason::BadTs,
         status::TS_OUT_OF_RANGE => Reason::TsOutOfRange,
         status::NULL_AMOUNT => Reason::NullAmount,
         _ => Reason::NanAmount,

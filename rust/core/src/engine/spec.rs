@@ -31,6 +31,13 @@ pub struct Spec {
     pub segment: Option<String>,
     pub signup_ts: String,
     pub activity_ts: String,
+    /// The user id columns of signups and activity (`user` names the orders').
+    pub signup_user: String,
+    pub activity_user: String,
+    /// The `strftime` layout of text timestamps in every table (`None`: ISO-8601).
+    pub ts_format: Option<String>,
+    /// Per-order cost column of the orders: each cell then sums its orders' profit (amount − cost).
+    pub cost: Option<String>,
     pub horizon: u32,
     pub period: String,
     pub tz: String,

@@ -112,7 +112,8 @@ impl State {
         arrow_array::RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).map_err(arrow_err)
     }
 
-    /// One row per waiting row: `user`, `table` (`orders` or `activity`), `period` and `amount`.
+    /// One row per waiting row: `user`, `table` (`orders` or `activity`), `period`, `amount` and
+    /// `profit`.
     pub fn waiting_batch(&self) -> Result<arrow_array::RecordBatch> {
         use arrow_array::{ArrayRef, Decimal128Array, Int32Array, StringArray};
         use arrow_schema::{DataType, Field, Schema};
@@ -122,17 +123,22 @@ impl State {
         let amount = Decimal128Array::from(w.amount.iter().map(|&a| i128::from(a)).collect::<Vec<_>>())
             .with_precision_and_scale(38, scale)
             .map_err(arrow_err)?;
+        let profit = Decimal128Array::from(w.profit.iter().map(|&a| i128::from(a)).collect::<Vec<_>>())
+            .with_precision_and_scale(38, scale)
+            .map_err(arrow_err)?;
         let columns: Vec<ArrayRef> = vec![
             key_array(&w.keys, self.family),
             Arc::new(StringArray::from_iter_values(w.table.iter().map(|&t| table_name(t)))),
             Arc::new(Int32Array::from(w.period.clone())),
             Arc::new(amount),
+            Arc::new(profit),
         ];
         let schema = Schema::new(vec![
             Field::new("user", key_field(self.family), false),
             Field::new("table", DataType::Utf8, false),
             Field::new("period", DataType::Int32, false),
             Field::new("amount", DataType::Decimal128(38, scale), false),
+            Field::new("profit", DataType::Decimal128(38, scale), false),
         ]);
         arrow_array::RecordBatch::try_new(Arc::new(schema), columns).map_err(arrow_err)
     }
@@ -294,6 +300,9 @@ impl State {
             w.period.extend_from_slice(column(b, "period", &DataType::Int32)?.as_primitive::<Int32Type>().values());
             for &a in column(b, "amount", &DataType::Decimal128(38, scale))?.as_primitive::<Decimal128Type>().values() {
                 w.amount.push(i64::try_from(a).map_err(|_| invalid("a waiting amount beyond 64-bit fixed point".into()))?);
+            }
+            for &a in column(b, "profit", &DataType::Decimal128(38, scale))?.as_primitive::<Decimal128Type>().values() {
+                w.profit.push(i64::try_from(a).map_err(|_| invalid("a waiting profit beyond 64-bit fixed point".into()))?);
             }
         }
         let state = State { partial, watermark, family, users: users_parts, waiting: split_waiting(sort_waiting(w)) };

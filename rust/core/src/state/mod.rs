@@ -44,7 +44,7 @@ use walk::{walk, Context, CONFLICTS_NAMED};
 
 /// Version of the state file's layout (written and checked by the Python layer); a state of
 /// another version is refused.
-pub const STATE_FORMAT_VERSION: u32 = 2;
+pub const STATE_FORMAT_VERSION: u32 = 3;
 
 /// Bitsets per user: paid, paid twice, active (`kernel::PAID`, `MULTI`, `ACTIVE`).
 const KINDS: usize = 3;
@@ -250,6 +250,8 @@ pub struct Waiting {
     pub period: Vec<i32>,
     /// Fixed point at the state's scale (0 for activity).
     pub amount: Vec<i64>,
+    /// Amount − cost, at the state's scale (0 for activity, and without a cost column).
+    pub profit: Vec<i64>,
 }
 
 impl Waiting {
@@ -258,15 +260,17 @@ impl Waiting {
         self.keys.extend_range(&src.keys, range.clone());
         self.table.extend_from_slice(&src.table[range.clone()]);
         self.period.extend_from_slice(&src.period[range.clone()]);
-        self.amount.extend_from_slice(&src.amount[range]);
+        self.amount.extend_from_slice(&src.amount[range.clone()]);
+        self.profit.extend_from_slice(&src.profit[range]);
     }
 
-    fn push(&mut self, id: u64, key: Key<'_>, table: u8, period: i32, amount: i64) {
+    fn push(&mut self, id: u64, key: Key<'_>, table: u8, period: i32, amount: i64, profit: i64) {
         self.ids.push(id);
         self.keys.push_key(key);
         self.table.push(table);
         self.period.push(period);
         self.amount.push(amount);
+        self.profit.push(profit);
     }
 
     pub fn len(&self) -> usize {
@@ -400,12 +404,19 @@ impl State {
                 ORDERS => &spec.ts,
                 _ => &spec.activity_ts,
             };
+            let user = match table {
+                SIGNUPS => &spec.signup_user,
+                ORDERS => &spec.user,
+                _ => &spec.activity_user,
+            };
             let names = ColumnNames {
                 table: table_name(table),
-                user: &spec.user,
+                user,
                 ts,
                 amount: (table == ORDERS).then_some(spec.amount.as_str()),
                 segment: if table == defining { spec.segment.as_deref() } else { None },
+                ts_format: spec.ts_format.as_deref(),
+                cost: if table == ORDERS { spec.cost.as_deref() } else { None },
             };
             let set = reader.columns(&stream, &names)?;
             if table == ORDERS && (fresh || set.scale > base.scale) {
@@ -480,7 +491,7 @@ impl State {
                 .iter()
                 .map(|w| {
                     let mut w = (**w).clone();
-                    for a in &mut w.amount {
+                    for a in w.amount.iter_mut().chain(w.profit.iter_mut()) {
                         *a = a.checked_mul(waiting_factor).ok_or_else(|| too_large("a waiting amount"))?;
                     }
                     Ok(Arc::new(w))

@@ -4,14 +4,14 @@ use rayon::prelude::*;
 
 use super::{part_of, period_label, too_large, LateRow, ORDERS, PARTS, PART_SHIFT, SIGNUPS};
 use crate::calendar::{Calendar, PeriodKind};
-use crate::columns::{status, BatchView, ColumnNames, ColumnSet, Decoded, Interner, UserFamily, Want};
+use crate::columns::{status, BatchAt, BatchView, ColumnNames, ColumnSet, Decoded, Interner, UserFamily, Want};
 use crate::engine::{bad_row_error, resolve_columns, status_reason, Hooks, Spec, Stream};
 use crate::error::{CoreError, Result};
 use crate::kernel::hash_key;
 use crate::partial::TableTotals;
 use crate::reconcile::Tally;
 
-/// A valid row of an update, with what the walk needs of it, in 32 bytes (every byte of a row is
+/// A valid row of an update, with what the walk needs of it, in 40 bytes (every byte of a row is
 /// written, moved twice and read: the update's time goes with its size).
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Rec {
@@ -22,6 +22,8 @@ pub(crate) struct Rec {
     pub(crate) ts: i64,
     /// Fixed point at the state's scale (orders only).
     pub(crate) amount: i64,
+    /// Amount − cost at the state's scale (orders with a cost column only).
+    pub(crate) profit: i64,
     pub(crate) period: i32,
     /// The table in the top 2 bits, the segment code below.
     table_segment: u32,
@@ -99,7 +101,8 @@ impl Reader<'_> {
         hooks.tick(phase, 0, false)?;
         for batch in stream.reader {
             let batch = batch?;
-            let view = BatchView::new(&batch, set, &mut self.interner, &mut || Ok(()))?;
+            let at = BatchAt { cal: self.cal, first_row: row0, strict: self.spec.strict };
+            let view = BatchView::new(&batch, set, &mut self.interner, at, &mut || Ok(()))?;
             let starts: Vec<usize> = (0..view.len).step_by(BLOCK_ROWS).collect();
             for group in starts.chunks(BLOCKS_PER_ROUND) {
                 let cal = self.cal;
@@ -225,6 +228,10 @@ fn decode_block(
             id: if how.text { key } else { hash_key(key) },
             ts: if how.want.ts { d.ts[k] } else { 0 },
             amount,
+            profit: match d.profit.get(k) {
+                Some(&p) => p.checked_mul(how.factor).ok_or_else(|| too_large("a profit"))?,
+                None => 0,
+            },
             period,
             table_segment: u32::from(how.table) << 30 | segment,
         });

@@ -258,7 +258,7 @@ impl Walk<'_> {
             self.waiting.extend_range(waiting.0, waiting.1.clone());
             for r in group {
                 self.plus.table(r.table()).tally.add(missing(ctx.kind, r.table()), r.amount);
-                self.waiting.push(id, key, r.table(), r.period, r.amount);
+                self.waiting.push(id, key, r.table(), r.period, r.amount, r.profit);
             }
             return Ok(());
         };
@@ -283,13 +283,13 @@ impl Walk<'_> {
                 for k in range {
                     let t = w.table[k];
                     self.minus.table(t).tally.add(missing(ctx.kind, t), w.amount[k]);
-                    self.attribute(g, cohort, t, w.period[k], w.amount[k], &mut bits);
+                    self.attribute(g, cohort, t, w.period[k], (w.amount[k], w.profit[k]), &mut bits);
                 }
             }
         }
         for r in group {
             if r.table() != SIGNUPS {
-                self.attribute(g, cohort, r.table(), r.period, r.amount, &mut bits);
+                self.attribute(g, cohort, r.table(), r.period, (r.amount, r.profit), &mut bits);
             }
         }
         if old.is_some() {
@@ -349,7 +349,7 @@ impl Walk<'_> {
     }
 
     /// One order or activity row of a user with a cohort, as `kernel::Users::attribute_*` does it.
-    fn attribute(&mut self, g: usize, cohort: i32, table: u8, period: i32, amount: i64, bits: &mut [u64]) {
+    fn attribute(&mut self, g: usize, cohort: i32, table: u8, period: i32, (amount, profit): (i64, i64), bits: &mut [u64]) {
         let age = i64::from(period) - i64::from(cohort);
         let h = self.ctx.horizon as usize;
         if age < 0 || age >= h as i64 {
@@ -373,6 +373,7 @@ impl Walk<'_> {
             return;
         }
         c.rows[cell] += 1;
+        c.profit[cell] += i128::from(profit);
         if amount > 0 {
             c.gross[cell] += i128::from(amount);
         } else {
