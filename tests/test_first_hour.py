@@ -299,3 +299,13 @@ def test_a_margin_beside_per_order_cost_is_refused(files: dict[str, str]) -> Non
     done = run("report", files["orders"], "--cost", "cogs", "--margin", "0.3")
     assert done.returncode == 2 and done.stdout == ""
     assert "--cost gives each order's exact profit, so LTV needs no --margin" in done.stderr
+
+
+def test_every_reconciliation_reason_has_its_words_in_the_report() -> None:
+    from ltrcore.report import RECON_HELP
+
+    activity = pl.DataFrame({"user_id": ["a"], "ts": [_ts(1)]})
+    t = ltrcore.cohorts(ORDERS, signups=SIGNUPS, activity=activity, horizon=3, as_of="2024-05-01")
+    tables = (t.reconciliation, t.signups_reconciliation, t.activity_reconciliation)
+    reasons = {r for frame in tables if frame is not None for r in frame.get_column("reason").to_list()}
+    assert "bad_ts" in reasons and reasons <= set(RECON_HELP), reasons - set(RECON_HELP)

@@ -60,6 +60,7 @@ RECON_HELP = {
     "used": "attributed to a complete cell",
     "null_user": "no user id",
     "null_ts": "no timestamp",
+    "bad_ts": "timestamp text that does not parse (ISO-8601, or ts_format)",
     "ts_out_of_range": "timestamp's local date outside years 1-9999",
     "null_amount": "no amount",
     "nan_amount": "amount is NaN or infinite",
