@@ -298,7 +298,7 @@ def _bench_rows(orders: Any, user: str, ts: str, amount: str, month: str) -> pl.
     )
 
 
-def _finish(cells: pl.LazyFrame, sizes: pl.LazyFrame | None = None) -> pl.DataFrame:
+def _finish(cells: pl.LazyFrame, sizes: pl.LazyFrame | None = None, engine: str = "auto") -> pl.DataFrame:
     """Cells (cohort, age, revenue, orders, payers) with months as integers → the peers' frame.
     Without ``sizes`` the cohort's size is the payers at age 0: every user of a cohort pays in its
     first month, and only they do."""
@@ -316,7 +316,7 @@ def _finish(cells: pl.LazyFrame, sizes: pl.LazyFrame | None = None) -> pl.DataFr
             payers=pl.col("payers").cast(pl.Int64),
         )
         .sort("cohort", "age")
-        .collect()
+        .collect(engine=engine)  # type: ignore[arg-type]
     )
 
 
@@ -329,7 +329,9 @@ def _cell_aggs() -> list[pl.Expr]:
     ]
 
 
-def _polars_window(orders: Any, *, user: str, ts: str, amount: str, horizon: int, month: str, paying: bool) -> pl.DataFrame:
+def _polars_window(
+    orders: Any, *, user: str, ts: str, amount: str, horizon: int, month: str, paying: bool, engine: str = "auto"
+) -> pl.DataFrame:
     rows = _bench_rows(orders, user, ts, amount, month)
     first = pl.when(pl.col("a") > 0).then(pl.col("m")) if paying else pl.col("m")
     cells = (
@@ -339,7 +341,7 @@ def _polars_window(orders: Any, *, user: str, ts: str, amount: str, horizon: int
         .group_by("cohort", "age")
         .agg(_cell_aggs())
     )
-    return _finish(cells)
+    return _finish(cells, engine=engine)
 
 
 def polars_plain(orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12) -> pl.DataFrame:
@@ -353,6 +355,28 @@ def polars_plain_phys(orders: Any, *, user: str = "user_id", ts: str = "ts", amo
     return _polars_window(orders, user=user, ts=ts, amount=amount, horizon=horizon, month="phys", paying=True)
 
 
+def polars_plain_streaming(orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12) -> pl.DataFrame:
+    """``polars_plain`` on Polars' streaming engine (``collect(engine="streaming")``)."""
+    return _polars_window(orders, user=user, ts=ts, amount=amount, horizon=horizon, month="dt", paying=True, engine="streaming")
+
+
+def polars_preagg_cell_streaming(orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12) -> pl.DataFrame:
+    """``polars_preagg_cell`` on Polars' streaming engine."""
+    return polars_preagg_cell(orders, user=user, ts=ts, amount=amount, horizon=horizon, engine="streaming")
+
+
+def polars_join_streaming(orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12) -> pl.DataFrame:
+    """``polars_join`` on Polars' streaming engine."""
+    return polars_join(orders, user=user, ts=ts, amount=amount, horizon=horizon, engine="streaming")
+
+
+def polars_preagg_user_month_streaming(
+    orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12
+) -> pl.DataFrame:
+    """``polars_preagg_user_month`` on Polars' streaming engine."""
+    return polars_preagg_user_month(orders, user=user, ts=ts, amount=amount, horizon=horizon, engine="streaming")
+
+
 def polars_plain_anyrow(orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12) -> pl.DataFrame:
     """``polars_plain`` with the cohort as ``min(month).over(user)`` over every row, paying or not.
     Not the job in general: it is only right when no user has a refund or zero row before their
@@ -360,7 +384,9 @@ def polars_plain_anyrow(orders: Any, *, user: str = "user_id", ts: str = "ts", a
     return _polars_window(orders, user=user, ts=ts, amount=amount, horizon=horizon, month="dt", paying=False)
 
 
-def polars_join(orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12) -> pl.DataFrame:
+def polars_join(
+    orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12, engine: str = "auto"
+) -> pl.DataFrame:
     """Each user's first paying month by ``group_by(user)``, joined back onto the rows, then one
     ``group_by(cohort, age)`` with ``n_unique(user)``."""
     rows = _bench_rows(orders, user, ts, amount, "dt")
@@ -372,10 +398,12 @@ def polars_join(orders: Any, *, user: str = "user_id", ts: str = "ts", amount: s
         .group_by("cohort", "age")
         .agg(_cell_aggs())
     )
-    return _finish(cells)
+    return _finish(cells, engine=engine)
 
 
-def polars_preagg_cell(orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12) -> pl.DataFrame:
+def polars_preagg_cell(
+    orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12, engine: str = "auto"
+) -> pl.DataFrame:
     """The join, then one row per (cohort, age, user) so that payers become a plain count."""
     rows = _bench_rows(orders, user, ts, amount, "dt")
     first = rows.filter(pl.col("a") > 0).group_by("u").agg(cohort=pl.col("m").min())
@@ -388,10 +416,12 @@ def polars_preagg_cell(orders: Any, *, user: str = "user_id", ts: str = "ts", am
         .group_by("cohort", "age")
         .agg(revenue=pl.col("rev").sum(), orders=pl.col("n").sum(), payers=(pl.col("n") > 0).sum())
     )
-    return _finish(cells)
+    return _finish(cells, engine=engine)
 
 
-def polars_preagg_user_month(orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12) -> pl.DataFrame:
+def polars_preagg_user_month(
+    orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12, engine: str = "auto"
+) -> pl.DataFrame:
     """One row per (user, month) first; the cohort is a window over those rows, and payers become
     a plain count."""
     rows = _bench_rows(orders, user, ts, amount, "dt")
@@ -403,7 +433,7 @@ def polars_preagg_user_month(orders: Any, *, user: str = "user_id", ts: str = "t
         .group_by("cohort", "age")
         .agg(revenue=pl.col("rev").sum(), orders=pl.col("n").sum(), payers=(pl.col("n") > 0).sum())
     )
-    return _finish(cells)
+    return _finish(cells, engine=engine)
 
 
 def polars_general(orders: Any, *, user: str = "user_id", ts: str = "ts", amount: str = "amount", horizon: int = 12) -> pl.DataFrame:
@@ -515,10 +545,14 @@ def _duckdb_variant(name: str) -> Any:
 POLARS_VARIANTS = {
     "plain": polars_plain,
     "plain_phys": polars_plain_phys,
+    "plain_streaming": polars_plain_streaming,
     "plain_anyrow": polars_plain_anyrow,
     "join": polars_join,
+    "join_streaming": polars_join_streaming,
     "preagg_cell": polars_preagg_cell,
+    "preagg_cell_streaming": polars_preagg_cell_streaming,
     "preagg_user_month": polars_preagg_user_month,
+    "preagg_user_month_streaming": polars_preagg_user_month_streaming,
     "general": polars_general,
 }
 DUCKDB_VARIANTS = {name: _duckdb_variant(name) for name in ("window", "join", "preagg_user_month", "preagg_window", "general")}
