@@ -2,6 +2,14 @@
 """ltrcore against hand-written Polars and DuckDB on the same order table, in one run.
 
     python benches/vs_peers.py --rows 20M [--engines ltrcore,polars,duckdb] [--threads N] [--rounds N]
+    python benches/vs_peers.py --rows 20M --variants --rounds 2      # every variant of both peers
+
+``polars`` and ``duckdb`` are each peer's fastest variant (``peers.POLARS_FASTEST`` and
+``peers.DUCKDB_FASTEST``, chosen by measuring every variant; ``peers.py`` says which won, by how much,
+at what size and on which machine state). ``polars:<variant>`` and ``duckdb:<variant>`` pick one
+variant of ``peers.POLARS_VARIANTS`` / ``peers.DUCKDB_VARIANTS``, and ``--variants`` runs ltrcore and
+all of them in the same run. The table's ``ltrcore speedup`` is against each row; the lines under it
+give ltrcore's ratio against each tool's fastest general variant in the run.
 
 The data comes from ``ltrcore.demo.orders_only``: shuffled rows, sparse int64 user ids, about 12.7
 orders per user over 24 months, and 3 % refunds. It is generated once and cached as an uncompressed
