@@ -27,8 +27,9 @@ The benchmark peers are the ``POLARS_VARIANTS`` and ``DUCKDB_VARIANTS`` below: s
 would write the job in each tool, each timed by ``vs_peers.py --variants`` and cross-checked cell by
 cell against ltrcore on the benchmark data. They assume that data's shape and leave out the work it
 does not need: its timestamps are UTC and the job runs in UTC, so there is no time-zone conversion,
-and its amounts already have 2 decimals, so there is no per-row rounding to 4. They refuse a
-tz-aware timestamp in another zone but do not check the decimals, so they are for such data only.
+and its amounts already have 2 decimals, so there is no per-row rounding to 4. The Polars ones
+refuse a tz-aware timestamp in another zone and the DuckDB ones take months in UTC; none checks the
+decimals, so they are for such data only.
 ``general`` is the general peer itself, timed beside them. ``POLARS_FASTEST`` and
 ``DUCKDB_FASTEST`` name the fastest correct variant of each tool; ``vs_peers.py``'s ``polars`` and
 ``duckdb`` are those, and every ratio of the README is against them.
@@ -275,9 +276,9 @@ def compare(a: pl.DataFrame, b: pl.DataFrame, *, names: tuple[str, str] = ("a", 
 # Each variant below computes the module docstring's job on data of the benchmark's shape, which is
 # what ``ltrcore.demo.orders_only`` generates: timestamps that are naive or UTC (the job runs in UTC,
 # so no time-zone conversion is needed) and amounts that already have at most 2 decimals (so rounding
-# each row to 4 decimals changes nothing). The variants skip those two per-row steps; they refuse a
-# tz-aware timestamp in another zone, and they cannot cheaply check the decimals, so they are only
-# for such data. ``polars_cohorts`` and ``duckdb_cohorts`` above keep both steps and are the general
+# each row to 4 decimals changes nothing). The variants skip those two per-row steps; the Polars
+# ones refuse a tz-aware timestamp in another zone, the DuckDB ones take months in UTC, and none can
+# cheaply check the decimals, so they are only for such data. ``polars_cohorts`` and ``duckdb_cohorts`` above keep both steps and are the general
 # versions (the smoke test checks them against a plain-Python reference on edge cases).
 
 
