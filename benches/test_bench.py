@@ -126,6 +126,41 @@ def test_ltrcore_agrees_with_peers(orders: Any) -> None:
     assert got.height == peers.polars_cohorts(orders).height
 
 
+@pytest.mark.parametrize(
+    "name", [f"polars:{v}" for v in peers.POLARS_VARIANTS] + [f"duckdb:{v}" for v in peers.DUCKDB_VARIANTS]
+)
+def test_every_peer_variant_agrees_with_ltrcore(orders: Any, name: str) -> None:
+    """Every timed variant of ``peers.py`` gives ltrcore's numbers, cell by cell, on the benchmark's data."""
+    tool, _, variant = name.partition(":")
+    if tool == "duckdb":
+        pytest.importorskip("duckdb")
+    fn = (peers.POLARS_VARIANTS if tool == "polars" else peers.DUCKDB_VARIANTS)[variant]
+    got = peers.from_ltrcore(_ltrcore_cohorts(orders), HORIZON)
+    _assert_same(got, fn(orders, horizon=HORIZON), ("ltrcore", name))
+
+
+def test_fastest_variants_are_general() -> None:
+    """The peers the benchmark reports are variants that compute the job in general on such data."""
+    assert peers.POLARS_FASTEST in peers.POLARS_VARIANTS and peers.DUCKDB_FASTEST in peers.DUCKDB_VARIANTS
+    assert f"polars:{peers.POLARS_FASTEST}" not in peers.NOT_GENERAL
+    assert f"duckdb:{peers.DUCKDB_FASTEST}" not in peers.NOT_GENERAL
+
+
+def test_vs_peers_variant_selector_runs_and_agrees() -> None:
+    """``vs_peers.py`` with ``tool:variant`` engines at a small size: it runs them in fresh processes
+    and its cross-check passes."""
+    import subprocess
+
+    _ltrcore()
+    done = subprocess.run(
+        [sys.executable, str(HERE / "vs_peers.py"), "--rows", "20k", "--repeat", "1",
+         "--engines", "ltrcore,polars,polars:join,duckdb:window"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "cross-check: ltrcore = polars = polars:join = duckdb:window" in done.stdout, done.stdout
+
+
 # --------------------------------------------------------------------------------------------------
 # the peers against a plain-Python reference on edge cases
 

@@ -2,6 +2,14 @@
 """ltrcore against hand-written Polars and DuckDB on the same order table, in one run.
 
     python benches/vs_peers.py --rows 20M [--engines ltrcore,polars,duckdb] [--threads N] [--rounds N]
+    python benches/vs_peers.py --rows 20M --variants --rounds 2      # every variant of both peers
+
+``polars`` and ``duckdb`` are each peer's fastest variant (``peers.POLARS_FASTEST`` and
+``peers.DUCKDB_FASTEST``, chosen by measuring every variant; ``peers.py`` says which won, by how much,
+at what size and on which machine state). ``polars:<variant>`` and ``duckdb:<variant>`` pick one
+variant of ``peers.POLARS_VARIANTS`` / ``peers.DUCKDB_VARIANTS``, and ``--variants`` runs ltrcore and
+all of them in the same run. The table's ``ltrcore speedup`` is against each row; the lines under it
+give ltrcore's ratio against each tool's fastest general variant in the run.
 
 The data comes from ``ltrcore.demo.orders_only``: shuffled rows, sparse int64 user ids, about 12.7
 orders per user over 24 months, and 3 % refunds. It is generated once and cached as an uncompressed
@@ -42,6 +50,25 @@ DATA_DIR = REPO / "bench-data"
 DEMO_PATH = REPO / "python" / "ltrcore" / "demo.py"
 ENGINES = ("ltrcore", "polars", "duckdb")
 SKIP = 3  # worker exit status: engine not available
+
+
+def _peers() -> ModuleType:
+    sys.path.insert(0, str(HERE))
+    import peers
+
+    return peers
+
+
+def all_engines() -> list[str]:
+    """ltrcore and every variant of every peer, as ``tool:variant``."""
+    peers = _peers()
+    return ["ltrcore", *(f"polars:{v}" for v in peers.POLARS_VARIANTS), *(f"duckdb:{v}" for v in peers.DUCKDB_VARIANTS)]
+
+
+def canonical(engine: str) -> str:
+    """``polars`` and ``duckdb`` → their fastest variant (``peers.POLARS_FASTEST``/``DUCKDB_FASTEST``)."""
+    peers = _peers()
+    return {"polars": f"polars:{peers.POLARS_FASTEST}", "duckdb": f"duckdb:{peers.DUCKDB_FASTEST}"}.get(engine, engine)
 
 
 def load_demo() -> ModuleType:
@@ -154,13 +181,16 @@ def _job(engine: str, threads: int | None, horizon: int) -> tuple[Callable[[Any]
             return ltrcore.cohorts(t, **kw).to_polars()
 
         return run, lambda r: peers.from_ltrcore(r, horizon), getattr(ltrcore, "__version__", "?")
-    if engine == "polars":
+    engine = canonical(engine)
+    tool, _, variant = engine.partition(":")
+    if tool == "polars":
         import polars as pl
 
         import peers
 
-        return (lambda t: peers.polars_cohorts(t, horizon=horizon)), (lambda r: r), pl.__version__
-    if engine == "duckdb":
+        fn = peers.POLARS_VARIANTS[variant]
+        return (lambda t: fn(t, horizon=horizon)), (lambda r: r), pl.__version__
+    if tool == "duckdb":
         try:
             import duckdb
         except ImportError as exc:
@@ -168,10 +198,11 @@ def _job(engine: str, threads: int | None, horizon: int) -> tuple[Callable[[Any]
             sys.exit(SKIP)
         import peers
 
+        fn = peers.DUCKDB_VARIANTS[variant]
         con = duckdb.connect()
         if threads is not None:
             con.execute(f"SET threads = {int(threads)}")
-        return (lambda t: peers.duckdb_cohorts(t, horizon=horizon, con=con)), (lambda r: r), duckdb.__version__
+        return (lambda t: fn(t, horizon=horizon, con=con)), (lambda r: r), duckdb.__version__
     raise SystemExit(f"unknown engine {engine!r}")
 
 
@@ -268,19 +299,37 @@ def report(results: dict[str, dict[str, Any]], meta: dict[str, Any], args: argpa
                 mem,
             ]
         )
+    tail = []
+    peers_mod = _peers()
+    for tool in ("polars", "duckdb"):
+        timed = {
+            n: min(r["times"]) for n, r in results.items() if canonical(n).startswith(tool + ":") and canonical(n) not in peers_mod.NOT_GENERAL
+        }
+        if timed:
+            fastest = min(timed, key=timed.__getitem__)
+            line = f"fastest {tool}: {fastest} ({canonical(fastest)}), best {timed[fastest]:.3f} s"
+            if base is not None:
+                line += f"; ltrcore is {timed[fastest] / min(base['times']):.1f}x faster"
+            tail.append(line)
     if args.markdown:
         lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
         lines += ["| " + " | ".join(row) + " |" for row in table]
-        return head + "\n\n" + "\n".join(lines)
+        return head + "\n\n" + "\n".join(lines + [""] + tail)
     widths = [max(len(c), *(len(row[i]) for row in table)) for i, c in enumerate(cols)]
     fmt = lambda row: "  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(row, widths)))  # noqa: E731
-    return "\n".join([head, fmt(cols), *(fmt(row) for row in table)])
+    return "\n".join([head, fmt(cols), *(fmt(row) for row in table), *tail])
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=parse_rows, default=parse_rows("2M"), help="order rows, e.g. 200k, 2M, 20M (default 2M)")
-    p.add_argument("--engines", default=",".join(ENGINES), help="comma-separated subset of ltrcore,polars,duckdb")
+    p.add_argument(
+        "--engines",
+        default=",".join(ENGINES),
+        help="comma-separated list of ltrcore, polars, duckdb (each peer's fastest variant) or tool:variant, "
+        "e.g. polars:plain,duckdb:window (the variants are peers.POLARS_VARIANTS and peers.DUCKDB_VARIANTS)",
+    )
+    p.add_argument("--variants", action="store_true", help="run ltrcore and every variant of both peers (overrides --engines)")
     p.add_argument("--threads", type=int, default=None, help="threads for every engine (default: all cores)")
     p.add_argument("--repeat", type=int, default=3, help="timed runs per engine process; reports the first and the best (default 3)")
     p.add_argument(
@@ -296,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     p.add_argument("--json", type=Path, default=None, help="also write the raw measurements here")
     # worker mode (internal)
-    p.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
+    p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -305,10 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         worker(args)
         return 0
 
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-    unknown = sorted(set(engines) - set(ENGINES))
+    engines = all_engines() if args.variants else [e.strip() for e in args.engines.split(",") if e.strip()]
+    known = set(ENGINES) | set(all_engines())
+    unknown = sorted(set(engines) - known)
     if unknown:
-        p.error(f"unknown engines {unknown}; choose from {', '.join(ENGINES)}")
+        p.error(f"unknown engines {unknown}; choose from {', '.join(sorted(known))}")
     if args.repeat < 1 or args.rounds < 1:
         p.error("--repeat and --rounds must be >= 1")
 
