@@ -411,8 +411,10 @@ PRINTED_COHORTS = 40
 
 
 def _print_metrics(table: Any, spend: Any, margin: float | None, discount_rate: float) -> None:
+    from . import metrics as metrics_of
+
     metrics = table.metrics(spend=spend, margin=margin, discount_rate=discount_rate, projected="auto")
-    profit = margin is not None or table.has_profit  # LTV from a margin, or from the orders' cost
+    profit = metrics_of._judges_profit(table, margin)  # LTV from a margin, or from the orders' cost
     # One basis per table: per customer beside CAC, per signup without it.
     if spend is None:
         columns = [*table.by, "cohort", "cohort_size", "observed_ages", "ltr", *(["ltv", "clv"] if profit else [])]
@@ -455,8 +457,10 @@ def _channel_view(channels: pl.DataFrame, by: list[str], money: bool, profit: bo
 
 
 def _print_channels(table: Any, spend: Any, margin: float | None, discount_rate: float) -> None:
+    from . import metrics as metrics_of
+
     channels = table.channels(spend=spend, margin=margin, discount_rate=discount_rate)
-    profit = margin is not None or table.has_profit
+    profit = metrics_of._judges_profit(table, margin)
     view = _channel_view(channels, table.by, spend is not None, profit)
     with pl.Config(tbl_rows=40, tbl_cols=view.width, fmt_str_lengths=60, float_precision=2, tbl_width_chars=250,
                    tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True):  # fmt: skip

@@ -670,12 +670,6 @@ CHANNEL_PROFIT_COLUMNS = (
 )  # fmt: skip
 
 
-def _margin_or_one(margin: Any) -> Any:
-    """The margin to compute with: without one, revenue-based values (margin 1) whose profit columns
-    are then dropped to null by ``_without``."""
-    return 1 if margin is None else margin
-
-
 def _costs(table: CohortTable, spend: Any, cac: Any, margin: Any) -> tuple[pl.DataFrame, Costs]:
     """The spend and margin per cohort, floats and exact. Orders with their cost give each cohort
     its realized margin (and the values their exact profit), so a margin is refused beside them."""
@@ -686,7 +680,8 @@ def _costs(table: CohortTable, spend: Any, cac: Any, margin: Any) -> tuple[pl.Da
                 f"(got margin={margin!r})"
             )
         return _with_realized_margins(table, *_spend_per_cohort(table, spend, cac, 1))
-    return _spend_per_cohort(table, spend, cac, _margin_or_one(margin))
+    # Without a margin: revenue-based values (margin 1), whose profit columns ``_without`` nulls.
+    return _spend_per_cohort(table, spend, cac, 1 if margin is None else margin)
 
 
 def _judges_profit(table: CohortTable, margin: Any) -> bool:
@@ -923,19 +918,22 @@ def _exact_cumulative(table: CohortTable, long: pl.DataFrame, column: str) -> di
     return out
 
 
-def _exact_values(table: CohortTable, costs: Costs) -> dict[tuple[Any, ...], list[Fraction]]:
+def _exact_values(
+    table: CohortTable, costs: Costs, revenue: dict[tuple[Any, ...], list[Fraction]]
+) -> dict[tuple[Any, ...], list[Fraction]]:
     """Per (segment…, cohort): the exact cumulative value (the LTV's numerator) at each complete
-    age: the orders' profit when they carry their cost, else margin × revenue."""
+    age: the orders' profit when they carry their cost, else margin × ``revenue`` (``_exact_revenue``)."""
     if table.has_profit:
         return _exact_cumulative(table, table._long_with_exact_profit(), "profit_exact")
-    return {key: [costs[key][1] * c for c in cum] for key, cum in _exact_revenue(table).items()}
+    return {key: [costs[key][1] * c for c in cum] for key, cum in revenue.items()}
 
 
 def _with_realized_margins(table: CohortTable, frame: pl.DataFrame, costs: Costs) -> tuple[pl.DataFrame, Costs]:
     """With per-order costs, each cohort's margin is its realized one, profit ÷ revenue to date:
     what a projection of its revenue is turned into value with (observed values use the exact
     profit itself). A cohort without revenue to date has margin 0."""
-    revenue, profit = _exact_revenue(table), _exact_values(table, costs)
+    revenue = _exact_revenue(table)
+    profit = _exact_values(table, costs, revenue)
     realized: Costs = {}
     for key, (spend, _) in costs.items():
         r, p = (revenue.get(key) or [Fraction(0)])[-1], (profit.get(key) or [Fraction(0)])[-1]
@@ -961,7 +959,7 @@ def _decide(
     the LTV: to date, or to the horizon on the projection."""
     keys = _keys(table)
     cum = _exact_revenue(table)
-    cum_value = _exact_values(table, costs)
+    cum_value = _exact_values(table, costs, cum)
     h = table.horizon
     out = []
     for r in per.select([*keys, "cohort_size", "customers", "ltr", "__projection"]).iter_rows(named=True):
@@ -1101,7 +1099,8 @@ def channels(
     costs, exact_costs = _costs(table, spend, cac, margin)
     keys = _keys(table)
     per = _metrics_of(table, costs, exact_costs, rate, mode)
-    cum, cum_value = _exact_revenue(table), _exact_values(table, exact_costs)
+    cum = _exact_revenue(table)
+    cum_value = _exact_values(table, exact_costs, cum)
     h = table.horizon
     curves: dict[tuple[Any, ...], list[float]] = {}
     for row in project(table).sort([*keys, "age"], nulls_last=True).group_by(keys, maintain_order=True).agg(pl.col("ltr")).iter_rows(named=True):

@@ -800,7 +800,7 @@ def render_html(
     """
     charts = _Charts()  # imports matplotlib (or raises) before any work
     money = spend is not None or cac is not None
-    profit = margin is not None or table.has_profit
+    profit = _metrics._judges_profit(table, margin)
     m = table.metrics(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac, projected="auto")
     per_channel = table.channels(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac)
     summary = table.summary(spend=spend, margin=margin, discount_rate=discount_rate, cac=cac) if money else None
