@@ -415,3 +415,20 @@ def test_parquet_scale_runs_every_job_and_ltrcore_agrees_with_the_peers(tmp_path
     assert "| signup | ltrcore |" in ps.table_text(results, ps.manifest_of(tmp_path / "d"))
     got = peers.from_ltrcore(_ltrcore_cohorts(str(tmp_path / "d" / "orders")), HORIZON)
     _assert_same(got, peers.polars_cohorts(pl.read_parquet(tmp_path / "d" / "orders").to_arrow()), ("ltrcore", "polars"))
+
+
+def test_parquet_scale_draws_repeat_orders_in_proportion_to_the_rates_of_the_users_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Users 0..999 with rates 1 or 3 (every fourth), users 1000..1999 dead in the slice: 200k draws
+    land on the living only, on each in proportion to its rate, at times inside the slice."""
+    ps = _parquet_scale(monkeypatch)
+    n = 2_000
+    rate = np.where(np.arange(n) % 4 == 0, 3.0, 1.0)
+    end = np.where(np.arange(n) < 1_000, 10_000, 50)
+    users = ps.Users(np.zeros(n, np.int64), end.astype(np.int64), np.cumsum(rate), np.ones(n, np.float32), 0)
+    user, ts = ps.draw_repeats(np.random.default_rng(0), users, n, 100, 1_100, 200_000)
+    assert len(user) == 200_000 and user.max() < 1_000 and ts.min() >= 100 and ts.max() < 1_100
+    counts = np.bincount(user, minlength=1_000)
+    heavy, light = counts[::4].mean(), np.delete(counts, np.s_[::4]).mean()
+    assert heavy / light == pytest.approx(3.0, rel=0.03)
+    # no bias towards early or late users among the light ones
+    assert np.delete(counts, np.s_[::4])[:375].mean() / np.delete(counts, np.s_[::4])[375:].mean() == pytest.approx(1.0, rel=0.03)
