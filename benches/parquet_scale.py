@@ -473,14 +473,24 @@ def _run_worker(job: str, directory: Path, threads: int | None) -> dict[str, Any
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run(rows: int, directory: Path, *, users: int | None = None, threads: int | None = None, repeat: int = 1, seed: int = 0) -> list[dict]:
+def run(
+    rows: int,
+    directory: Path,
+    *,
+    users: int | None = None,
+    threads: int | None = None,
+    repeat: int = 1,
+    seed: int = 0,
+    jobs: tuple[str, ...] = JOBS,
+) -> list[dict]:
     """Generates the dataset if it is not there yet, then times the floor and both cohort kinds, each
-    run in a fresh process, ``repeat`` times (best wall time and highest peak kept)."""
+    run in a fresh process, ``repeat`` times (best wall time and highest peak kept). Ratios are to
+    the floor, so ``jobs`` without ``floor`` gives none (1.0)."""
     manifest = generate(rows, Path(directory), users=users, seed=seed)
     assert manifest is not None
     results: list[dict] = []
     floor_s = None
-    for job in JOBS:
+    for job in jobs:
         runs = [_run_worker(job, Path(directory), threads) for _ in range(repeat)]
         for r in runs:
             if r["rows_read"] != manifest["rows"]:
@@ -549,6 +559,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--jobs", default=",".join(JOBS), help=f"comma-separated, of {', '.join(JOBS)}")
     ap.add_argument("--generate-only", action="store_true", help="write the dataset and stop")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop generating after this long; run again to go on")
     ap.add_argument("--worker", choices=JOBS, help=argparse.SUPPRESS)
@@ -565,7 +576,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.generate_only:
         print(table_text([], manifest).strip())
         return 0
-    results = run(args.rows, args.parquet, users=args.users, threads=args.threads, repeat=args.repeat, seed=args.seed)
+    jobs = tuple(j for j in args.jobs.split(",") if j)
+    if unknown := [j for j in jobs if j not in JOBS]:
+        ap.error(f"unknown jobs {unknown}; choose from {', '.join(JOBS)}")
+    results = run(args.rows, args.parquet, users=args.users, threads=args.threads, repeat=args.repeat, seed=args.seed, jobs=jobs)
     print(table_text(results, manifest_of(args.parquet)))
     return 0
 
