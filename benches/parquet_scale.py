@@ -446,7 +446,13 @@ def worker(job: str, directory: Path, threads: int | None) -> dict[str, Any]:
         import ltrcore
 
         calls: list[tuple[float, str, int]] = []
-        kw: dict[str, Any] = {"horizon": 12, "period": "month", "tz": "UTC", "progress": lambda phase, n: calls.append((time.perf_counter(), phase, n))}
+        rss_by_phase: dict[str, float] = {}  # the highest RSS seen at a progress call of each phase
+
+        def note(phase: str, n: int) -> None:
+            calls.append((time.perf_counter(), phase, n))
+            rss_by_phase[phase] = max(rss_by_phase.get(phase, 0.0), _status_mib("VmRSS"))
+
+        kw: dict[str, Any] = {"horizon": 12, "period": "month", "tz": "UTC", "progress": note}
         if threads is not None:
             kw["threads"] = threads
         if job == "signup":
@@ -459,8 +465,15 @@ def worker(job: str, directory: Path, threads: int | None) -> dict[str, Any]:
         phases: dict[str, int] = {}
         for _, phase, n in calls:
             phases[phase] = max(phases.get(phase, 0), n)
-        progress = {"progress_max_gap_s": max(b - a for a, b in zip(times, times[1:])) if calls else wall, "progress_rows": phases}
-    return {"job": job, "wall_s": wall, "peak_rss_mib": _status_mib("VmHWM"), "rows_read": rows, **progress}
+        progress = {
+            "progress_max_gap_s": max(b - a for a, b in zip(times, times[1:])) if calls else wall,
+            "progress_rows": phases,
+            "rss_by_phase_mib": {p: round(v) for p, v in rss_by_phase.items()},
+        }
+    import pyarrow as pa
+
+    return {"job": job, "wall_s": wall, "peak_rss_mib": _status_mib("VmHWM"), "rows_read": rows,
+            "arrow_pool_max_mib": round(pa.default_memory_pool().max_memory() / 2**20), **progress}  # fmt: skip
 
 
 def _run_worker(job: str, directory: Path, threads: int | None) -> dict[str, Any]:
@@ -512,6 +525,7 @@ def run(
         if "progress_max_gap_s" in runs[0]:
             row["progress_max_gap_s"] = max(r["progress_max_gap_s"] for r in runs)
             row["progress_rows"] = runs[0]["progress_rows"]
+        print(f"  {job}: " + json.dumps(runs), file=sys.stderr, flush=True)
         results.append(row)
     return results
 
