@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -73,3 +74,27 @@ def test_the_progress_bar_shows_percent_and_eta_of_a_directory_in_every_pass(dir
         expected = f" / {USERS:,} rows (" if phase == "signups: " else total
         assert all(expected in line and ", ETA " in line for line in drawn), (phase, drawn)
         assert any("(100%)" in line for line in drawn), (phase, drawn)
+
+
+def test_signups_from_files_give_the_table_s_numbers(directory: Path, tmp_path: Path) -> None:
+    """Signup files without ``by`` are streamed by the engine, not read whole first: the numbers are
+    those of the same signups in memory, from one file or from a directory of them."""
+    signups = pq.read_table(directory / "signups.parquet")
+    (tmp_path / "signups").mkdir()
+    pq.write_table(signups.slice(0, 1_000), tmp_path / "signups" / "a.parquet")
+    pq.write_table(signups.slice(1_000), tmp_path / "signups" / "b.parquet")
+    expected = ltrcore.cohorts(str(directory / "orders"), signups=signups, horizon=6)
+    for path in (directory / "signups.parquet", tmp_path / "signups"):
+        got = ltrcore.cohorts(str(directory / "orders"), signups=str(path), horizon=6)
+        assert got.to_polars().equals(expected.to_polars())
+        assert got.signups_reconciliation.equals(expected.signups_reconciliation)
+
+
+def test_signups_file_of_string_ids_without_orders(tmp_path: Path) -> None:
+    """A slice of users who signed up and never ordered, from a file: their ids keep their type."""
+    path = tmp_path / "signups.parquet"
+    pq.write_table(pa.table({"user_id": ["a", "b"], "signup_ts": pa.array([1_704_067_200_000_000] * 2, pa.timestamp("us", "UTC"))}), path)
+    acc = ltrcore.Accumulator(ltrcore.CohortSpec(cohort="signup", horizon=3))
+    acc.update_signups(str(path))
+    table = acc.finish().finalize(as_of="2024-06-01")
+    assert table.signups_reconciliation.filter(pl.col("reason") == "used")["rows"].to_list() == [2]
