@@ -463,12 +463,17 @@ def worker(job: str, directory: Path, threads: int | None) -> dict[str, Any]:
         rows = int(table.reconciliation["rows"].sum())
         times = [t0, *(t for t, _, _ in calls)]
         phases: dict[str, int] = {}
-        for _, phase, n in calls:
+        starts: dict[str, float] = {}  # seconds from the call's start to each phase's first report
+        for t, phase, n in calls:
             phases[phase] = max(phases.get(phase, 0), n)
+            starts.setdefault(phase, round(t - t0, 1))
+        gaps = [(b - a, p) for a, (b, p) in zip(times, [(t, ph) for t, ph, _ in calls])]
         progress = {
             "progress_max_gap_s": max(b - a for a, b in zip(times, times[1:])) if calls else wall,
             "progress_rows": phases,
             "rss_by_phase_mib": {p: round(v) for p, v in rss_by_phase.items()},
+            "phase_starts_s": starts,
+            "longest_gap_before": max(gaps)[1] if gaps else None,
         }
     import pyarrow as pa
 
