@@ -77,8 +77,7 @@ def test_the_progress_bar_shows_percent_and_eta_of_a_directory_in_every_pass(dir
 
 
 def test_signups_from_files_give_the_table_s_numbers(directory: Path, tmp_path: Path) -> None:
-    """Signup files without ``by`` are streamed by the engine, not read whole first: the numbers are
-    those of the same signups in memory, from one file or from a directory of them."""
+    """Signups from one file or from a directory of them give the numbers of the same signups in memory."""
     signups = pq.read_table(directory / "signups.parquet")
     (tmp_path / "signups").mkdir()
     pq.write_table(signups.slice(0, 1_000), tmp_path / "signups" / "a.parquet")

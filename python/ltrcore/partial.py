@@ -18,7 +18,6 @@ fingerprint.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -28,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import _core
-from .adapters import SEGMENT_CODE, Batches, SegmentCoder, Source, chain, check_pieces, read_whole, resolve
+from .adapters import SEGMENT_CODE, SegmentCoder, Source, chain, check_pieces, read_whole, resolve
 from .exceptions import ColumnNotFoundError, ExcludedRowsWarning, InvalidArgumentError
 from .spec import PARTIAL_FORMAT_VERSION, CohortSpec, check_int, min_amount_parts
 from .table import CohortTable
@@ -316,9 +315,7 @@ class Accumulator:
     they are (read at ``finish()``), and one-shot streams (readers, iterators) until ``finish()``
     reads them. First-purchase cohorts need each user's earliest paying order before any order can
     be attributed, so the engine reads the orders twice (a one-shot stream is buffered by the engine
-    between the two readings). Signups are read whole at ``update_signups`` (one row per user),
-    except files without ``by``, which are streamed at ``finish()`` like the orders: 40M users'
-    signups would otherwise hold 640 MB.
+    between the two readings). Signups are read whole at ``update_signups`` (one row per user).
     """
 
     def __init__(
@@ -344,7 +341,7 @@ class Accumulator:
         self._chunk_rows = DEFAULT_CHUNK_ROWS if _chunk_rows is None else check_int("_chunk_rows", _chunk_rows, 1, 1 << 24)
         self._cells_budget = None if _cells_budget is None else check_int("_cells_budget", _cells_budget, 0, 1 << 62)
         self._orders: list[Any] = []
-        self._signups: list[pa.Table | Source] = []
+        self._signups: list[pa.Table] = []
         self._activity: list[Any] = []
         self._finished = False
 
@@ -368,12 +365,7 @@ class Accumulator:
         spec = self.spec
         if spec.cohort != "signup":
             raise InvalidArgumentError("signups were given, but the spec has cohort='first_purchase'; use cohort='signup'")
-        columns = [str(spec.signup_user), spec.signup_ts, *spec.by_columns]
-        if isinstance(signups, (str, os.PathLike)) and not spec.by_columns:
-            # Streamed by the engine; the segment coder needs the whole table, so with ``by`` it is read.
-            self._signups.append(resolve(signups, columns, table="signups"))
-        else:
-            self._signups.append(read_whole(signups, columns, table="signups"))
+        self._signups.append(read_whole(signups, [str(spec.signup_user), spec.signup_ts, *spec.by_columns], table="signups"))
         return self
 
     def update_activity(self, activity: Any) -> Accumulator:
@@ -409,9 +401,7 @@ class Accumulator:
         by = spec.by_columns
         coder = SegmentCoder(by) if by else None
         signup_source: Source | None = None
-        if self._signups and not all(isinstance(p, pa.Table) for p in self._signups):
-            signup_source = chain([p if isinstance(p, Source) else _held(p) for p in self._signups], table="signups")
-        elif self._signups:
+        if self._signups:
             signups = _concat(self._signups, "signups")
             if coder is not None:
                 missing = [c for c in by if c not in signups.column_names]
@@ -484,7 +474,7 @@ def _cost(spec: CohortSpec) -> list[str]:
 def _user_type(pieces: list[Any], user: str) -> pa.DataType:
     """The user id's dtype in the first piece that shows it without being read (int64 otherwise)."""
     for piece in pieces:
-        if isinstance(piece, (pa.RecordBatch, pa.Table, Batches)) and user in piece.schema.names:
+        if isinstance(piece, (pa.RecordBatch, pa.Table)) and user in piece.schema.names:
             return piece.schema.field(user).type
     return pa.int64()
 
