@@ -46,14 +46,12 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
 FORMAT = 1  # bump when the generated data changes: a manifest with another format regenerates
 ORDERS_PER_USER = 25
 MONTHS = 24
@@ -467,7 +465,7 @@ def worker(job: str, directory: Path, threads: int | None) -> dict[str, Any]:
         for t, phase, n in calls:
             phases[phase] = max(phases.get(phase, 0), n)
             starts.setdefault(phase, round(t - t0, 1))
-        gaps = [(b - a, p) for a, (b, p) in zip(times, [(t, ph) for t, ph, _ in calls])]
+        gaps = [(b - a, phase) for a, (b, phase, _) in zip(times, calls)]
         progress = {
             "progress_max_gap_s": max(b - a for a, b in zip(times, times[1:])) if calls else wall,
             "progress_rows": phases,
