@@ -321,3 +321,114 @@ def test_state_bench_runs_and_agrees(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "cross-check: the state's table equals the full recompute's" in done.stdout
+
+
+# --------------------------------------------------------------------------------------------------
+# parquet_scale.py: the bigger-than-RAM dataset and its runner
+
+
+def _parquet_scale(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """``parquet_scale.py`` with small row groups and files, so that a tiny dataset has several of each."""
+    mod = _load("ltrcore_bench_parquet_scale", HERE / "parquet_scale.py")
+    monkeypatch.setattr(mod, "ROW_GROUP_ROWS", 20_000)
+    monkeypatch.setattr(mod, "FILE_GROUPS", 4)
+    monkeypatch.setattr(mod, "SIGNUP_GROUP_ROWS", 5_000)
+    return mod
+
+
+def test_parquet_scale_writes_a_consistent_time_ordered_order_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exactly the rows and users asked for, 3 % refunds, several files of several row groups, the
+    log in time order, and every user's orders consistent: the first one a purchase, at or after the
+    signup; a refund after a purchase of the same user."""
+    ps = _parquet_scale(monkeypatch)
+    manifest = ps.generate(300_000, tmp_path / "d", users=10_000, seed=1)
+    assert manifest is not None and manifest["complete"] and (manifest["rows"], manifest["users"]) == (300_000, 10_000)
+    files = sorted((tmp_path / "d" / "orders").glob("*.parquet"))
+    assert len(files) == manifest["orders_files"] >= 3
+    import pyarrow.parquet as pq
+
+    assert all(pq.ParquetFile(f).metadata.num_row_groups >= 2 for f in files[:-1])
+    orders = pl.read_parquet(files)
+    signups = pl.read_parquet(tmp_path / "d" / "signups")
+    assert orders.height == 300_000 and orders.schema == pl.Schema(
+        {"user_id": pl.Int64, "ts": pl.Datetime("us", "UTC"), "amount": pl.Float64}
+    )
+    assert orders["ts"].is_sorted()
+    assert orders.filter(pl.col("amount") < 0).height == round(0.03 * 300_000)
+    assert signups.height == 10_000 and signups["user_id"].n_unique() == 10_000
+    per_user = orders.group_by("user_id").agg(
+        first=pl.col("ts").min(),
+        first_paid=pl.col("ts").filter(pl.col("amount") > 0).min(),
+        first_refund=pl.col("ts").filter(pl.col("amount") < 0).min(),
+    )
+    joined = per_user.join(signups, on="user_id", how="full", coalesce=True)
+    assert joined.height == 10_000 and joined["first"].null_count() == 0 and joined["signup_ts"].null_count() == 0
+    assert (joined["signup_ts"] <= joined["first"]).all()
+    assert (joined["first"] == joined["first_paid"]).all()
+    assert joined.filter(pl.col("first_refund") <= pl.col("first_paid")).height == 0
+
+
+def test_parquet_scale_is_seeded_resumable_and_regenerates_on_another_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ps = _parquet_scale(monkeypatch)
+    whole = ps.generate(200_000, tmp_path / "whole")
+    pieces = 0
+    while ps.generate(200_000, tmp_path / "pieces", max_seconds=0) is None:  # one file a call
+        pieces += 1
+    assert whole is not None and pieces >= 2
+    names = [p.relative_to(tmp_path / "whole") for p in sorted((tmp_path / "whole").rglob("*.parquet"))]
+    assert names == [p.relative_to(tmp_path / "pieces") for p in sorted((tmp_path / "pieces").rglob("*.parquet"))]
+    for name in names:
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "pieces" / name).read_bytes(), name
+    before = (tmp_path / "whole" / names[0]).read_bytes()
+    again = ps.generate(200_000, tmp_path / "whole", seed=7)
+    assert again is not None and again["seed"] == 7 and (tmp_path / "whole" / names[0]).read_bytes() != before
+
+
+def test_parquet_scale_refuses_a_dataset_the_disk_cannot_hold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ps = _parquet_scale(monkeypatch)
+    monkeypatch.setattr(ps, "BYTES_PER_ROW_ESTIMATE", 1e12)
+    with pytest.raises(SystemExit, match="refusing to write 100,000 orders"):
+        ps.generate(100_000, tmp_path / "d")
+    assert not (tmp_path / "d" / "orders").exists()
+
+
+def test_parquet_scale_runs_every_job_and_ltrcore_agrees_with_the_peers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run`` at a small size: the floor, ltrcore's scan and both cohort kinds, each in a fresh
+    process that reads every row; ltrcore on the directory gives the peers' numbers on its rows."""
+    _ltrcore()
+    ps = _parquet_scale(monkeypatch)
+    results = ps.run(200_000, tmp_path / "d", repeat=1)
+    assert [(r["job"], r["tool"]) for r in results] == [
+        ("scan", "pyarrow scan (floor)"),
+        ("scan", "pyarrow scan as ltrcore reads"),
+        ("first purchase", "ltrcore"),
+        ("signup", "ltrcore"),
+    ]
+    for r in results:
+        assert {"rows", "users", "key_type", "job", "tool", "wall_s", "rows_per_s", "peak_rss_mib", "ratio"} <= r.keys()
+        assert (r["rows"], r["users"], r["key_type"]) == (200_000, 8_000, "int64 sparse") and r["peak_rss_mib"] > 0
+    assert results[0]["ratio"] == 1.0
+    assert results[2]["progress_rows"]["orders: first purchases"] == results[2]["progress_rows"]["orders"] == 200_000
+    assert results[3]["progress_rows"]["signups"] == 8_000 and results[3]["progress_rows"]["orders"] == 200_000
+    assert "| signup | ltrcore |" in ps.table_text(results, ps.manifest_of(tmp_path / "d"))
+    got = peers.from_ltrcore(_ltrcore_cohorts(str(tmp_path / "d" / "orders")), HORIZON)
+    _assert_same(got, peers.polars_cohorts(pl.read_parquet(tmp_path / "d" / "orders").to_arrow()), ("ltrcore", "polars"))
+
+
+def test_parquet_scale_draws_repeat_orders_in_proportion_to_the_rates_of_the_users_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Users 0..999 with rates 1 or 3 (every fourth), users 1000..1999 dead in the slice: 200k draws
+    land on the living only, on each in proportion to its rate, at times inside the slice."""
+    ps = _parquet_scale(monkeypatch)
+    n = 2_000
+    rate = np.where(np.arange(n) % 4 == 0, 3.0, 1.0)
+    end = np.where(np.arange(n) < 1_000, 10_000, 50)
+    users = ps.Users(np.zeros(n, np.int64), end.astype(np.int64), np.cumsum(rate), np.ones(n, np.float32), 0)
+    user, ts = ps.draw_repeats(np.random.default_rng(0), users, n, 100, 1_100, 200_000)
+    assert len(user) == 200_000 and user.max() < 1_000 and ts.min() >= 100 and ts.max() < 1_100
+    counts = np.bincount(user, minlength=1_000)
+    heavy, light = counts[::4].mean(), np.delete(counts, np.s_[::4]).mean()
+    assert heavy / light == pytest.approx(3.0, rel=0.03)
+    # no bias towards early or late users among the light ones
+    assert np.delete(counts, np.s_[::4])[:375].mean() / np.delete(counts, np.s_[::4])[375:].mean() == pytest.approx(1.0, rel=0.03)
