@@ -225,3 +225,36 @@ def test_a_changed_dictionary_at_the_same_length_is_read_again() -> None:
     # a: month 0 then 2 (via "a" in batch 2), b: month 0 then 2, c: month 1
     sizes = got.to_polars().filter(pl.col("age") == 0)["cohort_size"].to_list()
     assert sizes == [2, 1], sizes
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_partials_on_dense_ids_merge_as_one_run(threads: int) -> None:
+    """Dense ids are the run's own: partials built on dense keys (the same numbers standing for other
+    users in each partial, and given in several batches) merge, through their Arrow layout as Spark
+    moves them, into the result of one run over all the users with ids of their own."""
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    n, users = 4_000, 300
+    owner = rng.integers(0, users, n)  # the true user of each row
+    ts = pa.array(T0 + rng.integers(0, 300, n) * DAY, pa.int64()).cast(pa.timestamp("s", "UTC"))
+    amount = pa.array(np.round(rng.normal(30, 40, n), 2))
+
+    def orders(ids: Any) -> pa.Table:
+        return pa.table({"user_id": pa.array(ids, pa.int64()), "ts": ts, "amount": amount})
+
+    # one run: every user its own sparse id
+    want, _ = cohorts(orders(owner * SPARSE_STEP + SPARSE_BASE), user="user_id", ts="ts", amount="amount", horizon=6, threads=threads)
+    # three slices of users: dense 0..99 for each of the first two (the same numbers, other users),
+    # and the rest dense from 5,000
+    slices = [(0, 100, 0), (100, 200, -100), (200, users, 5_000 - 200)]
+    spec = ltrcore.CohortSpec(horizon=6)
+    parts = []
+    for lo, hi, shift in slices:
+        rows = np.flatnonzero((owner >= lo) & (owner < hi))
+        table = orders(owner + shift).take(pa.array(rows))
+        acc = ltrcore.Accumulator(spec, threads=threads)
+        for piece in split_batches(table, [len(rows) // 3, len(rows) // 2]):
+            acc.update(piece)
+        parts.append(ltrcore.Partial.from_arrow(acc.finish().to_arrow()))
+    assert_same_result(want, ltrcore.merge(parts).finalize())

@@ -1266,6 +1266,70 @@ fn dictionary_codes(codes: &IntUsers<'_>, value_keys: &[u64], lo: usize, hi: usi
     }
 }
 
+/// The smallest and largest integer user key of a table's batches, nulls skipped:
+/// what decides whether a run's ids are dense (`kernel::dense_ids`). Keys are compared as the
+/// family has them: signed keys as i64, uint64 keys as u64.
+#[derive(Default)]
+pub struct KeyBounds {
+    /// Keys with the sign bit flipped for signed families, so that u64 order is the keys' order.
+    lo: u64,
+    hi: u64,
+    seen: bool,
+}
+
+impl KeyBounds {
+    /// Takes in a batch's keys; false when its user column does not hold plain integers.
+    pub fn add(&mut self, batch: &RecordBatch, set: &ColumnSet) -> bool {
+        let col = batch.column(set.user.0);
+        let Some(ints) = IntUsers::of(col.as_ref()) else { return false };
+        let flip = self.flip(set);
+        let nulls = counted_nulls(col.as_ref()).filter(|n| n.null_count() > 0);
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        macro_rules! bounds {
+            ($v:expr, $to_key:expr) => {{
+                let to_key = $to_key;
+                match &nulls {
+                    None => $v.iter().for_each(|&x| {
+                        let k = to_key(x) ^ flip;
+                        lo = lo.min(k);
+                        hi = hi.max(k);
+                    }),
+                    Some(n) => $v.iter().enumerate().filter(|(i, _)| n.is_valid(*i)).for_each(|(_, &x)| {
+                        let k = to_key(x) ^ flip;
+                        lo = lo.min(k);
+                        hi = hi.max(k);
+                    }),
+                }
+            }};
+        }
+        match ints {
+            IntUsers::I8(v) => bounds!(v, |x: i8| x as i64 as u64),
+            IntUsers::I16(v) => bounds!(v, |x: i16| x as i64 as u64),
+            IntUsers::I32(v) => bounds!(v, |x: i32| x as i64 as u64),
+            IntUsers::I64(v) => bounds!(v, |x: i64| x as u64),
+            IntUsers::U8(v) => bounds!(v, |x: u8| x as u64),
+            IntUsers::U16(v) => bounds!(v, |x: u16| x as u64),
+            IntUsers::U32(v) => bounds!(v, |x: u32| x as u64),
+            IntUsers::U64(v) => bounds!(v, |x: u64| x),
+        }
+        if lo <= hi {
+            (self.lo, self.hi) = if self.seen { (self.lo.min(lo), self.hi.max(hi)) } else { (lo, hi) };
+            self.seen = true;
+        }
+        true
+    }
+
+    fn flip(&self, set: &ColumnSet) -> u64 {
+        if set.family == UserFamily::Signed { 1 << 63 } else { 0 }
+    }
+
+    /// The smallest and largest key, if any row had one.
+    pub fn range(&self, set: &ColumnSet) -> Option<(u64, u64)> {
+        let flip = self.flip(set);
+        self.seen.then_some((self.lo ^ flip, self.hi ^ flip))
+    }
+}
+
 /// A column's logical nulls with the count taken from the bits, not from the producer: a wrong
 /// count imported through the C data interface would make nulls read as values.
 fn counted_nulls(array: &dyn Array) -> Option<NullBuffer> {
