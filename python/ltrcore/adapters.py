@@ -271,6 +271,18 @@ def resolve(data: Any, columns: Sequence[str], *, table: str) -> Source:
         return resolve(pa.Table.from_batches([data]), cols, table=table)
     if isinstance(data, pl.DataFrame):
         df = data.select(cols) if _present(data.columns, cols) else data
+        if any(isinstance(dtype, (pl.Categorical, pl.Enum)) for dtype in df.schema.values()):
+            # Polars builds a categorical's Arrow dictionary anew at every export (seconds for
+            # millions of categories), and the orders are read twice: export once and keep the table,
+            # whose dictionary the engine then recognises at the second reading.
+            exported: list[pa.Table] = []
+
+            def export_once() -> pa.Table:
+                if not exported:
+                    exported.append(df.to_arrow())
+                return exported[0]
+
+            return Source(export_once, reopenable=True, in_memory=True)
         return Source(lambda: df, reopenable=True, in_memory=True)
     if isinstance(data, pl.LazyFrame):
         names = data.collect_schema().names()

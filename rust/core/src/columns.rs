@@ -8,8 +8,10 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_buffer::{NullBuffer, ScalarBuffer};
+use arrow_data::ArrayData;
 use arrow_schema::{DataType, Schema, TimeUnit};
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use foldhash::fast::FixedState;
 use hashbrown::HashTable;
@@ -295,6 +297,17 @@ pub struct Interner {
     /// where its bytes are (so a lookup reads the bucket and then the bytes, nothing in between).
     table: HashTable<Interned>,
     hasher: FixedState,
+    /// The keys of the last dictionary's values, so that batches sharing a dictionary (a
+    /// categorical column, a table whose chunks share one) do not intern its values again.
+    dictionary: Option<DictionaryKeys>,
+}
+
+/// A dictionary's values and their keys. The values are held, not just named by address: their
+/// buffers then cannot be freed and reused by another dictionary while the cache points at them,
+/// and Arrow buffers are immutable, so the same buffers mean the same values.
+struct DictionaryKeys {
+    values: ArrayData,
+    keys: Arc<[u64]>,
 }
 
 #[derive(Clone, Copy)]
@@ -333,6 +346,39 @@ impl Interner {
         table.insert_unique(hash, Interned { hash, key, start: bytes.len(), len: s.len() }, |e| e.hash);
         bytes.extend_from_slice(s);
         Ok(key)
+    }
+
+    /// The key of every value of a dictionary (`u64::MAX` for a null value). Batches that share
+    /// the dictionary (the same buffers), or whose dictionary holds the same values again, reuse
+    /// the keys found for the first; a dictionary that starts with the last one's values (one that
+    /// grows from batch to batch) has only its new values interned. So a categorical column costs
+    /// each row an index into this array, and each batch at most one comparison of dictionaries.
+    fn dictionary_keys(&mut self, values: &ArrayRef, poll: &mut dyn FnMut() -> Result<()>) -> Result<Arc<[u64]>> {
+        let data = values.to_data();
+        let mut known: &[u64] = &[];
+        if let Some(cached) = &self.dictionary {
+            if cached.values.ptr_eq(&data) {
+                return Ok(cached.keys.clone());
+            }
+            let n = cached.values.len();
+            if data.len() >= n && data.data_type() == cached.values.data_type() && data.slice(0, n) == cached.values {
+                known = &cached.keys;
+            }
+        }
+        let n = known.len();
+        let mut keys = Vec::new();
+        keys.try_reserve_exact(data.len()).map_err(|_| out_of_memory(data.len() * 8, "the keys of a dictionary's values"))?;
+        keys.extend_from_slice(known);
+        if n < data.len() {
+            let more = values.slice(n, data.len() - n);
+            match IntUsers::of(more.as_ref()) {
+                Some(ints) => keys.extend((0..more.len()).map(|i| ints.get(i))),
+                None => keys.extend(self.keys_of(more.as_ref(), poll)?),
+            }
+        }
+        let keys: Arc<[u64]> = keys.into();
+        self.dictionary = Some(DictionaryKeys { values: data, keys: keys.clone() });
+        Ok(keys)
     }
 
     /// Strings interned between two calls of `poll`: a few milliseconds of work.
@@ -429,8 +475,10 @@ impl IntUsers<'_> {
 
 enum UserReader<'a> {
     Ints(IntUsers<'a>),
-    /// Keys computed for the batch up front (strings, dictionaries).
+    /// Keys computed for the batch up front (strings, floats).
     Keys(Vec<u64>),
+    /// Dictionary codes, and the key of each dictionary value (see `Interner::dictionary_keys`).
+    Codes(IntUsers<'a>, Arc<[u64]>),
 }
 
 /// A timestamp column's values: the batch's own buffers, or (text) the values parsed from it.
@@ -773,17 +821,9 @@ impl<'a> BatchView<'a> {
                     // Every key is null (checked above; arrow cannot normalise keys into an empty dictionary).
                     return Self::with_user(batch, set, UserReader::Keys(vec![u64::MAX; user_col.len()]), at);
                 }
-                let value_keys: Vec<u64> = match IntUsers::of(values.as_ref()) {
-                    Some(ints) => (0..values.len()).map(|i| ints.get(i)).collect(),
-                    None => interner.keys_of(values.as_ref(), poll)?,
-                };
-                let idx = dict.normalized_keys();
-                UserReader::Keys(
-                    idx.iter()
-                        .enumerate()
-                        .map(|(i, &k)| if dict.is_valid(i) { value_keys[k] } else { u64::MAX })
-                        .collect(),
-                )
+                let value_keys = interner.dictionary_keys(values, poll)?;
+                let codes = IntUsers::of(dict.keys()).ok_or_else(|| internal_dtype(&set.user.1, user_col.data_type()))?;
+                UserReader::Codes(codes, value_keys)
             }
             DataType::Float32 | DataType::Float64 => {
                 let (keys, nulls) = float_keys(user_col.as_ref(), set)?;
@@ -986,6 +1026,7 @@ impl<'a> BatchView<'a> {
         match &self.user {
             UserReader::Ints(ints) => macro_ints(ints, lo, hi, &mut out.key),
             UserReader::Keys(keys) => out.key.extend_from_slice(&keys[lo..hi]),
+            UserReader::Codes(codes, value_keys) => dictionary_codes(codes, value_keys, lo, hi, &mut out.key),
         }
         out.ts.clear();
         out.period.clear();
@@ -1156,6 +1197,7 @@ impl<'a> BatchView<'a> {
         let user = match &self.user {
             UserReader::Ints(ints) => ints.raw(),
             UserReader::Keys(keys) => raw(keys),
+            UserReader::Codes(codes, _) => codes.raw(),
         };
         let ts = match &self.ts {
             TsReader::Instant(v, _) | TsReader::Local(v, _) | TsReader::Date64(v) => raw(v),
@@ -1201,6 +1243,90 @@ fn macro_ints(ints: &IntUsers<'_>, lo: usize, hi: usize, out: &mut Vec<u64>) {
         IntUsers::U16(v) => out.extend(v[lo..hi].iter().map(|&x| x as u64)),
         IntUsers::U32(v) => out.extend(v[lo..hi].iter().map(|&x| x as u64)),
         IntUsers::U64(v) => out.extend_from_slice(&v[lo..hi]),
+    }
+}
+
+/// The keys of dictionary codes `lo..hi`. A null row's code may be anything (validation skips
+/// them): one outside the dictionary gets a dummy key, as nulls do elsewhere.
+fn dictionary_codes(codes: &IntUsers<'_>, value_keys: &[u64], lo: usize, hi: usize, out: &mut Vec<u64>) {
+    macro_rules! look_up {
+        ($v:expr) => {
+            out.extend($v[lo..hi].iter().map(|&c| value_keys.get(usize::try_from(c).unwrap_or(usize::MAX)).copied().unwrap_or(u64::MAX)))
+        };
+    }
+    match codes {
+        IntUsers::I8(v) => look_up!(v),
+        IntUsers::I16(v) => look_up!(v),
+        IntUsers::I32(v) => look_up!(v),
+        IntUsers::I64(v) => look_up!(v),
+        IntUsers::U8(v) => look_up!(v),
+        IntUsers::U16(v) => look_up!(v),
+        IntUsers::U32(v) => look_up!(v),
+        IntUsers::U64(v) => look_up!(v),
+    }
+}
+
+/// The smallest and largest integer user key of a table's batches, nulls skipped:
+/// what decides whether a run's ids are dense (`kernel::dense_ids`). Keys are compared as the
+/// family has them: signed keys as i64, uint64 keys as u64.
+#[derive(Default)]
+pub struct KeyBounds {
+    /// Keys with the sign bit flipped for signed families, so that u64 order is the keys' order.
+    lo: u64,
+    hi: u64,
+    seen: bool,
+}
+
+impl KeyBounds {
+    /// Takes in a batch's keys; false when its user column does not hold plain integers.
+    pub fn add(&mut self, batch: &RecordBatch, set: &ColumnSet) -> bool {
+        let col = batch.column(set.user.0);
+        let Some(ints) = IntUsers::of(col.as_ref()) else { return false };
+        let flip = self.flip(set);
+        let nulls = counted_nulls(col.as_ref()).filter(|n| n.null_count() > 0);
+        let (mut lo, mut hi) = (u64::MAX, 0u64);
+        macro_rules! bounds {
+            ($v:expr, $to_key:expr) => {{
+                let to_key = $to_key;
+                match &nulls {
+                    None => $v.iter().for_each(|&x| {
+                        let k = to_key(x) ^ flip;
+                        lo = lo.min(k);
+                        hi = hi.max(k);
+                    }),
+                    Some(n) => $v.iter().enumerate().filter(|(i, _)| n.is_valid(*i)).for_each(|(_, &x)| {
+                        let k = to_key(x) ^ flip;
+                        lo = lo.min(k);
+                        hi = hi.max(k);
+                    }),
+                }
+            }};
+        }
+        match ints {
+            IntUsers::I8(v) => bounds!(v, |x: i8| x as i64 as u64),
+            IntUsers::I16(v) => bounds!(v, |x: i16| x as i64 as u64),
+            IntUsers::I32(v) => bounds!(v, |x: i32| x as i64 as u64),
+            IntUsers::I64(v) => bounds!(v, |x: i64| x as u64),
+            IntUsers::U8(v) => bounds!(v, |x: u8| x as u64),
+            IntUsers::U16(v) => bounds!(v, |x: u16| x as u64),
+            IntUsers::U32(v) => bounds!(v, |x: u32| x as u64),
+            IntUsers::U64(v) => bounds!(v, |x: u64| x),
+        }
+        if lo <= hi {
+            (self.lo, self.hi) = if self.seen { (self.lo.min(lo), self.hi.max(hi)) } else { (lo, hi) };
+            self.seen = true;
+        }
+        true
+    }
+
+    fn flip(&self, set: &ColumnSet) -> u64 {
+        if set.family == UserFamily::Signed { 1 << 63 } else { 0 }
+    }
+
+    /// The smallest and largest key, if any row had one.
+    pub fn range(&self, set: &ColumnSet) -> Option<(u64, u64)> {
+        let flip = self.flip(set);
+        self.seen.then_some((self.lo ^ flip, self.hi ^ flip))
     }
 }
 

@@ -42,6 +42,65 @@ pub fn hash_key(key: u64) -> u64 {
     h ^ (h >> 33)
 }
 
+/// How a run turns user keys into the ids its shards keep, and picks each id's shard.
+///
+/// `Hashed`: the id is `hash_key(key)` and the shard comes from its high bits. `Dense`: for integer
+/// keys known to lie in a narrow range from `min` (see `dense_ids`): the key's offset from `min`
+/// (wrapping, so every key has one), whose low `shard_bits` bits pick the shard and whose remaining
+/// bits are the id. Within a shard, the ids of the range are then consecutive numbers, each in a
+/// bucket of its own once the table has as many buckets as the range has ids per shard: probing
+/// ends at the home bucket. Both are one-to-one on keys within a shard, so a key outside the range
+/// only costs a longer probe, never a wrong answer. The ids never leave the run: partials hold no
+/// ids, and the monthly state hashes keys itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdMap {
+    Hashed,
+    Dense { min: u64, shard_bits: u32 },
+}
+
+impl IdMap {
+    /// The id of `key` and its shard, among `shards`.
+    #[inline(always)]
+    pub fn place(self, key: u64, shards: usize) -> (u64, usize) {
+        match self {
+            IdMap::Hashed => {
+                let id = hash_key(key);
+                (id, shard_of(id, shards))
+            }
+            IdMap::Dense { min, shard_bits } => {
+                let offset = key.wrapping_sub(min);
+                #[allow(clippy::cast_possible_truncation)] // below `shards`
+                let shard = (offset & ((1u64 << shard_bits) - 1)) as usize;
+                (offset >> shard_bits, shard)
+            }
+        }
+    }
+}
+
+/// The dense id map for integer keys `min ..= max` of `rows` rows over `shards` shards (a power of
+/// two), and the table size each shard is given up front, or `None` when the keys are not dense.
+///
+/// Dense means: a table per shard with a bucket for every id of the range, at most half full, takes
+/// no more than 8 bytes per row (the range is at most an eighth of the rows), or no more than the
+/// smallest table. Such a table never grows, and every user of the range is in its home bucket.
+/// The rule needs only the range and the row count, which one read of the key column gives; the
+/// number of distinct keys would need a second.
+pub fn dense_ids(min: u64, max: u64, rows: u64, shards: usize) -> Option<(IdMap, usize)> {
+    if !shards.is_power_of_two() || max < min {
+        return None;
+    }
+    let range = (max - min).checked_add(1)?;
+    let per_shard = range.div_ceil(shards as u64);
+    let capacity = usize::try_from(per_shard.checked_mul(2)?.checked_next_power_of_two()?).ok()?.max(MIN_CAPACITY);
+    if capacity > MIN_CAPACITY && range > rows / 8 {
+        return None;
+    }
+    Some((IdMap::Dense { min, shard_bits: shards.trailing_zeros() }, capacity))
+}
+
+/// Buckets of a new table.
+const MIN_CAPACITY: usize = 1 << 12;
+
 /// The bucket of a user id in a table of `mask + 1` buckets: its low bits. (On a 32-bit target
 /// the cast drops high bits the mask drops anyway.)
 #[inline(always)]
@@ -351,6 +410,11 @@ pub struct Users {
 impl Users {
     /// An empty shard; `tracks_segments` keeps each user's segment (and the row that breaks ties).
     pub fn new(tracks_segments: bool) -> Self {
+        Self::with_capacity(tracks_segments, MIN_CAPACITY)
+    }
+
+    /// An empty shard of `capacity` buckets (a power of two, at least `MIN_CAPACITY`).
+    pub fn with_capacity(tracks_segments: bool, capacity: usize) -> Self {
         let mut users = Users {
             entries: Vec::new(),
             mask: 0,
@@ -367,7 +431,7 @@ impl Users {
             trail: Trail::default(),
             trail_mode: TrailMode::Off,
         };
-        users.allocate(1 << 12);
+        users.allocate(capacity.max(MIN_CAPACITY).next_power_of_two());
         users
     }
 

@@ -11,7 +11,7 @@ use super::spec::Hooks;
 use crate::calendar::Calendar;
 use crate::columns::{BatchView, Decoded, Want};
 use crate::error::{from_panic, CoreError, Result};
-use crate::kernel::Users;
+use crate::kernel::{IdMap, Users};
 
 /// Steps per round: a round is one wake-up of the worker threads, and the calling thread reports
 /// progress and polls for Ctrl-C between rounds.
@@ -88,6 +88,7 @@ pub(crate) struct Round<'a, P> {
     pub(crate) step: usize,
     /// Global index of the batch's first row.
     pub(crate) row0: u64,
+    pub(crate) ids: IdMap,
 }
 
 /// Runs one round on every thread of the pool at once (a broadcast, so the threads really run side
@@ -145,7 +146,7 @@ pub(crate) fn run_round<P: Pass>(pool: &rayon::ThreadPool, shards: &mut [Users],
                         round.view.prefetch(end, b.min(end + BLOCK_ROWS));
                         round.view.decode(start, end, round.cal, round.want, &mut block)?;
                         block.base = round.row0 + start as u64;
-                        route(round.pass, &block, &mut mine.by_shard, row_index(start - a), acc)?;
+                        route(round.pass, round.ids, &block, &mut mine.by_shard, row_index(start - a), acc)?;
                         mine.segment.extend_from_slice(&block.segment);
                         mine.profit.extend_from_slice(&block.profit);
                     }
@@ -291,7 +292,7 @@ mod tests {
         let mut shards: Vec<Users> = (0..threads).map(|_| Users::new(false)).collect();
         let mut accs: Vec<Acc> = (0..threads).map(|_| Acc::default()).collect();
         let shares: Vec<[RwLock<Share>; 2]> = (0..threads).map(|_| Default::default()).collect();
-        let round = Round { view: &view, cal: &cal, want: pass.want(), pass, shares: &shares, rows: 0..rows, step, row0: 0 };
+        let round = Round { view: &view, cal: &cal, want: pass.want(), pass, shares: &shares, rows: 0..rows, step, row0: 0, ids: IdMap::Hashed };
         run_round(&pool, &mut shards, &mut accs, &round)?;
         Ok((accs.iter().map(|a| a.tally.rows(Reason::Used)).sum(), accs.iter().map(|a| a.tally.amount(Reason::Used)).sum()))
     }

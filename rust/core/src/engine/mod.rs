@@ -13,9 +13,9 @@ use std::time::Instant;
 use arrow_array::{RecordBatch, RecordBatchReader};
 
 use crate::calendar::{Calendar, PeriodKind};
-use crate::columns::{BatchAt, BatchView, ColumnNames, ColumnSet, Interner, TsKind, UserFamily};
+use crate::columns::{BatchAt, BatchView, ColumnNames, ColumnSet, Interner, KeyBounds, TsKind, UserFamily};
 use crate::error::{CoreError, Result};
-use crate::kernel::{Attribution, CellSink, Users};
+use crate::kernel::{dense_ids, Attribution, CellSink, IdMap, Users};
 use crate::partial::{CohortKind, Partial, PartialCells, TableTotals};
 use crate::reconcile::Reason;
 
@@ -48,6 +48,8 @@ pub(crate) struct Runner<'h> {
     pub(crate) threads: usize,
     /// How the cohort-defining timestamps map to periods (set by the first pass).
     pub(crate) ts_kind: Option<TsKind>,
+    /// How user keys become the shards' ids (see `choose_ids`).
+    pub(crate) ids: IdMap,
 }
 
 /// A batch stream with the table name its errors should carry.
@@ -180,7 +182,7 @@ impl<'h> Runner<'h> {
                 let mut lo = 0;
                 while lo < n {
                     let hi = n.min(lo.saturating_add(step.saturating_mul(STEPS_PER_ROUND)));
-                    let round = Round { view: &view, cal: &self.cal, want, pass, shares: &shares, rows: lo..hi, step, row0 };
+                    let round = Round { view: &view, cal: &self.cal, want, pass, shares: &shares, rows: lo..hi, step, row0, ids: self.ids };
                     run_round(&self.pool, &mut self.shards, &mut accs, &round)?;
                     if last_tick.elapsed() >= TICK_EVERY {
                         self.hooks.tick(phase, row0 + hi as u64, false)?;
@@ -226,17 +228,6 @@ pub fn accumulate(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<P
     let strict = spec.strict;
     let names = spec.clone();
     let tracks_segments = spec.segment.is_some();
-    let mut runner = Runner {
-        spec,
-        cal,
-        pool,
-        hooks,
-        interner: Interner::default(),
-        family: None,
-        shards: (0..threads).map(|_| Users::new(tracks_segments)).collect(),
-        threads,
-        ts_kind: None,
-    };
     let Inputs { orders, signups, activity, segment_ranks } = inputs;
     let orders_names = |segment| ColumnNames {
         table: "orders",
@@ -246,6 +237,22 @@ pub fn accumulate(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<P
         segment,
         ts_format: names.ts_format.as_deref(),
         cost: names.cost.as_deref(),
+    };
+    let (ids, shards) = match choose_ids(orders, &orders_names(None), spec.float_scale, threads)? {
+        Some((ids, capacity)) => (ids, (0..threads).map(|_| Users::with_capacity(tracks_segments, capacity)).collect()),
+        None => (IdMap::Hashed, (0..threads).map(|_| Users::new(tracks_segments)).collect()),
+    };
+    let mut runner = Runner {
+        spec,
+        cal,
+        pool,
+        hooks,
+        interner: Interner::default(),
+        family: None,
+        shards,
+        threads,
+        ts_kind: None,
+        ids,
     };
 
     // Pass 1: who belongs to which cohort.
@@ -301,6 +308,40 @@ pub fn accumulate(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<P
         Stream::replay("orders", schema, kept)
     };
     finish(runner, second, orders_set, false, None, activity)
+}
+
+/// The run's id map and the size of each shard's table, when its user ids are dense (see
+/// `kernel::dense_ids`); `None` keeps hashed ids. Only orders held in memory are read ahead for
+/// their range (one more read of the user column); streams and files are not, since reading them
+/// ahead would mean reading them once more, so their ids are hashed. Keys of other tables outside
+/// the range are still right, by probing. An orders table the run will refuse (a missing column,
+/// an unaccepted dtype) is left to the passes, which report it in their order.
+fn choose_ids(orders: &mut dyn BatchSource, names: &ColumnNames<'_>, float_scale: u8, threads: usize) -> Result<Option<(IdMap, usize)>> {
+    if !(orders.held_in_memory() && orders.reopenable()) || std::env::var_os("LTRCORE_HASHED_IDS").is_some() {
+        return Ok(None);
+    }
+    let started = Instant::now();
+    let stream = Stream::open("orders", orders)?;
+    let Ok(set) = ColumnSet::resolve(&stream.schema, names, float_scale) else { return Ok(None) };
+    let batches = stream.reader.collect::<Result<Vec<RecordBatch>>>()?;
+    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    let mut bounds = KeyBounds::default();
+    // Block by block, stopping as soon as the range is too wide: sparse ids are told apart within
+    // the first block.
+    const BLOCK: usize = 1 << 16;
+    for batch in &batches {
+        for lo in (0..batch.num_rows()).step_by(BLOCK) {
+            let block = batch.slice(lo, BLOCK.min(batch.num_rows() - lo));
+            let dense = bounds.add(&block, &set) && bounds.range(&set).is_none_or(|(min, max)| dense_ids(min, max, rows, threads).is_some());
+            if !dense {
+                trace("key range: hashed", started);
+                return Ok(None);
+            }
+        }
+    }
+    let chosen = bounds.range(&set).and_then(|(min, max)| dense_ids(min, max, rows, threads));
+    trace(&format!("key range: {}", if chosen.is_some() { "dense" } else { "hashed" }), started);
+    Ok(chosen)
 }
 
 /// With `LTRCORE_TRACE` set, prints how long a step took (for profiling; off by default).

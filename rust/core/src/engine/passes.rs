@@ -4,7 +4,7 @@
 use super::spec::MAX_CHUNK_ROWS;
 use crate::columns::{status, ColumnSet, Decoded, Want};
 use crate::error::{CoreError, Result};
-use crate::kernel::{hash_key, shard_of, Attribution, CellAdd, CellRec, CellSink, Cells, FirstRec, Users};
+use crate::kernel::{Attribution, CellAdd, CellRec, CellSink, Cells, FirstRec, IdMap, Users};
 use crate::reconcile::{Reason, Tally};
 
 /// Per-thread state of one pass. Aligned so two threads' counters never share a cache line.
@@ -63,7 +63,7 @@ impl Paying {
 /// loop then streams one array (half of it written by another core) instead of picking from five.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Routed {
-    /// The user's id (`kernel::hash_key` of the key).
+    /// The user's id (`kernel::IdMap::place` of the key).
     pub(crate) user: u64,
     /// The timestamp (passes that fix cohorts) or the fixed-point amount (attribution).
     pub(crate) value: i64,
@@ -134,17 +134,27 @@ pub(crate) trait Pass: Sync {
 
 /// Sorts a decoded block's rows out: bad rows go to `pass.bad`, valid rows to `by_shard`, the list
 /// of their user's shard (so a shard's loop has no data-dependent branch), indexed from `offset`.
-pub(crate) fn route<P: Pass>(pass: &P, block: &Decoded, by_shard: &mut [Vec<Routed>], offset: u32, acc: &mut Acc) -> Result<()> {
+pub(crate) fn route<P: Pass>(pass: &P, ids: IdMap, block: &Decoded, by_shard: &mut [Vec<Routed>], offset: u32, acc: &mut Acc) -> Result<()> {
     pass.summarize(block, acc);
+    // One loop per id map, so the per-row work has no branch on it.
+    match ids {
+        IdMap::Hashed => route_with(pass, IdMap::Hashed, block, by_shard, offset, acc),
+        dense => route_with(pass, dense, block, by_shard, offset, acc),
+    }
+}
+
+#[inline(always)]
+fn route_with<P: Pass>(pass: &P, ids: IdMap, block: &Decoded, by_shard: &mut [Vec<Routed>], offset: u32, acc: &mut Acc) -> Result<()> {
+    let shards = by_shard.len();
     for (k, &key) in block.key.iter().enumerate() {
         if !block.all_valid && block.status[k] != status::VALID {
             pass.bad(block, k, block.base + k as u64, acc)?;
             continue;
         }
-        let user = hash_key(key);
+        let (user, shard) = ids.place(key, shards);
         let mut routed = pass.routed(block, k, user);
         routed.index += offset;
-        by_shard[shard_of(user, by_shard.len())].push(routed);
+        by_shard[shard].push(routed);
     }
     Ok(())
 }
