@@ -34,6 +34,14 @@ decimals, so they are for such data only.
 ``DUCKDB_FASTEST`` name the fastest correct variant of each tool; ``vs_peers.py``'s ``polars`` and
 ``duckdb`` are those, and every ratio of the README is against them.
 
+The fastest variants (``SHAPED``) also take the other job shapes of ``vs_peers.py --jobs``: ``by``
+segment columns, added to the group keys, and ``period`` week (ISO, Monday) or day, by integer
+arithmetic on the timestamp's UTC value. They group by the row's segments, which is the job only when
+a user's segments are the same on all their orders, as in the benchmark's data (ltrcore takes them
+from the user's first paying order); like the rest, they are for such data only. They take any user
+id type their tool groups by: integers, strings, Polars Categoricals (DuckDB reads an Arrow
+dictionary as VARCHAR).
+
 Which won (``vs_peers.py --rows 20M --variants --repeat 2 --rounds 2``, this project's 2-core machine,
 2 threads, 20M unsorted orders of 1.57M users, on 2 Dec 2026 just after another job had left the
 cores, so the first round ran about a third slower than the second; best of 4 runs each):

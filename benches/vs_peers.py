@@ -66,7 +66,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
@@ -808,7 +808,7 @@ def main(argv: list[str] | None = None) -> int:
     for (users, job), keys in groups.items():
         name = lambda k: f"{k[1]}[{k[0].key_type}, threads {k[0].threads or 'all'}]"  # noqa: E731
         if len(keys) < 2:
-            print(f"\ncross-check {job}: only one result, nothing to compare")
+            print(f"\ncross-check {job} ({metas[users]['users']:,} users): only one result, nothing to compare")
             continue
         ref = keys[0]
         bad = False
@@ -825,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
     if not all(r.get("exact_peak", True) for r in results.values()):
         print("note: /proc/self/clear_refs unavailable, so the peaks include loading the data")
     if args.json:
-        dump = [{"config": vars(c) if hasattr(c, "__dict__") else c.__dict__, "engine": e, **r} for (c, e), r in results.items()]
+        dump = [{"config": asdict(c), "engine": e, **r} for (c, e), r in results.items()]
         args.json.write_text(json.dumps({"metas": {str(k): v for k, v in metas.items()}, "args": vars(args) | {"json": str(args.json)}, "results": dump}, indent=1, default=str))
     return status
 
