@@ -393,7 +393,7 @@ def _finish(
             payers=pl.col("payers").cast(pl.Int64),
         )
         .sort(*by, "cohort", "age")
-        .collect(engine=engine)  # type: ignore[arg-type]
+        .collect(engine=engine)  # type: ignore[call-overload]
     )
 
 

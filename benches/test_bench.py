@@ -158,7 +158,8 @@ def test_vs_peers_variant_selector_runs_and_agrees() -> None:
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "cross-check: ltrcore = polars = polars:join = duckdb:window" in done.stdout, done.stdout
+    names = " = ".join(f"{e}[int64, threads all]" for e in ("ltrcore", "polars", "polars:join", "duckdb:window"))
+    assert f"cross-check month12 (1,575 users): {names}" in done.stdout, done.stdout
 
 
 vs_peers = _load("ltrcore_bench_vs_peers", HERE / "vs_peers.py")
