@@ -158,7 +158,123 @@ def test_vs_peers_variant_selector_runs_and_agrees() -> None:
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "cross-check: ltrcore = polars = polars:join = duckdb:window" in done.stdout, done.stdout
+    names = " = ".join(f"{e}[int64, threads all]" for e in ("ltrcore", "polars", "polars:join", "duckdb:window"))
+    assert f"cross-check month12 (1,575 users): {names}" in done.stdout, done.stdout
+
+
+vs_peers = _load("ltrcore_bench_vs_peers", HERE / "vs_peers.py")
+
+
+def _vs_peers(*options: str) -> str:
+    """Runs ``vs_peers.py`` at a tiny size; asserts it succeeded (its cross-checks passed)."""
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, str(HERE / "vs_peers.py"), "--rows", "20k", "--repeat", "1", *options],
+        capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "MISMATCH" not in done.stdout and "machine: " in done.stdout, done.stdout
+    return done.stdout
+
+
+def test_vs_peers_key_types_run_and_agree() -> None:
+    """Every key type on ltrcore and both fastest peers: one cross-check over all of them (each key
+    type's table equals int64's), and ltrcore's rows of other key types carry the ratio to its int64."""
+    _ltrcore()
+    pytest.importorskip("duckdb")
+    out = _vs_peers("--key-types", ",".join(vs_peers.KEY_TYPES))
+    names = [f"{e}[{k}, threads all]" for k in vs_peers.KEY_TYPES for e in ("ltrcore", "polars", "duckdb")]
+    assert "cross-check month12 (1,575 users): " + " = ".join(names) in out, out
+    assert "ltrcore's wall ÷ its own int64 wall" in out
+
+
+def test_vs_peers_jobs_run_and_agree() -> None:
+    """Every job shape: the peers run where they have the shape and agree with ltrcore cell by cell;
+    signup cohorts with activity run ltrcore only, and the table says so."""
+    _ltrcore()
+    pytest.importorskip("duckdb")
+    out = _vs_peers("--jobs", ",".join(vs_peers.JOBS), "--key-types", "int64,dense")
+    for job, shape in vs_peers.JOBS.items():
+        engines = ("ltrcore",) if shape.signups else ("ltrcore", "polars", "duckdb")
+        names = [f"{e}[{k}, threads all]" for k in ("int64", "dense") for e in engines]
+        assert f"cross-check {job} (1,575 users): " + " = ".join(names) in out, out
+    assert "skipped polars on signup_activity: no peer" in out
+
+
+def test_vs_peers_scaling_runs() -> None:
+    """``--scaling``: the thread series with a peer, the users series with ltrcore alone."""
+    _ltrcore()
+    out = _vs_peers("--scaling", "--scaling-users", "1k,4k", "--engines", "ltrcore,polars")
+    assert "cross-check month12 (1,575 users): ltrcore[int64, threads 1] = polars[int64, threads 1] = ltrcore[int64, threads 2]" in out, out
+    assert "scaling, threads series" in out and "scaling, users series" in out
+    assert "4,000 " in out and "1,000 " in out
+
+
+@pytest.mark.parametrize("job", ["by1", "by3", "week104", "day400"])
+def test_shaped_peers_agree_with_ltrcore(orders: Any, job: str) -> None:
+    """The fastest peers extended to segments (constant per user) and week/day periods give ltrcore's
+    numbers cell by cell."""
+    shape = vs_peers.JOBS[job]
+    table = vs_peers.add_segments(orders, shape.by)
+    ltrcore = _ltrcore()
+    got = peers.from_ltrcore(
+        ltrcore.cohorts(table, horizon=shape.horizon, period=shape.period, by=list(shape.by) or None), shape.horizon, shape.by
+    )
+    kw = dict(horizon=shape.horizon, period=shape.period, by=list(shape.by))
+    _assert_same_by(got, peers.POLARS_VARIANTS[peers.POLARS_FASTEST](table, **kw), (job, "polars"), shape.by)
+    if importlib.util.find_spec("duckdb") is not None:
+        _assert_same_by(got, peers.DUCKDB_VARIANTS[peers.DUCKDB_FASTEST](table, **kw), (job, "duckdb"), shape.by)
+
+
+def _assert_same_by(a: Any, b: Any, names: tuple[str, str], by: Any) -> None:
+    problems = peers.compare(a, b, names=names, by=by)
+    assert not problems, "\n".join(problems)
+    assert a.height > 0 and b.height > 0
+
+
+def test_convert_keys_keeps_users_apart() -> None:
+    """Each key type maps the same user to the same key in every table, distinct users to distinct
+    keys; dense keys are exactly 0..users-1."""
+    t = demo.orders_only(5_000, seed=1)
+    other = t.slice(0, 700)
+    users = len(set(t["user_id"].to_pylist()))
+    for key_type in vs_peers.KEY_TYPES:
+        a, b = vs_peers.convert_keys([t, other], key_type, seed=0)
+        pairs = set(zip(t["user_id"].to_pylist(), a["user_id"].to_pylist()))
+        assert len(pairs) == users == len({k for _, k in pairs}), key_type
+        assert set(zip(other["user_id"].to_pylist(), b["user_id"].to_pylist())) <= pairs, key_type
+        if key_type == "dense":
+            assert sorted(k for _, k in pairs) == list(range(users))
+        if key_type == "dictionary":
+            assert a.schema.field("user_id").type == pl.Series(["x"], dtype=pl.Categorical).to_arrow().type
+        if key_type in ("large_string", "string_view"):
+            assert a.schema.field("user_id").type == getattr(pa, key_type)()
+
+
+def test_print_table_footnotes(capsys: Any) -> None:
+    row = dict(rows=1000, users=10, key_type="int64", job="month12", tool="ltrcore", wall_s=0.5, rows_per_s=2000.0, peak_rss_mib=3.0)
+    vs_peers.print_table([{**row, "ratio": 4.0}, {**row, "tool": "polars", "ratio": None}, {**row, "ratio": 1.5, "ratio_of": "custom"}])
+    out = capsys.readouterr().out
+    assert out.startswith("machine: ")
+    assert "4.00*" in out and "1.50†" in out and "† ratio: custom" in out and "* ratio: the fastest peer" in out
+
+
+def test_vs_peers_parquet_prints_the_modules_rows(monkeypatch: Any, tmp_path: Path, capsys: Any) -> None:
+    """``--parquet DIR`` hands rows, directory, users, threads and repeat to ``parquet_scale.run`` and
+    prints what it returns as the report table."""
+    import types
+
+    seen = {}
+
+    def run(rows: int, directory: Path, *, users: Any = None, threads: Any = None, repeat: int = 1) -> list[dict[str, Any]]:
+        seen.update(rows=rows, directory=directory, users=users, threads=threads, repeat=repeat)
+        return [dict(rows=rows, users=7, key_type="int64", job="month12", tool="ltrcore (parquet)", wall_s=2.0, rows_per_s=rows / 2.0, peak_rss_mib=100.0, ratio=None)]
+
+    monkeypatch.setitem(sys.modules, "parquet_scale", types.SimpleNamespace(run=run))
+    assert vs_peers.main(["--rows", "1k", "--users", "7", "--threads", "1", "--repeat", "2", "--parquet", str(tmp_path)]) == 0
+    assert seen == dict(rows=1000, directory=tmp_path, users=7, threads=1, repeat=2)
+    assert "ltrcore (parquet)" in capsys.readouterr().out
 
 
 # --------------------------------------------------------------------------------------------------
