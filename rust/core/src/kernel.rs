@@ -28,6 +28,40 @@ pub fn vec_or_unwind<T: Clone>(n: usize, value: T, what: &str) -> Vec<T> {
     v
 }
 
+/// `n` copies of `value` for a users' table, as `vec_or_unwind`. A table past `HUGE_PAGES_FROM`
+/// bytes asks the kernel for transparent huge pages first: every row reaches a random bucket, and in
+/// a table of gigabytes (tens of millions of users) each of those also missed the TLB.
+pub fn table_or_unwind<T: Clone>(n: usize, value: T, what: &str) -> Vec<T> {
+    let mut v = Vec::new();
+    if v.try_reserve_exact(n).is_err() {
+        unwind_out_of_memory(n.saturating_mul(size_of::<T>()), what);
+    }
+    let bytes = n * size_of::<T>();
+    if bytes >= HUGE_PAGES_FROM {
+        advise_huge_pages(v.as_ptr() as usize, bytes);
+    }
+    v.resize(n, value);
+    v
+}
+
+/// Below this, huge pages did not pay (docs/engine.md: growing tables of a few users got slower).
+const HUGE_PAGES_FROM: usize = 64 << 20;
+
+/// Advice only: the 2 MiB-aligned part of `[start, start + len)` may be backed by huge pages.
+fn advise_huge_pages(start: usize, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let (begin, end) = (start.next_multiple_of(HUGE), (start + len) / HUGE * HUGE);
+        if end > begin {
+            // SAFETY: advice over memory this process just reserved; it changes no contents.
+            unsafe { libc::madvise(begin as *mut libc::c_void, end - begin, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (start, len);
+}
+
 /// A user's id: its key through murmur3's 64-bit finalizer. Cheap, and it mixes every input bit into
 /// both the high bits (shards) and the low bits (buckets). Every step of it can be undone (xor-shifts
 /// by half the width or more, multiplications by odd numbers), so two keys share an id only if they
@@ -436,7 +470,7 @@ impl Users {
     }
 
     fn allocate(&mut self, capacity: usize) {
-        self.entries = vec_or_unwind(capacity + 1, VACANT, "a table of users");
+        self.entries = table_or_unwind(capacity + 1, VACANT, "a table of users");
         self.mask = capacity - 1;
         if self.tracks_segments {
             self.first_segment = vec_or_unwind(capacity + 1, 0, "the users' segments");
@@ -687,7 +721,7 @@ impl Users {
         if !self.inline_bits {
             self.group_bits = 32;
             self.stride = (kinds * horizon).div_ceil(64);
-            self.bits = vec_or_unwind(self.len * self.stride, 0, "the users' age bitsets");
+            self.bits = table_or_unwind(self.len * self.stride, 0, "the users' age bitsets");
         }
     }
 
