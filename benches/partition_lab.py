@@ -2,7 +2,7 @@
 """Issue 15's partitioning experiment against the engine, in one run (see docs/engine.md).
 
     cargo build --release --example partition_lab -p ltrcore-core
-    python benches/partition_lab.py --rows 20M [--threads 2] [--rounds 3] [--chunk-rows 4000000]
+    python benches/partition_lab.py --rows 20M [--users 10M] [--threads 2] [--rounds 3] [--modes part,part_huge,chunk=4000000]
 
 Takes ``vs_peers.py``'s cached order table, writes its three columns as raw little-endian files
 for ``rust/core/examples/partition_lab.rs`` (a stand-alone prototype of radix-partitioned passes),
@@ -60,6 +60,7 @@ for row in df.filter(df["complete"]).iter_rows(named=True):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", default="20M")
+    ap.add_argument("--users", default=None, help="distinct users (default rows / 12.7)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--repeat", type=int, default=3)
@@ -69,7 +70,8 @@ def main() -> None:
     import vs_peers
 
     rows = vs_peers.parse_rows(args.rows)
-    arrow_file, _ = vs_peers.ensure_data(rows, 0, None)
+    users = vs_peers.parse_rows(args.users) if args.users else None
+    arrow_file, _ = vs_peers.ensure_data(rows, 0, users)
     raw = _raw_columns(arrow_file)
     if not LAB.exists():
         sys.exit(f"build the prototype first: cargo build --release --example partition_lab -p ltrcore-core ({LAB} missing)")
