@@ -374,13 +374,10 @@ fn scatter(input: &Input, rows: std::ops::Range<usize>, threads: usize, bits: u3
             std::ptr::write_bytes(lines.as_mut_ptr(), 0, at);
             lines.set_len(at);
         }
-        *counted += t0.elapsed().as_secs_f64() - *counted;
-        eprint!("[fault-in {:.3}] ", t0.elapsed().as_secs_f64());
+        eprint!("[count and fault-in {:.3}] ", t0.elapsed().as_secs_f64());
     }
-    lines.clear();
-    lines.reserve(at);
-    // SAFETY: every line in 0..at is written below (full lines streamed, the last one per range padded).
-    unsafe { lines.set_len(at) };
+    // Every line in 0..at is written below (full lines streamed, the last one per range padded).
+    lines.resize(at, Line::default());
     let base = SendPtr(lines.as_mut_ptr());
     let base = &base;
     std::thread::scope(|s| {
