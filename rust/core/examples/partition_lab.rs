@@ -5,19 +5,23 @@
 //! so that each partition's users and rows stay in the core's cache for both passes, beats the
 //! engine's one-cache-miss-per-row design on this machine. docs/engine.md logs the figures.
 //!
-//! cargo run --release --example partition_lab -- DIR THREADS REPEAT [chunk_rows]
+//! cargo run --release --example partition_lab -- DIR THREADS REPEAT [MODES]
+//!
+//! MODES, run in turns: `part` (the default), `part_probe` (pass two probes instead of reading the
+//! slots pass one noted), `part_huge` (huge pages for the records), `chunk=N`.
 //!
 //! Phases: (1) every thread counts its rows per partition (top bits of the user id); (2) it decodes
 //! them again and scatters 16-byte records (id, amount << 16 | period) through one cache line of
 //! staging per partition, written out with streaming stores when full; (3) the threads take
 //! partitions in turn and run both passes on each, against a table of that partition's users that
-//! fits in L2 with the partition's rows. With `chunk_rows`, (1)–(2) run chunk by chunk so that the
-//! records take at most `chunk_rows × 16` bytes: pass one runs over every chunk, then pass two
+//! fits in L2 with the partition's rows. With `chunk=N`, (1)–(2) run chunk by chunk so that the
+//! records take at most `N × 16` bytes: pass one runs over every chunk, then pass two
 //! scatters every chunk again (the tables persist between chunks).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use ltrcore_core::calendar::PeriodKind;
 use ltrcore_core::kernel::hash_key;
 
 const HORIZON: usize = 12;
@@ -49,19 +53,6 @@ fn read_column<T: Copy>(path: &std::path::Path, parse: fn([u8; 8]) -> T) -> Vec<
     bytes.chunks_exact(8).map(|c| parse(c.try_into().unwrap())).collect()
 }
 
-fn civil_month(days: i64) -> i64 {
-    // Howard Hinnant's civil_from_days, months since 1970-01.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y - 1970) * 12 + m - 1
-}
-
 impl Input {
     fn load(dir: &std::path::Path) -> Input {
         let user = read_column(&dir.join("user.bin"), i64::from_le_bytes);
@@ -69,8 +60,8 @@ impl Input {
         let amount = read_column(&dir.join("amount.bin"), f64::from_le_bytes);
         let (lo, hi) = ts.iter().fold((i64::MAX, i64::MIN), |(a, b), &t| (a.min(t), b.max(t)));
         let (day0, day1) = (lo.div_euclid(DAY_US), hi.div_euclid(DAY_US));
-        let month0 = civil_month(day0);
-        let month_of_day = (day0..=day1).map(|d| (civil_month(d) - month0) as u16).collect();
+        let month = |d: i64| PeriodKind::Month.period_of_day(d);
+        let month_of_day = (day0..=day1).map(|d| (month(d) - month(day0)) as u16).collect();
         Input { user, ts, amount, day0, month_of_day }
     }
 
