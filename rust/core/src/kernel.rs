@@ -20,11 +20,17 @@ use crate::reconcile::{Reason, Tally};
 /// `n` copies of `value`, or an unwind with `AllocFailure` (no message printed): for allocations in
 /// the workers' loops, which cannot return an error. The engine turns it into `OutOfMemory`.
 pub fn vec_or_unwind<T: Clone>(n: usize, value: T, what: &str) -> Vec<T> {
+    let mut v = reserved_or_unwind(n, what);
+    v.resize(n, value);
+    v
+}
+
+/// An empty vector with room for `n`, or an unwind with `AllocFailure` (see `vec_or_unwind`).
+fn reserved_or_unwind<T>(n: usize, what: &str) -> Vec<T> {
     let mut v = Vec::new();
     if v.try_reserve_exact(n).is_err() {
         unwind_out_of_memory(n.saturating_mul(size_of::<T>()), what);
     }
-    v.resize(n, value);
     v
 }
 
@@ -32,10 +38,7 @@ pub fn vec_or_unwind<T: Clone>(n: usize, value: T, what: &str) -> Vec<T> {
 /// bytes asks the kernel for transparent huge pages first: every row reaches a random bucket, and in
 /// a table of gigabytes (tens of millions of users) each of those also missed the TLB.
 pub fn table_or_unwind<T: Clone>(n: usize, value: T, what: &str) -> Vec<T> {
-    let mut v = Vec::new();
-    if v.try_reserve_exact(n).is_err() {
-        unwind_out_of_memory(n.saturating_mul(size_of::<T>()), what);
-    }
+    let mut v = reserved_or_unwind(n, what);
     let bytes = n * size_of::<T>();
     if bytes >= HUGE_PAGES_FROM {
         advise_huge_pages(v.as_ptr() as usize, bytes);
@@ -1162,6 +1165,15 @@ mod tests {
             UserBits::new(&words, horizon).for_each_retained_age(|a| found.push(a));
             assert_eq!(found, vec![1, 4, 5], "horizon {horizon}");
         }
+    }
+
+    #[test]
+    fn a_table_advised_huge_pages_holds_its_values() {
+        // Past the threshold the memory is advised before it is filled: the advice must change no value.
+        let n = HUGE_PAGES_FROM / size_of::<Entry>() + 3;
+        let table = table_or_unwind(n, Entry { key: 7, val: 9 }, "a test table");
+        assert_eq!(table.len(), n);
+        assert!(table.iter().all(|e| e.key == 7 && e.val == 9));
     }
 
     #[test]
