@@ -1288,17 +1288,14 @@ impl KeyBounds {
         macro_rules! bounds {
             ($v:expr, $to_key:expr) => {{
                 let to_key = $to_key;
+                let mut take = |x| {
+                    let k = to_key(x) ^ flip;
+                    lo = lo.min(k);
+                    hi = hi.max(k);
+                };
                 match &nulls {
-                    None => $v.iter().for_each(|&x| {
-                        let k = to_key(x) ^ flip;
-                        lo = lo.min(k);
-                        hi = hi.max(k);
-                    }),
-                    Some(n) => $v.iter().enumerate().filter(|(i, _)| n.is_valid(*i)).for_each(|(_, &x)| {
-                        let k = to_key(x) ^ flip;
-                        lo = lo.min(k);
-                        hi = hi.max(k);
-                    }),
+                    None => $v.iter().for_each(|&x| take(x)),
+                    Some(n) => $v.iter().enumerate().filter(|(i, _)| n.is_valid(*i)).for_each(|(_, &x)| take(x)),
                 }
             }};
         }
