@@ -472,14 +472,6 @@ impl Users {
         users
     }
 
-    /// An empty table for one partition of the rows (`engine::partitioned`), sized for about
-    /// `users` users: below `MIN_CAPACITY` too, since thousands of partitions each hold few.
-    pub fn for_partition(users: usize) -> Self {
-        let mut partition = Self::with_capacity(false, MIN_CAPACITY);
-        partition.allocate((users * 2).clamp(64, MIN_CAPACITY).next_power_of_two());
-        partition
-    }
-
     fn allocate(&mut self, capacity: usize) {
         self.entries = table_or_unwind(capacity + 1, VACANT, "a table of users");
         self.mask = capacity - 1;

@@ -226,31 +226,6 @@ impl Partial {
         Partial::merge(vec![out])
     }
 
-    /// The same partial without the groups no user joined (their cells are all zero: cells belong
-    /// to members). The partitioned path (`engine::partitioned`) fills a grid of every period first.
-    pub(crate) fn without_empty_groups(mut self) -> Result<Partial> {
-        let h = self.h();
-        let keep: Vec<usize> = (0..self.groups.len()).filter(|&g| self.members[g] > 0).collect();
-        if keep.len() == self.groups.len() {
-            return Ok(self);
-        }
-        let empty_cell = |g: usize| (g * h..(g + 1) * h).all(|i| self.cells.counts().iter().all(|c| c[i] == 0) && self.cells.money().iter().all(|m| m[i] == 0));
-        if let Some(g) = (0..self.groups.len()).find(|&g| self.members[g] == 0 && !empty_cell(g)) {
-            return Err(CoreError::Internal(format!("group {:?} has no members but has cells", self.groups[g])));
-        }
-        self.groups = keep.iter().map(|&g| self.groups[g]).collect();
-        self.members = keep.iter().map(|&g| self.members[g]).collect();
-        let take = |v: &mut Vec<_>| *v = keep.iter().flat_map(|&g| v[g * h..(g + 1) * h].iter().copied()).collect();
-        for v in self.cells.counts_mut() {
-            take(v);
-        }
-        let take = |v: &mut Vec<i128>| *v = keep.iter().flat_map(|&g| v[g * h..(g + 1) * h].iter().copied()).collect();
-        for v in self.cells.money_mut() {
-            take(v);
-        }
-        Ok(self)
-    }
-
     /// Adds partials of disjoint users key by key: associative and commutative, with
     /// `Partial::empty` as identity. Amounts are brought to the largest scale, exactly.
     pub fn merge(parts: Vec<Partial>) -> Result<Partial> {

@@ -22,7 +22,6 @@ use crate::reconcile::Reason;
 mod exec;
 mod groups;
 mod output;
-mod partitioned;
 mod passes;
 mod spec;
 
@@ -277,24 +276,14 @@ pub fn accumulate(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<P
         resolve_ties(&mut runner, segment_ranks)?;
         let stream = Stream::open("orders", orders)?;
         let orders_set = runner.columns(&stream, orders_names(None))?;
-        return finish(runner, stream, orders_set, Some(signup_acc), activity);
+        return finish(runner, stream, orders_set, true, Some(signup_acc), activity);
     }
 
     // First-purchase cohorts: the earliest paying order of each user.
-    let mut stream = Stream::open("orders", orders)?;
+    let stream = Stream::open("orders", orders)?;
     let orders_set = runner.columns(&stream, orders_names(names.segment.as_deref()))?;
     let paying = Paying::new(runner.spec.min_amount, orders_set.scale);
     let schema = stream.schema.clone();
-    let in_memory = orders.held_in_memory() && orders.reopenable();
-    if partitioned::eligible(&runner, &orders_set, in_memory, activity.is_some()) {
-        let batches = stream.reader.collect::<Result<Vec<RecordBatch>>>()?;
-        if partitioned::large_enough(batches.iter().map(RecordBatch::num_rows).sum()) {
-            if let Some(partial) = partitioned::first_purchase(&mut runner, &batches, &orders_set, paying)? {
-                return Ok(partial);
-            }
-        }
-        stream = Stream::replay("orders", schema.clone(), batches);
-    }
     let mut kept = Vec::new();
     let keep = if orders.reopenable() { None } else { Some(&mut kept) };
     // The trail costs half a byte per row: fine when the rows are in memory anyway.
@@ -318,7 +307,7 @@ pub fn accumulate(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<P
     } else {
         Stream::replay("orders", schema, kept)
     };
-    finish(runner, second, orders_set, None, activity)
+    finish(runner, second, orders_set, false, None, activity)
 }
 
 /// The run's id map and the size of each shard's table, when its user ids are dense (see
@@ -366,6 +355,7 @@ pub(crate) fn finish(
     mut runner: Runner<'_>,
     stream: Stream,
     orders_set: ColumnSet,
+    has_signups: bool,
     signup_acc: Option<Totals>,
     activity: Option<&mut dyn BatchSource>,
 ) -> Result<Partial> {
@@ -378,7 +368,7 @@ pub(crate) fn finish(
     let group_cohort: Vec<i32> = groups.iter().map(|g| g.1).collect();
     let n_cells = groups.len() * horizon as usize;
     let paying = Paying::new(runner.spec.min_amount, orders_set.scale);
-    let missing = if signup_acc.is_some() { Reason::UnknownUser } else { Reason::NeverPaid };
+    let missing = if has_signups { Reason::UnknownUser } else { Reason::NeverPaid };
 
     // Pass 2: orders into cells.
     let at = Attribution { horizon, group_cohort: &group_cohort, missing };
@@ -404,21 +394,6 @@ pub(crate) fn finish(
         None => None,
     };
 
-    assemble(&runner, groups, orders_acc, orders_set.scale, signup_acc, activity_acc)
-}
-
-/// The partial from the passes' totals and the sealed shards' users (counted here).
-pub(crate) fn assemble(
-    runner: &Runner<'_>,
-    groups: Vec<(u32, i32)>,
-    orders_acc: Totals,
-    scale: u8,
-    signup_acc: Option<Totals>,
-    activity_acc: Option<Totals>,
-) -> Result<Partial> {
-    let horizon = runner.spec.horizon;
-    let n_cells = groups.len() * horizon as usize;
-    let has_signups = signup_acc.is_some();
     let counting = Instant::now();
     let n_groups = groups.len();
     let h = horizon as usize;
@@ -435,7 +410,7 @@ pub(crate) fn assemble(
     Ok(Partial {
         horizon,
         kind: if has_signups { CohortKind::Signup } else { CohortKind::FirstPurchase },
-        scale,
+        scale: orders_set.scale,
         groups,
         members: counts.members,
         cells: PartialCells {
