@@ -76,8 +76,8 @@ def pool(typ: pa.DataType) -> list[Any]:
         return [0, 1, 86_399 if typ.unit == "s" else 86_399_999]
     if pa.types.is_time64(typ):
         return [0, 1, 86_399_999_999 if typ.unit == "us" else 86_399_999_999_999]
-    if pa.types.is_timestamp(typ) and typ.unit == "s":
-        return [0, -1, 1_700_000_000, 253_402_300_799]  # within what ms can hold (see SegmentCoder.keys)
+    if (pa.types.is_timestamp(typ) or pa.types.is_duration(typ)) and typ.unit == "s":
+        return [0, -1, 1_700_000_000, 2**62 // 1000]  # within what ms can hold (see SegmentCoder.keys)
     if pa.types.is_timestamp(typ) or pa.types.is_duration(typ):
         return [0, -1, 1, 2**62, -(2**62)]
     if pa.types.is_decimal(typ):
@@ -203,6 +203,23 @@ def test_large_batches_looked_up_on_all_cores() -> None:
         c = [rng.randrange(3) if rng.random() > 0.01 else None for _ in range(n)]
         tables.append(pa.table({"a": pa.array(a, pa.string()), "b": pa.array(b, pa.float64()), "c": pa.array(c, pa.int8())}))
     assert_same_coding(["a", "b", "c"], tables)
+
+
+@pytest.mark.parametrize("typ", [pa.float32(), pa.float64()])
+def test_a_lone_nan_is_one_segment_through_either_coder(typ: pa.DataType) -> None:
+    """Polars 2.1 joins no NaN against one row; the Polars coder works around it (see _polars_codes)."""
+    tables = [pa.table({"c": pa.array(rows, typ)}) for rows in ([float("nan")], [float("nan")], [-float("nan"), 1.0, None])]
+    for polars in (False, True):
+        assert code_all(["c"], tables, polars=polars)[1] == [[0], [0], [0, 1, 2]]
+
+
+@pytest.mark.parametrize("typ", [pa.timestamp("s"), pa.duration("s")])
+def test_seconds_that_ms_cannot_hold_are_refused(typ: pa.DataType) -> None:
+    """Polars would wrap 2**62 s into 0 ms, one segment with 0 s: refused, by either coder."""
+    for polars in (False, True):
+        coder = SegmentCoder(["c"])
+        with polars_coder(polars), pytest.raises(ltrcore.InvalidArgumentError, match="too far out"):
+            coder.codes(coder.keys(pa.table({"c": pa.array([0, 2**62], pa.int64()).view(typ)})))
 
 
 def test_saved_segments_are_known_to_the_core_coder_when_they_read_back_unchanged() -> None:

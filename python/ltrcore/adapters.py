@@ -433,10 +433,16 @@ class SegmentCoder:
     def _polars_codes(self, keys: pl.DataFrame) -> pa.Array:
         if self.known is None:
             self.known = keys.clear().with_columns(pl.Series(SEGMENT_CODE, [], dtype=pl.UInt32))
+        # Polars 2.1 matches no NaN in a join whose right side is one row: that side is doubled for
+        # the anti-join (which ignores duplicates), and a left join against one row is not needed
+        # (every row has its values).
+        known = pl.concat([self.known, self.known]) if self.known.height == 1 else self.known
         distinct = keys.unique(maintain_order=True)
-        new = distinct.join(self.known, on=self.by, how="anti", nulls_equal=True, maintain_order="left")
+        new = distinct.join(known, on=self.by, how="anti", nulls_equal=True, maintain_order="left")
         if new.height:
             self._number(new)
+        if self.known.height == 1:
+            return pa.array([0] * keys.height, pa.uint32())
         coded = keys.join(self.known, on=self.by, how="left", nulls_equal=True, maintain_order="left")
         return coded.get_column(SEGMENT_CODE).to_arrow()
 
@@ -471,18 +477,19 @@ class SegmentCoder:
         return table.append_column(SEGMENT_CODE, self.codes(self.keys(table)))
 
     def keys(self, data: pa.Table | pa.RecordBatch) -> pa.Table:
-        """The ``by`` columns. Polars holds timestamps in ms at the coarsest, and turns a
-        ``timestamp[s]`` it cannot hold into 1970 without a word: such a value is refused, and the
-        others are read in ms by both coders."""
+        """The ``by`` columns. Polars holds timestamps and durations in ms at the coarsest, and
+        wraps a ``timestamp[s]`` or ``duration[s]`` it cannot hold into another value without a
+        word: such a value is refused, and the others are read in ms by both coders."""
         columns = {}
         for name in self.by:
             col = data.column(name)
-            if pa.types.is_timestamp(col.type) and col.type.unit == "s":
+            if (pa.types.is_timestamp(col.type) or pa.types.is_duration(col.type)) and col.type.unit == "s":
+                kind, ms = ("timestamp", pa.timestamp("ms", col.type.tz)) if pa.types.is_timestamp(col.type) else ("duration", pa.duration("ms"))
                 try:
-                    col = col.cast(pa.timestamp("ms", col.type.tz), safe=True)
+                    col = col.cast(ms, safe=True)
                 except pa.ArrowInvalid:
                     raise InvalidArgumentError(
-                        f"by column {name!r}: a timestamp[s] value is too far out to be kept as a segment value"
+                        f"by column {name!r}: a {kind}[s] value is too far out to be kept as a segment value"
                     ) from None
             columns[name] = col
         return pa.table(columns)

@@ -12,7 +12,6 @@
 //! keys, on all cores, then, in row order on one thread, the rows whose key was new (a few per
 //! batch once the segments are known). So the codes are the same as one sequential walk would give.
 
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
@@ -20,7 +19,6 @@ use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef};
 use arrow_buffer::{BooleanBuffer, NullBuffer};
 use arrow_schema::{DataType, Schema, TimeUnit};
-use foldhash::fast::FixedState;
 use hashbrown::HashTable;
 use rayon::prelude::*;
 
@@ -66,18 +64,78 @@ const PACKED_BYTES: usize = 15;
 /// The top byte of a text's second word: its length when packed, this for an interned id.
 const INTERNED: u64 = 0xFF;
 
+/// The two words of a text of at most `PACKED_BYTES` bytes, given as the low `len` bytes of `bytes`
+/// (the bytes above are ignored).
+#[inline]
+fn packed(bytes: u128, len: usize) -> [u64; 2] {
+    let mask = (1u128 << (8 * len)) - 1; // len <= 15
+    let packed = (bytes & mask) | ((len as u128) << 120);
+    #[allow(clippy::cast_possible_truncation)] // the two halves of the packed text
+    [packed as u64, (packed >> 64) as u64]
+}
+
 /// A text's two words, `None` when it is longer than `PACKED_BYTES` and `long` does not know it.
 #[inline]
 fn text_words(s: &[u8], long: impl FnOnce(&[u8]) -> Result<Option<u64>>) -> Result<Option<[u64; 2]>> {
     if s.len() <= PACKED_BYTES {
         let mut bytes = [0u8; 16];
         bytes[..s.len()].copy_from_slice(s);
-        bytes[15] = s.len() as u8; // at most 15
-        let packed = u128::from_le_bytes(bytes);
-        #[allow(clippy::cast_possible_truncation)] // the two halves of the packed text
-        return Ok(Some([packed as u64, (packed >> 64) as u64]));
+        return Ok(Some(packed(u128::from_le_bytes(bytes), s.len())));
     }
     Ok(long(s)?.map(|id| [id, INTERNED << 56]))
+}
+
+/// The words of the text at `values[start..end]`: a short one read in one 16-byte load where the
+/// buffer has 16 bytes from `start`.
+#[inline]
+fn slice_words(values: &[u8], start: usize, end: usize, long: impl FnOnce(&[u8]) -> Result<Option<u64>>) -> Result<Option<[u64; 2]>> {
+    let len = end - start;
+    if len <= PACKED_BYTES {
+        if let Some(chunk) = values.get(start..start + 16) {
+            let bytes: [u8; 16] = chunk.try_into().expect("16 bytes");
+            return Ok(Some(packed(u128::from_le_bytes(bytes), len)));
+        }
+    }
+    text_words(&values[start..end], long)
+}
+
+/// The texts of a column: offsets into one buffer, or views.
+enum Texts<'a> {
+    Offsets32(&'a [i32], &'a [u8]),
+    Offsets64(&'a [i64], &'a [u8]),
+    Views(&'a [u128], &'a [arrow_buffer::Buffer]),
+}
+
+impl<'a> Texts<'a> {
+    fn of(array: &'a dyn Array) -> Texts<'a> {
+        match array.data_type() {
+            DataType::Utf8 => Texts::Offsets32(array.as_string::<i32>().value_offsets(), array.as_string::<i32>().value_data()),
+            DataType::LargeUtf8 => Texts::Offsets64(array.as_string::<i64>().value_offsets(), array.as_string::<i64>().value_data()),
+            DataType::Binary => Texts::Offsets32(array.as_binary::<i32>().value_offsets(), array.as_binary::<i32>().value_data()),
+            DataType::LargeBinary => Texts::Offsets64(array.as_binary::<i64>().value_offsets(), array.as_binary::<i64>().value_data()),
+            DataType::Utf8View => Texts::Views(array.as_string_view().views(), array.as_string_view().data_buffers()),
+            _ => Texts::Views(array.as_binary_view().views(), array.as_binary_view().data_buffers()),
+        }
+    }
+
+    /// Row `i`'s words. Offsets and views were checked to lie inside their buffers (`check_layout`).
+    #[inline]
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // checked offsets of buffers in memory
+    fn words(&self, i: usize, long: impl FnOnce(&[u8]) -> Result<Option<u64>>) -> Result<Option<[u64; 2]>> {
+        match self {
+            Texts::Offsets32(offsets, values) => slice_words(values, offsets[i] as usize, offsets[i + 1] as usize, long),
+            Texts::Offsets64(offsets, values) => slice_words(values, offsets[i] as usize, offsets[i + 1] as usize, long),
+            Texts::Views(views, buffers) => {
+                let view = views[i];
+                let len = view as u32 as usize;
+                if len <= 12 {
+                    return Ok(Some(packed(view >> 32, len))); // inline, after the length
+                }
+                let (buffer, offset) = ((view >> 64) as u32 as usize, (view >> 96) as u32 as usize);
+                slice_words(&buffers[buffer], offset, offset + len, long)
+            }
+        }
+    }
 }
 
 /// A float's bits with every NaN one NaN and -0.0 as 0.0 (Polars' grouping).
@@ -109,7 +167,7 @@ enum Reader<'a> {
     Bools(BooleanBuffer),
     F32(&'a [f32]),
     F64(&'a [f64]),
-    Text(&'a dyn Array),
+    Text(Texts<'a>),
     /// Dictionary codes, and the words of each dictionary value.
     Codes(IntUsers<'a>, Arc<[[u64; 2]]>),
 }
@@ -141,17 +199,18 @@ fn fixed_values(array: &dyn Array) -> Option<IntUsers<'_>> {
     })
 }
 
-/// The bytes of row `i` of a text column.
-#[inline]
-fn text_at(array: &dyn Array, i: usize) -> &[u8] {
-    match array.data_type() {
-        DataType::Utf8 => array.as_string::<i32>().value(i).as_bytes(),
-        DataType::LargeUtf8 => array.as_string::<i64>().value(i).as_bytes(),
-        DataType::Utf8View => array.as_string_view().value(i).as_bytes(),
-        DataType::Binary => array.as_binary::<i32>().value(i),
-        DataType::LargeBinary => array.as_binary::<i64>().value(i),
-        _ => array.as_binary_view().value(i),
+/// A key's hash: each word folded in with a multiply (foldhash's mixing), no length prefix.
+#[inline(always)]
+fn hash_key(key: &[u64]) -> u64 {
+    const MULTIPLE: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut h: u64 = 0x243F_6A88_85A3_08D3;
+    for &w in key {
+        let p = u128::from(h ^ w) * u128::from(MULTIPLE);
+        #[allow(clippy::cast_possible_truncation)] // the two halves of the product
+        let folded = (p as u64) ^ ((p >> 64) as u64);
+        h = folded;
     }
+    h
 }
 
 /// Where a column's words sit in a key, and how they are made.
@@ -161,42 +220,59 @@ struct Slot {
     at: usize,
 }
 
-/// A row's key into `key`: `false` when a long text is not known to `long` (a read-only lookup).
-#[inline]
-fn key_of(
+/// The keys of rows `lo..lo + n`, row after row in `keys` (`width` words each), column by column.
+/// `complete[r]` turns false where a long text is not known to `long` (a read-only lookup).
+#[allow(clippy::too_many_arguments)]
+fn fill_keys(
     slots: &[Slot],
-    flags_at: usize,
+    width: usize,
     readers: &[Reader<'_>],
     nulls: &[Option<NullBuffer>],
-    row: usize,
-    key: &mut [u64],
+    lo: usize,
+    keys: &mut [u64],
+    complete: &mut [bool],
     long: &mut dyn FnMut(usize, &[u8]) -> Result<Option<u64>>,
-) -> Result<bool> {
-    key[flags_at..].fill(0);
+) -> Result<()> {
+    let flags_at = width - slots.len().div_ceil(64);
+    complete.fill(true);
+    for key in keys.chunks_exact_mut(width) {
+        key[flags_at..].fill(0);
+    }
     for (c, (slot, reader)) in slots.iter().zip(readers).enumerate() {
-        let words = &mut key[slot.at..slot.at + slot.kind.words()];
-        if nulls[c].as_ref().is_some_and(|n| n.is_null(row)) {
-            words.fill(0);
-            key[flags_at + c / 64] |= 1 << (c % 64);
-            continue;
-        }
+        let rows = keys.chunks_exact_mut(width).enumerate().map(|(r, key)| (lo + r, &mut key[slot.at..]));
         match reader {
-            Reader::Ints(v) => words[0] = v.get(row),
-            Reader::Bools(v) => words[0] = u64::from(v.value(row)),
-            Reader::F32(v) => words[0] = float32_word(v[row]),
-            Reader::F64(v) => words[0] = float64_word(v[row]),
-            Reader::Codes(codes, values) => {
-                // In range: the dictionary was validated (`check_layout`).
-                #[allow(clippy::cast_possible_truncation)] // a dictionary index of an array in memory
-                words.copy_from_slice(&values[codes.get(row) as usize]);
-            }
-            Reader::Text(array) => match text_words(text_at(*array, row), |s| long(c, s))? {
-                Some(w) => words.copy_from_slice(&w),
-                None => return Ok(false),
+            Reader::Ints(v) => rows.for_each(|(i, w)| w[0] = v.get(i)),
+            Reader::Bools(v) => rows.for_each(|(i, w)| w[0] = u64::from(v.value(i))),
+            Reader::F32(v) => rows.for_each(|(i, w)| w[0] = float32_word(v[i])),
+            Reader::F64(v) => rows.for_each(|(i, w)| w[0] = float64_word(v[i])),
+            // In range: the dictionary was validated (`check_layout`); a null row's index is not read.
+            #[allow(clippy::cast_possible_truncation)] // a dictionary index of an array in memory
+            Reader::Codes(codes, values) => match &nulls[c] {
+                None => rows.for_each(|(i, w)| w[..2].copy_from_slice(&values[codes.get(i) as usize])),
+                Some(n) => rows.for_each(|(i, w)| w[..2].copy_from_slice(if n.is_null(i) { &[0; 2] } else { &values[codes.get(i) as usize] })),
             },
+            Reader::Text(texts) => {
+                for (r, (i, w)) in rows.enumerate() {
+                    if nulls[c].as_ref().is_some_and(|n| n.is_null(i)) {
+                        continue; // its words are cleared below
+                    }
+                    match texts.words(i, |s| long(c, s))? {
+                        Some(words) => w[..2].copy_from_slice(&words),
+                        None => complete[r] = false,
+                    }
+                }
+            }
+        }
+        if let Some(n) = &nulls[c] {
+            for (r, key) in keys.chunks_exact_mut(width).enumerate() {
+                if n.is_null(lo + r) {
+                    key[slot.at..slot.at + slot.kind.words()].fill(0);
+                    key[flags_at + c / 64] |= 1 << (c % 64);
+                }
+            }
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 /// The result of coding a batch.
@@ -220,7 +296,6 @@ pub struct SegmentCoder {
     keys: Vec<u64>,
     /// Each known key's hash and code.
     table: HashTable<(u64, u32)>,
-    hasher: FixedState,
     /// Look the rows up on all the pool's threads (else on the calling thread only).
     parallel: bool,
 }
@@ -259,7 +334,6 @@ impl SegmentCoder {
             dictionaries: (0..n).map(|_| None).collect(),
             keys: Vec::new(),
             table: HashTable::new(),
-            hasher: FixedState::default(),
             parallel,
         })
     }
@@ -273,14 +347,13 @@ impl SegmentCoder {
         self.table.is_empty()
     }
 
-    fn flags_at(&self) -> usize {
-        self.width - self.slots.len().div_ceil(64)
-    }
-
+    #[inline(always)]
     fn find(&self, key: &[u64], hash: u64) -> Option<u32> {
         let width = self.width;
+        // Word by word: keys are a few words, shorter than a call to `memcmp`.
         #[allow(clippy::cast_possible_truncation)] // codes index keys held in memory
-        self.table.find(hash, |&(h, code)| h == hash && &self.keys[code as usize * width..][..width] == key).map(|&(_, code)| code)
+        let same = |code: u32| self.keys[code as usize * width..][..width].iter().zip(key).all(|(a, b)| a == b);
+        self.table.find(hash, |&(h, code)| h == hash && same(code)).map(|&(_, code)| code)
     }
 
     /// The code of every row of the batch's `by` columns, new combinations numbered on.
@@ -307,14 +380,20 @@ impl SegmentCoder {
         codes.try_reserve_exact(rows).map_err(|_| out_of_memory(rows * 4, "the segment codes of a batch"))?;
         codes.resize(rows, NEW);
         // Known keys, read-only: a row whose long text or key is new stays NEW.
-        let (this, flags_at) = (&*self, self.flags_at());
+        // Known keys, read-only: a row whose long text or key is new stays NEW.
+        let this = &*self;
+        let width = self.width;
         let lookup = |(block, out): (usize, &mut [u32])| {
-            let mut key = vec![0u64; this.width];
+            let mut keys = vec![0u64; out.len() * width];
+            let mut complete = vec![true; out.len()];
             let mut known = |c: usize, s: &[u8]| Ok(this.long[c].find(s));
-            for (k, code) in out.iter_mut().enumerate() {
-                if let Ok(true) = key_of(&this.slots, flags_at, &readers, &nulls, block * BLOCK_ROWS + k, &mut key, &mut known) {
-                    if let Some(found) = this.find(&key, this.hasher.hash_one(&key)) {
-                        *code = found;
+            let filled = fill_keys(&this.slots, width, &readers, &nulls, block * BLOCK_ROWS, &mut keys, &mut complete, &mut known);
+            if filled.is_ok() {
+                for ((code, key), complete) in out.iter_mut().zip(keys.chunks_exact(width)).zip(complete) {
+                    if complete {
+                        if let Some(found) = this.find(key, hash_key(key)) {
+                            *code = found;
+                        }
                     }
                 }
             }
@@ -326,14 +405,14 @@ impl SegmentCoder {
         }
         // The rest, in row order, as one sequential walk would: each new key is numbered at its first row.
         let mut first_rows = Vec::new();
-        let mut key = vec![0u64; self.width];
+        let mut key = vec![0u64; width];
         for row in 0..rows {
             if codes[row] != NEW {
                 continue;
             }
             let long = &mut self.long;
-            key_of(&self.slots, flags_at, &readers, &nulls, row, &mut key, &mut |c, s| long[c].key(s).map(Some))?;
-            let hash = self.hasher.hash_one(&key);
+            fill_keys(&self.slots, width, &readers, &nulls, row, &mut key, &mut [true], &mut |c, s| long[c].key(s).map(Some))?;
+            let hash = hash_key(&key);
             codes[row] = match self.find(&key, hash) {
                 Some(code) => code,
                 None => {
@@ -373,15 +452,16 @@ impl SegmentCoder {
                     dict.values(),
                     |more| {
                         // A null value's words are never read: its rows are null (`counted_nulls`).
+                        let texts = Texts::of(more.as_ref());
                         (0..more.len())
-                            .map(|i| if more.is_null(i) { Ok([0; 2]) } else { Ok(text_words(text_at(more.as_ref(), i), |s| long.key(s).map(Some))?.unwrap_or([0; 2])) })
+                            .map(|i| if more.is_null(i) { Ok([0; 2]) } else { Ok(texts.words(i, |s| long.key(s).map(Some))?.unwrap_or([0; 2])) })
                             .collect()
                     },
                     "the words of a dictionary's values",
                 )?;
                 Reader::Codes(codes, words)
             }
-            dt if Kind::of(dt) == Some(Kind::Text) => Reader::Text(array),
+            dt if Kind::of(dt) == Some(Kind::Text) => Reader::Text(Texts::of(array)),
             _ => Reader::Ints(fixed_values(array).ok_or_else(changed)?),
         })
     }
