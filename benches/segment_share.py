@@ -60,7 +60,7 @@ def main() -> None:
     class OneThread:  # the core's coder with the parallel lookup off
         accepts = staticmethod(parallel_coder.accepts)
 
-        def __new__(cls, schema: Any) -> Any:
+        def __new__(cls, schema: Any, parallel: bool = True) -> Any:
             return parallel_coder(schema, parallel=False)
 
     coders = {"polars": ("polars", parallel_coder), "core": ("core", parallel_coder), "core-1": ("core", OneThread)}

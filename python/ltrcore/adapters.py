@@ -401,8 +401,9 @@ class SegmentCoder:
     it, so ``ranks`` and the segment table do not depend on the coder.
     """
 
-    def __init__(self, by: Sequence[str]):
+    def __init__(self, by: Sequence[str], *, threads: int = 1):
         self.by = list(by)
+        self.threads = threads  # more than one: the core's coder looks the rows up on all cores
         self.known: pl.DataFrame | None = None  # the ``by`` columns plus the code, in code order
         self.source_schema: pa.Schema | None = None  # of the coded input, for an empty dictionary
         self._core: Any = None  # a ``_core.SegmentCoder`` once chosen
@@ -455,7 +456,7 @@ class SegmentCoder:
             return None
         if not _core.SegmentCoder.accepts(keys.schema):
             return None
-        coder = _core.SegmentCoder(keys.schema)
+        coder = _core.SegmentCoder(keys.schema, parallel=self.threads > 1)
         if self.known is not None and self.known.height:
             # A state's saved segments: they must be the values the input's dtypes hold, in code order.
             saved = self.known.select(self.by)
@@ -519,8 +520,15 @@ class SegmentCoder:
         return empty.with_columns(pl.Series(SEGMENT_CODE, [], dtype=pl.UInt32))
 
     def wrap(self, source: Source, keep: Sequence[str], *, table: str) -> Source:
-        """A source whose batches carry the ``keep`` columns and the segment-code column."""
+        """A source whose batches carry the ``keep`` columns and the segment-code column.
+
+        A source held in memory gives the same batches at every opening, and the engine opens it
+        up to three times (its ids' range, then both passes): each batch's codes are kept from the
+        first reading (4 bytes a row), so every batch is coded once. A batch's codes never change
+        once given, so this changes no code; a batch of another length than the kept codes is
+        coded again."""
         keep = list(dict.fromkeys(keep))
+        kept: list[pa.Array] | None = [] if source.in_memory and source.reopenable else None
 
         def open_coded() -> Batches:
             stream = as_batches(source.open(), table=table)
@@ -535,8 +543,14 @@ class SegmentCoder:
             self.source_schema = stream.schema
 
             def coded() -> Iterator[pa.RecordBatch]:
-                for batch in stream:
-                    yield pa.RecordBatch.from_arrays([*batch.select(keep).columns, self.codes(self.keys(batch))], schema=schema)
+                for k, batch in enumerate(stream):
+                    if kept is not None and k < len(kept) and len(kept[k]) == batch.num_rows:
+                        codes = kept[k]
+                    else:
+                        codes = self.codes(self.keys(batch))
+                        if kept is not None and k == len(kept):
+                            kept.append(codes)
+                    yield pa.RecordBatch.from_arrays([*batch.select(keep).columns, codes], schema=schema)
 
             return Batches(schema, coded(), table=table)
 

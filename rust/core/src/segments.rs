@@ -66,12 +66,23 @@ const INTERNED: u64 = 0xFF;
 
 /// The two words of a text of at most `PACKED_BYTES` bytes, given as the low `len` bytes of `bytes`
 /// (the bytes above are ignored).
-#[inline]
+#[inline(always)]
 fn packed(bytes: u128, len: usize) -> [u64; 2] {
-    let mask = (1u128 << (8 * len)) - 1; // len <= 15
-    let packed = (bytes & mask) | ((len as u128) << 120);
-    #[allow(clippy::cast_possible_truncation)] // the two halves of the packed text
-    [packed as u64, (packed >> 64) as u64]
+    /// Per length, the masks of the bytes a text of that length holds in each word.
+    const MASKS: [[u64; 2]; 16] = {
+        let mut masks = [[0u64; 2]; 16];
+        let mut len = 0;
+        while len < 16 {
+            masks[len][0] = if len >= 8 { u64::MAX } else { (1u64 << (8 * len)) - 1 };
+            masks[len][1] = if len <= 8 { 0 } else { (1u64 << (8 * (len - 8))) - 1 };
+            len += 1;
+        }
+        masks
+    };
+    let [low, high] = MASKS[len];
+    #[allow(clippy::cast_possible_truncation)] // the two halves of the bytes
+    let words = [bytes as u64 & low, (bytes >> 64) as u64 & high | (len as u64) << 56];
+    words
 }
 
 /// A text's two words, `None` when it is longer than `PACKED_BYTES` and `long` does not know it.
@@ -199,18 +210,27 @@ fn fixed_values(array: &dyn Array) -> Option<IntUsers<'_>> {
     })
 }
 
-/// A key's hash: each word folded in with a multiply (foldhash's mixing), no length prefix.
+/// A key's hash: two words at a time folded with a multiply (foldhash's mixing), each pair with its
+/// own constants, the pairs independent of each other (no chain of multiplies), then mixed once more.
 #[inline(always)]
 fn hash_key(key: &[u64]) -> u64 {
-    const MULTIPLE: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h: u64 = 0x243F_6A88_85A3_08D3;
-    for &w in key {
-        let p = u128::from(h ^ w) * u128::from(MULTIPLE);
+    const SEEDS: [u64; 8] = [
+        0x243F_6A88_85A3_08D3, 0x1319_8A2E_0370_7344, 0xA409_3822_299F_31D0, 0x082E_FA98_EC4E_6C89,
+        0x4528_21E6_38D0_1377, 0xBE54_66CF_34E9_0C6C, 0xC0AC_29B7_C97C_50DD, 0x3F84_D5B5_B547_0917,
+    ];
+    #[inline(always)]
+    fn folded(a: u64, b: u64) -> u64 {
+        let p = u128::from(a) * u128::from(b);
         #[allow(clippy::cast_possible_truncation)] // the two halves of the product
         let folded = (p as u64) ^ ((p >> 64) as u64);
-        h = folded;
+        folded
     }
-    h
+    let mut h = 0u64;
+    for (i, pair) in key.chunks(2).enumerate() {
+        let second = pair.get(1).copied().unwrap_or(0);
+        h = h.wrapping_add(folded(pair[0] ^ SEEDS[(2 * i) % 8], second ^ SEEDS[(2 * i + 1) % 8]));
+    }
+    folded(h ^ 0x9E37_79B9_7F4A_7C15, 0xD6E8_FEB8_6659_FD93)
 }
 
 /// Where a column's words sit in a key, and how they are made.
@@ -219,6 +239,9 @@ struct Slot {
     kind: Kind,
     at: usize,
 }
+
+/// How a long text of column `c` gets its id: looked up (`None` if unknown) or interned.
+type LongTexts<'a> = dyn FnMut(usize, &[u8]) -> Result<Option<u64>> + 'a;
 
 /// The keys of rows `lo..lo + n`, row after row in `keys` (`width` words each), column by column.
 /// `complete[r]` turns false where a long text is not known to `long` (a read-only lookup).
@@ -231,7 +254,7 @@ fn fill_keys(
     lo: usize,
     keys: &mut [u64],
     complete: &mut [bool],
-    long: &mut dyn FnMut(usize, &[u8]) -> Result<Option<u64>>,
+    long: &mut LongTexts<'_>,
 ) -> Result<()> {
     let flags_at = width - slots.len().div_ceil(64);
     complete.fill(true);
@@ -251,17 +274,13 @@ fn fill_keys(
                 None => rows.for_each(|(i, w)| w[..2].copy_from_slice(&values[codes.get(i) as usize])),
                 Some(n) => rows.for_each(|(i, w)| w[..2].copy_from_slice(if n.is_null(i) { &[0; 2] } else { &values[codes.get(i) as usize] })),
             },
-            Reader::Text(texts) => {
-                for (r, (i, w)) in rows.enumerate() {
-                    if nulls[c].as_ref().is_some_and(|n| n.is_null(i)) {
-                        continue; // its words are cleared below
-                    }
-                    match texts.words(i, |s| long(c, s))? {
-                        Some(words) => w[..2].copy_from_slice(&words),
-                        None => complete[r] = false,
-                    }
-                }
-            }
+            // One loop per layout, so that the layout is not matched row by row.
+            #[allow(clippy::cast_sign_loss, clippy::cast_possible_truncation)] // offsets checked by `check_layout`, of buffers in memory
+            Reader::Text(texts) => match texts {
+                Texts::Offsets32(o, v) => fill_texts(rows, nulls[c].as_ref(), complete, |i| slice_words(v, o[i] as usize, o[i + 1] as usize, |s| long(c, s)))?,
+                Texts::Offsets64(o, v) => fill_texts(rows, nulls[c].as_ref(), complete, |i| slice_words(v, o[i] as usize, o[i + 1] as usize, |s| long(c, s)))?,
+                Texts::Views(..) => fill_texts(rows, nulls[c].as_ref(), complete, |i| texts.words(i, |s| long(c, s)))?,
+            },
         }
         if let Some(n) = &nulls[c] {
             for (r, key) in keys.chunks_exact_mut(width).enumerate() {
@@ -270,6 +289,26 @@ fn fill_keys(
                     key[flags_at + c / 64] |= 1 << (c % 64);
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// A text column's words into the keys; a null row is skipped (its words are cleared after).
+#[inline(always)]
+fn fill_texts<'k>(
+    rows: impl Iterator<Item = (usize, &'k mut [u64])>,
+    nulls: Option<&NullBuffer>,
+    complete: &mut [bool],
+    mut words: impl FnMut(usize) -> Result<Option<[u64; 2]>>,
+) -> Result<()> {
+    for (r, (i, w)) in rows.enumerate() {
+        if nulls.is_some_and(|n| n.is_null(i)) {
+            continue;
+        }
+        match words(i)? {
+            Some(words) => w[..2].copy_from_slice(&words),
+            None => complete[r] = false,
         }
     }
     Ok(())
@@ -304,6 +343,8 @@ pub struct SegmentCoder {
 const NEW: u32 = u32::MAX;
 /// Rows per unit of the parallel lookup.
 const BLOCK_ROWS: usize = 1 << 14;
+/// Rows whose keys are filled at a time.
+const FILL_ROWS: usize = 256;
 
 impl SegmentCoder {
     /// Whether the coder takes a column of this dtype.
@@ -384,12 +425,17 @@ impl SegmentCoder {
         let this = &*self;
         let width = self.width;
         let lookup = |(block, out): (usize, &mut [u32])| {
-            let mut keys = vec![0u64; out.len() * width];
-            let mut complete = vec![true; out.len()];
+            // A few hundred keys at a time: they stay in the L1 cache between filling and probing.
+            let mut keys = vec![0u64; FILL_ROWS * width];
+            let mut complete = vec![true; FILL_ROWS];
             let mut known = |c: usize, s: &[u8]| Ok(this.long[c].find(s));
-            let filled = fill_keys(&this.slots, width, &readers, &nulls, block * BLOCK_ROWS, &mut keys, &mut complete, &mut known);
-            if filled.is_ok() {
-                for ((code, key), complete) in out.iter_mut().zip(keys.chunks_exact(width)).zip(complete) {
+            for (part, out) in out.chunks_mut(FILL_ROWS).enumerate() {
+                let (keys, complete) = (&mut keys[..out.len() * width], &mut complete[..out.len()]);
+                let lo = block * BLOCK_ROWS + part * FILL_ROWS;
+                if fill_keys(&this.slots, width, &readers, &nulls, lo, keys, complete, &mut known).is_err() {
+                    return; // cannot happen read-only; the rows stay NEW and are coded below
+                }
+                for ((code, key), &complete) in out.iter_mut().zip(keys.chunks_exact(width)).zip(complete.iter()) {
                     if complete {
                         if let Some(found) = this.find(key, hash_key(key)) {
                             *code = found;
@@ -406,14 +452,14 @@ impl SegmentCoder {
         // The rest, in row order, as one sequential walk would: each new key is numbered at its first row.
         let mut first_rows = Vec::new();
         let mut key = vec![0u64; width];
-        for row in 0..rows {
-            if codes[row] != NEW {
+        for (row, code) in codes.iter_mut().enumerate() {
+            if *code != NEW {
                 continue;
             }
             let long = &mut self.long;
             fill_keys(&self.slots, width, &readers, &nulls, row, &mut key, &mut [true], &mut |c, s| long[c].key(s).map(Some))?;
             let hash = hash_key(&key);
-            codes[row] = match self.find(&key, hash) {
+            *code = match self.find(&key, hash) {
                 Some(code) => code,
                 None => {
                     first_rows.push(row);
