@@ -9,8 +9,9 @@
 //! Each row's values become a key of `u64` words: one per fixed-width value (its bits, integers
 //! sign-extended), two per text (up to 15 bytes packed with their length, longer ones interned),
 //! and null flags. A batch is coded in two steps: a read-only lookup of every row against the known
-//! keys, on all cores, then, in row order on one thread, the rows whose key was new (a few per
-//! batch once the segments are known). So the codes are the same as one sequential walk would give.
+//! keys (on rayon's pool when the coder is `parallel`), then, in row order on the calling thread,
+//! the rows whose key was new (a few per batch once the segments are known). So the codes are the
+//! same as one sequential walk would give.
 
 use std::sync::Arc;
 
@@ -420,7 +421,6 @@ impl SegmentCoder {
         let mut codes = Vec::new();
         codes.try_reserve_exact(rows).map_err(|_| out_of_memory(rows * 4, "the segment codes of a batch"))?;
         codes.resize(rows, NEW);
-        // Known keys, read-only: a row whose long text or key is new stays NEW.
         // Known keys, read-only: a row whose long text or key is new stays NEW.
         let this = &*self;
         let width = self.width;
