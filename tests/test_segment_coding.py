@@ -265,7 +265,7 @@ def orders(rows: int, seed: int) -> pa.Table:
 
 @pytest.mark.parametrize("by", [["channel"], ["channel", "country", "score"]])
 def test_cohorts_by_segments_equal_through_either_coder(by: list[str]) -> None:
-    table = orders(30_000, seed=len(by))
+    table = pa.Table.from_batches(orders(30_000, seed=len(by)).to_batches(max_chunksize=6_000))  # 5 batches, kept codes each
     stream = lambda: pa.RecordBatchReader.from_batches(table.schema, table.to_batches(max_chunksize=7_000))  # noqa: E731
     with polars_coder(False):
         core = ltrcore.cohorts(table, by=by, horizon=6, tz="UTC")
@@ -274,3 +274,24 @@ def test_cohorts_by_segments_equal_through_either_coder(by: list[str]) -> None:
         reference = ltrcore.cohorts(table, by=by, horizon=6, tz="UTC")
     assert_same_result(core, reference)
     assert_same_result(core_stream, reference)
+
+
+def test_in_memory_orders_are_coded_once_per_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine reads in-memory orders up to three times; each batch is coded at the first, and a
+    one-shot stream (read once, its coded batches kept by the engine) gives the same table."""
+    table = orders(20_000, seed=5)
+    calls = []
+    codes = SegmentCoder.codes
+
+    def counted(self: SegmentCoder, keys: Any) -> pa.Array:
+        calls.append(keys.num_rows)
+        return codes(self, keys)
+
+    monkeypatch.setattr(SegmentCoder, "codes", counted)
+    batches = table.to_batches(max_chunksize=3_000)
+    kept = ltrcore.cohorts(pa.Table.from_batches(batches), by=["channel", "score"], horizon=6, tz="UTC")
+    assert calls == [b.num_rows for b in batches]
+    calls.clear()
+    streamed = ltrcore.cohorts(pa.RecordBatchReader.from_batches(table.schema, batches), by=["channel", "score"], horizon=6, tz="UTC")
+    assert calls == [b.num_rows for b in batches]
+    assert_same_result(kept, streamed)
