@@ -443,7 +443,7 @@ class SegmentCoder:
         if new.height:
             self._number(new)
         if self.known.height == 1:
-            return pa.array([0] * keys.height, pa.uint32())
+            return pl.repeat(0, keys.height, dtype=pl.UInt32, eager=True).to_arrow()
         coded = keys.join(self.known, on=self.by, how="left", nulls_equal=True, maintain_order="left")
         return coded.get_column(SEGMENT_CODE).to_arrow()
 
