@@ -3,13 +3,25 @@
 from collections.abc import Callable
 from typing import Any, final
 
-__all__ = ["accumulate", "check_tz", "_debug_panic", "CoreResult", "CorePartial", "ArrowStream", "__version__"]
+__all__ = ["accumulate", "check_tz", "_debug_panic", "CoreResult", "CorePartial", "ArrowStream", "ArrowArray", "SegmentCoder", "__version__"]
 
 __version__: str
 
 @final
 class ArrowStream:
     def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
+
+@final
+class ArrowArray:
+    def __arrow_c_array__(self, requested_schema: object | None = None) -> tuple[object, object]: ...
+
+@final
+class SegmentCoder:
+    def __new__(cls, schema: Any, *, parallel: bool = True) -> SegmentCoder: ...
+    @staticmethod
+    def accepts(schema: Any) -> bool: ...
+    def code(self, keys: Any) -> tuple[ArrowArray, list[int]]: ...
+    def __len__(self) -> int: ...
 
 @final
 class CoreResult:

@@ -350,6 +350,25 @@ def _schema_text(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name}: {f.type}" for f in schema)
 
 
+def _polars(table: pa.Table) -> pl.DataFrame:
+    frame = pl.from_arrow(table)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _rows(table: pa.Table, rows: list[int]) -> pl.DataFrame:
+    """Some rows of ``table``, as Polars reads them. pyarrow's ``take`` has no kernel for the view
+    layouts, which Polars reads as they are (no copy): those columns are taken in Polars."""
+    indices = pa.array(rows, pa.int64())
+    columns = []
+    for name, column in zip(table.column_names, table.columns):
+        try:
+            columns.append(_polars(pa.Table.from_arrays([column.take(indices)], schema=pa.schema([table.schema.field(name)]))))
+        except pa.ArrowNotImplementedError:
+            columns.append(_polars(table.select([name])).gather(rows))
+    return pl.concat(columns, how="horizontal")
+
+
 def read_whole(data: Any, columns: Sequence[str], *, table: str) -> pa.Table:
     """Reads a (small, per-user) input whole, e.g. signups, keeping its Arrow types as they are."""
     src = resolve(data, columns, table=table)
@@ -360,56 +379,121 @@ def read_whole(data: Any, columns: Sequence[str], *, table: str) -> pa.Table:
     return pa.Table.from_batches(list(batches), schema=batches.schema)
 
 
+#: Set to ``polars`` to code segments with the Polars coder instead of the core's (the tests compare
+#: the two; see :class:`SegmentCoder`).
+SEGMENT_CODER_ENV = "LTRCORE_SEGMENT_CODER"
+
+
 class SegmentCoder:
     """Maps combinations of segment values to stable uint32 codes, batch by batch.
 
     Codes follow first appearance in the stream, so both passes over the orders (and any batch
-    split) see the same code for the same values. Only the ``by`` columns go through Polars; the
-    columns the engine reads stay the caller's Arrow arrays. Values are matched as Polars groups
-    them: nulls match nulls, NaN matches NaN, and -0.0 matches 0.0. The final table is sorted by
-    the values.
+    split) see the same code for the same values. The columns the engine reads stay the caller's
+    Arrow arrays. Values are matched as Polars groups them: nulls match nulls, NaN matches NaN, and
+    -0.0 matches 0.0. The final table is sorted by the values.
+
+    Two coders give the same codes. The core's (``_core.SegmentCoder``) is the default. The Polars
+    one (``unique`` + anti-join + join) is the reference, and codes what the core does not take: by
+    columns of other dtypes (decimals, nested types...), Polars frames (merging partials), and a
+    state's saved segments that do not read back unchanged as the new input's dtypes. Which one
+    codes is decided once, at the first batch. The environment variable ``LTRCORE_SEGMENT_CODER=polars``
+    forces the Polars coder. Either way ``known`` holds each combination's first row as Polars read
+    it, so ``ranks`` and the segment table do not depend on the coder.
     """
 
-    def __init__(self, by: Sequence[str]):
+    def __init__(self, by: Sequence[str], *, threads: int = 1):
         self.by = list(by)
+        self.threads = threads  # more than one: the core's coder looks the rows up on all cores
         self.known: pl.DataFrame | None = None  # the ``by`` columns plus the code, in code order
         self.source_schema: pa.Schema | None = None  # of the coded input, for an empty dictionary
+        self._core: Any = None  # a ``_core.SegmentCoder`` once chosen
+        self._chosen = False
 
-    def codes(self, keys: pl.DataFrame) -> pa.Array:
+    def codes(self, keys: pa.Table | pl.DataFrame) -> pa.Array:
         """The code of each row of ``keys`` (the ``by`` columns), new combinations numbered on."""
+        if not self._chosen:
+            self._chosen = True
+            self._core = self._core_coder(keys)
+        if self._core is None:
+            return self._polars_codes(keys if isinstance(keys, pl.DataFrame) else _polars(keys))
+        table = keys.to_arrow() if isinstance(keys, pl.DataFrame) else keys
+        codes, first_rows = self._core.code(table)
+        if self.known is None:
+            self.known = _polars(table.slice(0, 0)).with_columns(pl.Series(SEGMENT_CODE, [], dtype=pl.UInt32))
+        if first_rows:
+            self._number(_rows(table, first_rows))
+        return pa.array(codes)
+
+    def _number(self, new: pl.DataFrame) -> None:
+        """Appends combinations not known yet to ``known``, numbered on."""
+        assert self.known is not None
+        start = self.known.height
+        numbered = new.with_columns(pl.int_range(start, start + new.height, dtype=pl.UInt32).alias(SEGMENT_CODE))
+        self.known = pl.concat([self.known, numbered])
+
+    def _polars_codes(self, keys: pl.DataFrame) -> pa.Array:
         if self.known is None:
             self.known = keys.clear().with_columns(pl.Series(SEGMENT_CODE, [], dtype=pl.UInt32))
+        # Polars 2.1 matches no NaN in a join whose right side is one row: that side is doubled for
+        # the anti-join (which ignores duplicates), and a left join against one row is not needed
+        # (every row has its values).
+        known = pl.concat([self.known, self.known]) if self.known.height == 1 else self.known
         distinct = keys.unique(maintain_order=True)
-        new = distinct.join(self.known, on=self.by, how="anti", nulls_equal=True, maintain_order="left")
+        new = distinct.join(known, on=self.by, how="anti", nulls_equal=True, maintain_order="left")
         if new.height:
-            start = self.known.height
-            numbered = new.with_columns(pl.int_range(start, start + new.height, dtype=pl.UInt32).alias(SEGMENT_CODE))
-            self.known = pl.concat([self.known, numbered])
+            self._number(new)
+        if self.known.height == 1:
+            return pl.repeat(0, keys.height, dtype=pl.UInt32, eager=True).to_arrow()
         coded = keys.join(self.known, on=self.by, how="left", nulls_equal=True, maintain_order="left")
         return coded.get_column(SEGMENT_CODE).to_arrow()
+
+    def _core_coder(self, keys: pa.Table | pl.DataFrame) -> Any:
+        """The core's coder for ``keys``' dtypes, holding the known combinations; ``None`` where the
+        Polars coder must code (see the class's docstring)."""
+        from . import _core
+
+        if os.environ.get(SEGMENT_CODER_ENV, "core") == "polars" or not isinstance(keys, pa.Table):
+            return None
+        if not _core.SegmentCoder.accepts(keys.schema):
+            return None
+        coder = _core.SegmentCoder(keys.schema, parallel=self.threads > 1)
+        if self.known is not None and self.known.height:
+            # A state's saved segments: they must be the values the input's dtypes hold, in code order.
+            saved = self.known.select(self.by)
+            if saved.schema != _polars(keys.slice(0, 0)).schema:
+                return None
+            if self.known.get_column(SEGMENT_CODE).to_list() != list(range(self.known.height)):
+                return None
+            try:
+                codes, _ = coder.code(saved.to_arrow().cast(keys.schema))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                return None
+            if pa.array(codes).to_pylist() != list(range(self.known.height)):
+                return None
+        return coder
 
     def encode(self, table: pa.Table) -> pa.Table:
         """``table`` with the code column appended."""
         self.source_schema = table.schema
         return table.append_column(SEGMENT_CODE, self.codes(self.keys(table)))
 
-    def keys(self, data: pa.Table | pa.RecordBatch) -> pl.DataFrame:
-        """The ``by`` columns as Polars values. Polars holds timestamps in ms at the coarsest, and
-        turns a ``timestamp[s]`` it cannot hold into 1970 without a word: such a value is refused."""
+    def keys(self, data: pa.Table | pa.RecordBatch) -> pa.Table:
+        """The ``by`` columns. Polars holds timestamps and durations in ms at the coarsest, and
+        wraps a ``timestamp[s]`` or ``duration[s]`` it cannot hold into another value without a
+        word: such a value is refused, and the others are read in ms by both coders."""
         columns = {}
         for name in self.by:
             col = data.column(name)
-            if pa.types.is_timestamp(col.type) and col.type.unit == "s":
+            if (pa.types.is_timestamp(col.type) or pa.types.is_duration(col.type)) and col.type.unit == "s":
+                kind, ms = ("timestamp", pa.timestamp("ms", col.type.tz)) if pa.types.is_timestamp(col.type) else ("duration", pa.duration("ms"))
                 try:
-                    col = col.cast(pa.timestamp("ms", col.type.tz), safe=True)
+                    col = col.cast(ms, safe=True)
                 except pa.ArrowInvalid:
                     raise InvalidArgumentError(
-                        f"by column {name!r}: a timestamp[s] value is too far out to be kept as a segment value"
+                        f"by column {name!r}: a {kind}[s] value is too far out to be kept as a segment value"
                     ) from None
             columns[name] = col
-        keys = pl.from_arrow(pa.table(columns))
-        assert isinstance(keys, pl.DataFrame)
-        return keys
+        return pa.table(columns)
 
     def ranks(self) -> list[int]:
         """Each code's place in the order of the segment values: ascending, column by column, nulls
@@ -436,8 +520,15 @@ class SegmentCoder:
         return empty.with_columns(pl.Series(SEGMENT_CODE, [], dtype=pl.UInt32))
 
     def wrap(self, source: Source, keep: Sequence[str], *, table: str) -> Source:
-        """A source whose batches carry the ``keep`` columns and the segment-code column."""
+        """A source whose batches carry the ``keep`` columns and the segment-code column.
+
+        A source held in memory gives the same batches at every opening, and the engine opens it
+        up to three times (its ids' range, then both passes): each batch's codes are kept from the
+        first reading (4 bytes a row), so every batch is coded once. A batch's codes never change
+        once given, so this changes no code; a batch of another length than the kept codes is
+        coded again."""
         keep = list(dict.fromkeys(keep))
+        kept: list[pa.Array] | None = [] if source.in_memory and source.reopenable else None
 
         def open_coded() -> Batches:
             stream = as_batches(source.open(), table=table)
@@ -452,8 +543,14 @@ class SegmentCoder:
             self.source_schema = stream.schema
 
             def coded() -> Iterator[pa.RecordBatch]:
-                for batch in stream:
-                    yield pa.RecordBatch.from_arrays([*batch.select(keep).columns, self.codes(self.keys(batch))], schema=schema)
+                for k, batch in enumerate(stream):
+                    if kept is not None and k < len(kept) and len(kept[k]) == batch.num_rows:
+                        codes = kept[k]
+                    else:
+                        codes = self.codes(self.keys(batch))
+                        if kept is not None and k == len(kept):
+                            kept.append(codes)
+                    yield pa.RecordBatch.from_arrays([*batch.select(keep).columns, codes], schema=schema)
 
             return Batches(schema, coded(), table=table)
 

@@ -399,7 +399,7 @@ class Accumulator:
                 )
             )
         by = spec.by_columns
-        coder = SegmentCoder(by) if by else None
+        coder = SegmentCoder(by, threads=self._threads) if by else None
         signup_source: Source | None = None
         if self._signups:
             signups = _concat(self._signups, "signups")

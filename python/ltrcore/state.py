@@ -167,7 +167,7 @@ class CohortState:
         through_point = time_point(through, "through")
         workers = threads_for(threads)
         by = spec.by_columns
-        coder = _coder(by, self._segments)
+        coder = _coder(by, self._segments, workers)
         orders_source = signup_source = activity_source = None
         if signups is not None:
             table = read_whole(signups, [str(spec.signup_user), spec.signup_ts, *by], table="signups")
@@ -323,11 +323,11 @@ BY_PREFIX = "by_"
 _PARTS = ("partial", "segment", "user", "waiting")
 
 
-def _coder(by: Sequence[str], segments: pl.DataFrame | None) -> SegmentCoder | None:
+def _coder(by: Sequence[str], segments: pl.DataFrame | None, threads: int = 1) -> SegmentCoder | None:
     """A segment coder that keeps the state's codes and numbers new values on."""
     if not by:
         return None
-    coder = SegmentCoder(by)
+    coder = SegmentCoder(by, threads=threads)
     if segments is not None and segments.height:
         coder.known = segments.sort(SEGMENT_CODE)
     return coder

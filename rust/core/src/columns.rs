@@ -299,15 +299,46 @@ pub struct Interner {
     hasher: FixedState,
     /// The keys of the last dictionary's values, so that batches sharing a dictionary (a
     /// categorical column, a table whose chunks share one) do not intern its values again.
-    dictionary: Option<DictionaryKeys>,
+    dictionary: Option<PerValue<u64>>,
 }
 
-/// A dictionary's values and their keys. The values are held, not just named by address: their
+/// Something computed once per value of a dictionary (a key, a segment part), kept for the batches
+/// that share the dictionary or grow it. The values are held, not just named by address: their
 /// buffers then cannot be freed and reused by another dictionary while the cache points at them,
 /// and Arrow buffers are immutable, so the same buffers mean the same values.
-struct DictionaryKeys {
+pub(crate) struct PerValue<T> {
     values: ArrayData,
-    keys: Arc<[u64]>,
+    items: Arc<[T]>,
+}
+
+impl<T: Copy> PerValue<T> {
+    /// The items of `values`: the cached ones when `values` is the cached dictionary (the same
+    /// buffers) or holds its values again; when it starts with them (a dictionary that grows from
+    /// batch to batch), the cached ones plus `more` of the values past them. The cache then holds
+    /// `values`' items.
+    pub(crate) fn of(cache: &mut Option<Self>, values: &ArrayRef, more: impl FnOnce(ArrayRef) -> Result<Vec<T>>, what: &str) -> Result<Arc<[T]>> {
+        let data = values.to_data();
+        let mut known: &[T] = &[];
+        if let Some(cached) = cache {
+            if cached.values.ptr_eq(&data) {
+                return Ok(cached.items.clone());
+            }
+            let n = cached.values.len();
+            if data.len() >= n && data.data_type() == cached.values.data_type() && data.slice(0, n) == cached.values {
+                known = &cached.items;
+            }
+        }
+        let n = known.len();
+        let mut items = Vec::new();
+        items.try_reserve_exact(data.len()).map_err(|_| out_of_memory(data.len() * size_of::<T>(), what))?;
+        items.extend_from_slice(known);
+        if n < data.len() {
+            items.extend(more(values.slice(n, data.len() - n))?);
+        }
+        let items: Arc<[T]> = items.into();
+        *cache = Some(PerValue { values: data, items: items.clone() });
+        Ok(items)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -329,7 +360,14 @@ impl Interner {
         out
     }
 
-    fn key(&mut self, s: &[u8]) -> Result<u64> {
+    /// The key of `s`, if it was interned.
+    pub(crate) fn find(&self, s: &[u8]) -> Option<u64> {
+        let hash = self.hasher.hash_one(s);
+        self.table.find(hash, |e| e.hash == hash && &self.bytes[e.start..e.start + e.len] == s).map(|e| e.key)
+    }
+
+    /// The key of `s`, interned now if it was not.
+    pub(crate) fn key(&mut self, s: &[u8]) -> Result<u64> {
         let hash = self.hasher.hash_one(s);
         let Interner { bytes, table, .. } = self;
         if let Some(found) = table.find(hash, |e| e.hash == hash && &bytes[e.start..e.start + e.len] == s) {
@@ -354,31 +392,18 @@ impl Interner {
     /// grows from batch to batch) has only its new values interned. So a categorical column costs
     /// each row an index into this array, and each batch at most one comparison of dictionaries.
     fn dictionary_keys(&mut self, values: &ArrayRef, poll: &mut dyn FnMut() -> Result<()>) -> Result<Arc<[u64]>> {
-        let data = values.to_data();
-        let mut known: &[u64] = &[];
-        if let Some(cached) = &self.dictionary {
-            if cached.values.ptr_eq(&data) {
-                return Ok(cached.keys.clone());
-            }
-            let n = cached.values.len();
-            if data.len() >= n && data.data_type() == cached.values.data_type() && data.slice(0, n) == cached.values {
-                known = &cached.keys;
-            }
-        }
-        let n = known.len();
-        let mut keys = Vec::new();
-        keys.try_reserve_exact(data.len()).map_err(|_| out_of_memory(data.len() * 8, "the keys of a dictionary's values"))?;
-        keys.extend_from_slice(known);
-        if n < data.len() {
-            let more = values.slice(n, data.len() - n);
-            match IntUsers::of(more.as_ref()) {
-                Some(ints) => keys.extend((0..more.len()).map(|i| ints.get(i))),
-                None => keys.extend(self.keys_of(more.as_ref(), poll)?),
-            }
-        }
-        let keys: Arc<[u64]> = keys.into();
-        self.dictionary = Some(DictionaryKeys { values: data, keys: keys.clone() });
-        Ok(keys)
+        let mut cache = self.dictionary.take();
+        let keys = PerValue::of(
+            &mut cache,
+            values,
+            |more| match IntUsers::of(more.as_ref()) {
+                Some(ints) => Ok((0..more.len()).map(|i| ints.get(i)).collect()),
+                None => self.keys_of(more.as_ref(), poll),
+            },
+            "the keys of a dictionary's values",
+        );
+        self.dictionary = cache;
+        keys
     }
 
     /// Strings interned between two calls of `poll`: a few milliseconds of work.
@@ -410,7 +435,7 @@ impl Interner {
 }
 
 /// Integer user ids read as 64-bit keys (signed values sign-extended).
-enum IntUsers<'a> {
+pub(crate) enum IntUsers<'a> {
     I8(&'a [i8]),
     I16(&'a [i16]),
     I32(&'a [i32]),
@@ -423,7 +448,7 @@ enum IntUsers<'a> {
 
 impl<'a> IntUsers<'a> {
     #[inline]
-    fn get(&self, i: usize) -> u64 {
+    pub(crate) fn get(&self, i: usize) -> u64 {
         match self {
             Self::I8(v) => v[i] as i64 as u64,
             Self::I16(v) => v[i] as i64 as u64,
@@ -436,7 +461,7 @@ impl<'a> IntUsers<'a> {
         }
     }
 
-    fn of(array: &'a dyn Array) -> Option<IntUsers<'a>> {
+    pub(crate) fn of(array: &'a dyn Array) -> Option<IntUsers<'a>> {
         Some(match array.data_type() {
             DataType::Int8 => Self::I8(array.as_primitive::<Int8Type>().values()),
             DataType::Int16 => Self::I16(array.as_primitive::<Int16Type>().values()),
@@ -809,7 +834,7 @@ impl<'a> BatchView<'a> {
         poll: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Self> {
         let user_col: &'a ArrayRef = batch.column(set.user.0);
-        check_user_column(user_col.as_ref()).map_err(|problem| CoreError::Stream {
+        check_layout(user_col.as_ref()).map_err(|problem| CoreError::Stream {
             table: set.table.clone(),
             message: format!("column {:?} is not valid Arrow data: {problem}", set.user.1),
         })?;
@@ -1329,14 +1354,14 @@ impl KeyBounds {
 
 /// A column's logical nulls with the count taken from the bits, not from the producer: a wrong
 /// count imported through the C data interface would make nulls read as values.
-fn counted_nulls(array: &dyn Array) -> Option<NullBuffer> {
+pub(crate) fn counted_nulls(array: &dyn Array) -> Option<NullBuffer> {
     array.logical_nulls().map(|n| NullBuffer::new(n.into_inner()))
 }
 
-/// Checks what reading a user column relies on: string offsets and views inside their buffers,
+/// Checks what reading a user or segment column relies on: string offsets and views inside their buffers,
 /// dictionary indices inside the dictionary. Arrays imported through the C data interface are
 /// not validated by arrow, and a bad offset or index would read outside a buffer.
-fn check_user_column(array: &dyn Array) -> std::result::Result<(), String> {
+pub(crate) fn check_layout(array: &dyn Array) -> std::result::Result<(), String> {
     fn offsets<O: Copy + Into<i64>>(offsets: &[O], data_len: usize) -> std::result::Result<(), String> {
         let mut previous = offsets.first().map_or(0, |&o| o.into());
         if previous < 0 {
@@ -1363,10 +1388,20 @@ fn check_user_column(array: &dyn Array) -> std::result::Result<(), String> {
             let a = array.as_string::<i64>();
             offsets(a.value_offsets(), a.value_data().len())
         }
-        DataType::Utf8View => {
-            let a = array.as_string_view();
-            let buffers = a.data_buffers();
-            for &view in a.views().iter() {
+        DataType::Binary => {
+            let a = array.as_binary::<i32>();
+            offsets(a.value_offsets(), a.value_data().len())
+        }
+        DataType::LargeBinary => {
+            let a = array.as_binary::<i64>();
+            offsets(a.value_offsets(), a.value_data().len())
+        }
+        DataType::Utf8View | DataType::BinaryView => {
+            let (views, buffers) = match array.data_type() {
+                DataType::Utf8View => (array.as_string_view().views(), array.as_string_view().data_buffers()),
+                _ => (array.as_binary_view().views(), array.as_binary_view().data_buffers()),
+            };
+            for &view in views.iter() {
                 #[allow(clippy::cast_possible_truncation)] // the view's fields, by the format's layout
                 let (len, buffer, offset) = (view as u32, (view >> 64) as u32, (view >> 96) as u32);
                 if len > 12 {
@@ -1398,7 +1433,7 @@ mod tests {
         use arrow_buffer::Buffer;
         use arrow_data::ArrayData;
         let good = StringArray::from(vec!["a", "bb", "ccc"]);
-        assert_eq!(check_user_column(&good), Ok(()));
+        assert_eq!(check_layout(&good), Ok(()));
         let with_offsets = |offsets: Vec<i32>| {
             // SAFETY (test): deliberately invalid data, as an unchecked C-interface import can give.
             let data = unsafe {
@@ -1408,7 +1443,7 @@ mod tests {
                     .add_buffer(Buffer::from_slice_ref(b"abbccc"))
                     .build_unchecked()
             };
-            check_user_column(make_array(data).as_ref())
+            check_layout(make_array(data).as_ref())
         };
         assert!(with_offsets(vec![0, 1, 3, 600]).unwrap_err().contains("past the 6 bytes"));
         assert!(with_offsets(vec![0, 3, 1, 6]).unwrap_err().contains("decrease"));

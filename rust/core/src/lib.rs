@@ -20,6 +20,7 @@ pub mod error;
 pub mod kernel;
 pub mod partial;
 pub mod reconcile;
+pub mod segments;
 pub mod report;
 
 pub use engine::{accumulate, run, BatchSource, CutOff, CohortResult, Hooks, Inputs, Spec, TimePoint, DEFAULT_CELLS_BUDGET};

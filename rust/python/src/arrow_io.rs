@@ -12,6 +12,7 @@ use std::ffi::CStr;
 use std::sync::Arc;
 
 use arrow_array::ffi::{from_ffi, FFI_ArrowArray, FFI_ArrowSchema};
+use arrow_array::ArrayRef;
 use arrow_array::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
 use arrow_array::{Array, RecordBatch, RecordBatchIterator, RecordBatchReader, StructArray};
 use arrow_schema::{ArrowError, Schema, SchemaRef};
@@ -42,7 +43,7 @@ pub fn import_stream(table: &str, obj: &Bound<'_, PyAny>) -> PyResult<ArrowArray
         .map_err(|e| InvalidArgumentError::new_err(format!("{table}: could not import the Arrow stream: {e}")))
 }
 
-fn import_schema(table: &str, obj: &Bound<'_, PyAny>) -> PyResult<Schema> {
+pub fn import_schema(table: &str, obj: &Bound<'_, PyAny>) -> PyResult<Schema> {
     let capsule = obj.call_method0("__arrow_c_schema__")?;
     let capsule = capsule.cast::<PyCapsule>().map_err(|e| bad_capsule(table, "__arrow_c_schema__", e.into()))?;
     let ptr = capsule.pointer_checked(Some(SCHEMA_CAPSULE)).map_err(|e| bad_capsule(table, "__arrow_c_schema__", e))?;
@@ -161,5 +162,34 @@ impl ArrowStream {
         let reader = RecordBatchIterator::new([Ok(self.batch.clone())], self.batch.schema());
         let stream = FFI_ArrowArrayStream::new(Box::new(reader));
         PyCapsule::new_with_value(py, stream, STREAM_CAPSULE)
+    }
+}
+
+/// One array exported to Python through `__arrow_c_array__` (`pyarrow.array(obj)`).
+#[pyclass(module = "ltrcore._core", name = "ArrowArray", frozen)]
+pub struct ArrowArray {
+    array: ArrayRef,
+}
+
+impl ArrowArray {
+    pub fn new(array: ArrayRef) -> Self {
+        ArrowArray { array }
+    }
+}
+
+#[pymethods]
+impl ArrowArray {
+    /// Exports the array (its schema and its data). May be called any number of times.
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_array__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<(Bound<'py, PyCapsule>, Bound<'py, PyCapsule>)> {
+        let _ = requested_schema; // the dtype is fixed; consumers cast if they need to
+        let data = self.array.to_data();
+        let schema = FFI_ArrowSchema::try_from(data.data_type()).map_err(|e| crate::errors::InternalError::new_err(format!("exporting an array: {e}")))?;
+        let array = FFI_ArrowArray::new(&data);
+        Ok((PyCapsule::new_with_value(py, schema, SCHEMA_CAPSULE)?, PyCapsule::new_with_value(py, array, ARRAY_CAPSULE)?))
     }
 }

@@ -8,6 +8,7 @@ mod arrow_io;
 mod errors;
 mod partial;
 mod result;
+mod segments;
 mod state;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -182,6 +183,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<CorePartial>()?;
     m.add_class::<state::CoreState>()?;
     m.add_class::<ArrowStream>()?;
+    m.add_class::<arrow_io::ArrowArray>()?;
+    m.add_class::<segments::SegmentCoder>()?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("STATE_FORMAT_VERSION", ltrcore_core::state::STATE_FORMAT_VERSION)?;
     Ok(())
