@@ -11,10 +11,11 @@ use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_data::ArrayData;
 use arrow_schema::{DataType, Schema, TimeUnit};
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use foldhash::fast::FixedState;
-use hashbrown::HashTable;
+use rayon::prelude::*;
 
 use crate::calendar::{day_in_range, Calendar, MAX_DAY, MIN_DAY, SECONDS_PER_DAY};
 use crate::kernel::prefetch_read;
@@ -285,21 +286,47 @@ fn float_keys(array: &dyn Array, set: &ColumnSet) -> Result<(Vec<u64>, Option<Nu
     Ok((keys, nulls))
 }
 
-/// Gives every distinct string user id a dense key, shared by all tables of one run.
+/// Gives every distinct string user id a key, shared by all tables of one run.
 ///
-/// The strings are copied into one arena, not boxed one by one: a run with tens of millions of ids
-/// would otherwise spend a second just freeing them (after Ctrl-C too), and twice the memory.
+/// The strings are spread over `PARTS` parts by the top bits of their hash, each with its own
+/// table and its own copy of the strings, so that several threads can intern one batch at once,
+/// each filling the parts it owns (`keys_of`). A string's key is its number in its part (in the
+/// order the rows first brought it) and the part's index, so keys do not depend on the number of
+/// threads, nor on how the rows are cut into batches. Rows are looked up in blocks: each row's
+/// hash is taken first, and its slot (then its text) asked from memory a few rows ahead, so the
+/// cache misses of many rows overlap instead of adding up.
+///
+/// The strings are copied into one arena per part, not boxed one by one: a run with tens of
+/// millions of ids would otherwise spend a second just freeing them (after Ctrl-C too).
 #[derive(Default)]
 pub struct Interner {
-    /// Every distinct id's bytes, back to back.
-    bytes: Vec<u8>,
-    /// Every id: its hash (so the table grows without hashing the strings again), its key, and
-    /// where its bytes are (so a lookup reads the bucket and then the bytes, nothing in between).
-    table: HashTable<Interned>,
+    /// `PARTS` parts, or none before the first string.
+    parts: Vec<Part>,
     hasher: FixedState,
     /// The keys of the last dictionary's values, so that batches sharing a dictionary (a
     /// categorical column, a table whose chunks share one) do not intern its values again.
     dictionary: Option<DictionaryKeys>,
+    /// Each row's hash in the block being interned (scratch).
+    hashes: Vec<u64>,
+    /// Each row's key in the block being interned, as the threads write them (scratch).
+    found: Vec<AtomicU64>,
+}
+
+/// Interned strings are spread over this many parts (see `Interner`). Fixed, so that keys do not
+/// depend on the thread count; enough for the parts to share out evenly over a few dozen threads.
+const PART_BITS: u32 = 6;
+const PARTS: usize = 1 << PART_BITS;
+
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)] // the top PART_BITS bits
+fn part_of(hash: u64) -> usize {
+    (hash >> (64 - PART_BITS)) as usize
+}
+
+/// A key: a string's number in its part, and the part.
+#[inline(always)]
+fn key_of(number: u32, part: usize) -> u64 {
+    (u64::from(number) << PART_BITS) | part as u64
 }
 
 /// A dictionary's values and their keys. The values are held, not just named by address: their
@@ -310,42 +337,199 @@ struct DictionaryKeys {
     keys: Arc<[u64]>,
 }
 
-#[derive(Clone, Copy)]
-struct Interned {
-    hash: u64,
-    key: u64,
-    start: usize,
-    len: usize,
+/// One part's strings: an open-addressing table (linear probing, at most 3/4 full) and the strings'
+/// bytes, each after its length.
+#[derive(Default)]
+struct Part {
+    slots: Vec<Slot>,
+    /// Strings held.
+    len: u32,
+    bytes: Vec<u8>,
+}
+
+/// A slot of a part's table, 16 bytes.
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// Hash bits the slot's position does not use in small tables: most other strings differ here.
+    tag: u32,
+    /// 1 + the string's number in its part; 0 for an empty slot.
+    number: u32,
+    /// Where the string's length (4 bytes, little-endian) and then its bytes are in `bytes`.
+    start: u64,
+}
+
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)] // 32 bits of the hash, on purpose
+fn tag_of(hash: u64) -> u32 {
+    (hash >> 26) as u32
+}
+
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)] // the low bits of the hash, masked to the table
+fn home(hash: u64, mask: usize) -> usize {
+    hash as usize & mask
+}
+
+impl Part {
+    #[inline(always)]
+    #[allow(clippy::cast_possible_truncation)] // positions in an arena held in memory
+    fn text(&self, start: u64) -> &[u8] {
+        let start = start as usize;
+        let len = u32::from_le_bytes([self.bytes[start], self.bytes[start + 1], self.bytes[start + 2], self.bytes[start + 3]]);
+        &self.bytes[start + 4..start + 4 + len as usize]
+    }
+
+    /// Asks for the slot where a lookup of `hash` starts.
+    #[inline(always)]
+    fn prefetch_slot(&self, hash: u64) {
+        if !self.slots.is_empty() {
+            prefetch_read(&self.slots[home(hash, self.slots.len() - 1)]);
+        }
+    }
+
+    /// Asks for the text of the string in that slot, if it may be the one (its slot is in cache by now).
+    #[inline(always)]
+    #[allow(clippy::cast_possible_truncation)] // positions in an arena held in memory
+    fn prefetch_text(&self, hash: u64) {
+        if let Some(slot) = self.slots.get(home(hash, self.slots.len().wrapping_sub(1))) {
+            if slot.number != 0 && slot.tag == tag_of(hash) {
+                prefetch_read(self.bytes.as_ptr().wrapping_add(slot.start as usize));
+            }
+        }
+    }
+
+    fn key(&mut self, hash: u64, s: &[u8], part: usize, hasher: &FixedState) -> Result<u64> {
+        if (self.len as usize + 1) * 4 > self.slots.len() * 3 {
+            self.grow(hasher)?;
+        }
+        let mask = self.slots.len() - 1;
+        let tag = tag_of(hash);
+        let mut i = home(hash, mask);
+        loop {
+            let slot = self.slots[i];
+            if slot.number == 0 {
+                break;
+            }
+            if slot.tag == tag && self.text(slot.start) == s {
+                return Ok(key_of(slot.number - 1, part));
+            }
+            i = (i + 1) & mask;
+        }
+        let (Ok(len), Some(number)) = (u32::try_from(s.len()), self.len.checked_add(1).filter(|&n| n < u32::MAX)) else {
+            return Err(CoreError::InvalidArgument(format!(
+                "too many distinct user ids, or one too long ({} bytes): at most 2^38 ids of at most 4 GiB each",
+                s.len()
+            )));
+        };
+        if self.bytes.try_reserve(s.len() + 4).is_err() {
+            return Err(out_of_memory(self.bytes.capacity().max(s.len()), "the text of the interned user ids"));
+        }
+        let start = self.bytes.len() as u64;
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes.extend_from_slice(s);
+        self.slots[i] = Slot { tag, number, start };
+        self.len = number;
+        Ok(key_of(number - 1, part))
+    }
+
+    /// Doubles the table (the strings are hashed again: it happens a few dozen times in a run).
+    fn grow(&mut self, hasher: &FixedState) -> Result<()> {
+        let capacity = (self.slots.len() * 2).max(1 << 8);
+        let mut slots = Vec::new();
+        if slots.try_reserve_exact(capacity).is_err() {
+            return Err(out_of_memory(capacity * size_of::<Slot>(), "the table of interned user ids"));
+        }
+        slots.resize(capacity, Slot::default());
+        let mask = capacity - 1;
+        for old in self.slots.iter().filter(|s| s.number != 0) {
+            let mut i = home(hasher.hash_one(self.text(old.start)), mask);
+            while slots[i].number != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = *old;
+        }
+        self.slots = slots;
+        Ok(())
+    }
+}
+
+/// Rows between a row's slot being asked for and its lookup (and half that for its text).
+const LOOK_AHEAD: usize = 16;
+
+/// The parts `first..first + parts.len()` that one thread fills: it looks up the rows (of `rows`,
+/// whose hashes are `hashes`) whose strings fall in them, and writes their keys into `found`.
+fn intern_parts<'s>(
+    parts: &mut [Part],
+    first: usize,
+    hasher: &FixedState,
+    hashes: &[u64],
+    text: &(dyn Fn(usize) -> Option<&'s [u8]> + Sync),
+    found: &[AtomicU64],
+    mine: &mut Vec<u32>,
+) -> Result<()> {
+    let owned = first..first + parts.len();
+    mine.clear();
+    #[allow(clippy::cast_possible_truncation)] // a block has fewer than 2^32 rows
+    mine.extend((0..hashes.len()).filter(|&i| found[i].load(Ordering::Relaxed) != u64::MAX && owned.contains(&part_of(hashes[i]))).map(|i| i as u32));
+    for (j, &i) in mine.iter().enumerate() {
+        if let Some(&ahead) = mine.get(j + LOOK_AHEAD) {
+            let h = hashes[ahead as usize];
+            parts[part_of(h) - first].prefetch_slot(h);
+        }
+        if let Some(&ahead) = mine.get(j + LOOK_AHEAD / 2) {
+            let h = hashes[ahead as usize];
+            parts[part_of(h) - first].prefetch_text(h);
+        }
+        let i = i as usize;
+        let h = hashes[i];
+        let p = part_of(h);
+        let s = text(i).unwrap_or_default();
+        found[i].store(parts[p - first].key(h, s, p, hasher)?, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Every interned string, by key (a snapshot: keys interned later are not in it).
+pub struct Texts<'a> {
+    list: Vec<&'a [u8]>,
+    /// Where each part's strings start in `list`.
+    first: Vec<usize>,
+}
+
+impl<'a> Texts<'a> {
+    /// Every string, each once (in the order of `index`).
+    pub fn list(&self) -> &[&'a [u8]] {
+        &self.list
+    }
+
+    /// The position of a key's string in `list`.
+    #[allow(clippy::cast_possible_truncation)] // numbers of strings held in memory
+    pub fn index(&self, key: u64) -> usize {
+        self.first[key as usize & (PARTS - 1)] + (key >> PART_BITS) as usize
+    }
+
+    pub fn get(&self, key: u64) -> Option<&'a [u8]> {
+        self.list.get(self.index(key)).copied()
+    }
 }
 
 impl Interner {
-    /// Every interned string, indexed by its key.
-    #[allow(clippy::cast_possible_truncation)] // keys number the strings held in memory
-    pub fn texts(&self) -> Vec<&[u8]> {
-        let mut out = vec![&[][..]; self.table.len()];
-        for e in self.table.iter() {
-            out[e.key as usize] = &self.bytes[e.start..e.start + e.len];
+    /// Every interned string.
+    pub fn texts(&self) -> Texts<'_> {
+        let mut first = Vec::with_capacity(PARTS + 1);
+        let mut total = 0;
+        for part in &self.parts {
+            first.push(total);
+            total += part.len as usize;
         }
-        out
-    }
-
-    fn key(&mut self, s: &[u8]) -> Result<u64> {
-        let hash = self.hasher.hash_one(s);
-        let Interner { bytes, table, .. } = self;
-        if let Some(found) = table.find(hash, |e| e.hash == hash && &bytes[e.start..e.start + e.len] == s) {
-            return Ok(found.key);
+        first.resize(PARTS + 1, total);
+        let mut list = vec![&[][..]; total];
+        for (p, part) in self.parts.iter().enumerate() {
+            for slot in part.slots.iter().filter(|s| s.number != 0) {
+                list[first[p] + slot.number as usize - 1] = part.text(slot.start);
+            }
         }
-        let key = table.len() as u64;
-        // Both grow by doubling: what a failure asked for is about their size again.
-        if bytes.try_reserve(s.len()).is_err() {
-            return Err(out_of_memory(bytes.capacity().max(s.len()), "the text of the interned user ids"));
-        }
-        if table.try_reserve(1, |e| e.hash).is_err() {
-            return Err(out_of_memory(table.capacity().max(16) * 2 * size_of::<Interned>(), "the table of interned user ids"));
-        }
-        table.insert_unique(hash, Interned { hash, key, start: bytes.len(), len: s.len() }, |e| e.hash);
-        bytes.extend_from_slice(s);
-        Ok(key)
+        Texts { list, first }
     }
 
     /// The key of every value of a dictionary (`u64::MAX` for a null value). Batches that share
@@ -353,7 +537,8 @@ impl Interner {
     /// the keys found for the first; a dictionary that starts with the last one's values (one that
     /// grows from batch to batch) has only its new values interned. So a categorical column costs
     /// each row an index into this array, and each batch at most one comparison of dictionaries.
-    fn dictionary_keys(&mut self, values: &ArrayRef, poll: &mut dyn FnMut() -> Result<()>) -> Result<Arc<[u64]>> {
+    /// Values not seen before are checked (`check_user_column`) before they are read.
+    fn dictionary_keys(&mut self, values: &ArrayRef, set: &ColumnSet, pool: Option<&rayon::ThreadPool>, poll: &mut dyn FnMut() -> Result<()>) -> Result<Arc<[u64]>> {
         let data = values.to_data();
         let mut known: &[u64] = &[];
         if let Some(cached) = &self.dictionary {
@@ -371,9 +556,10 @@ impl Interner {
         keys.extend_from_slice(known);
         if n < data.len() {
             let more = values.slice(n, data.len() - n);
+            check_user_column(more.as_ref()).map_err(|problem| invalid_user_column(set, &problem))?;
             match IntUsers::of(more.as_ref()) {
                 Some(ints) => keys.extend((0..more.len()).map(|i| ints.get(i))),
-                None => keys.extend(self.keys_of(more.as_ref(), poll)?),
+                None => keys.extend(self.keys_of(more.as_ref(), pool, poll)?),
             }
         }
         let keys: Arc<[u64]> = keys.into();
@@ -384,26 +570,89 @@ impl Interner {
     /// Strings interned between two calls of `poll`: a few milliseconds of work.
     const POLL_EVERY: usize = 1 << 18;
 
-    fn keys_of(&mut self, array: &dyn Array, poll: &mut dyn FnMut() -> Result<()>) -> Result<Vec<u64>> {
-        let mut out = Vec::new();
-        out.try_reserve_exact(array.len()).map_err(|_| out_of_memory(array.len() * 8, "the user keys of a batch"))?;
-        macro_rules! strings {
-            ($arr:expr) => {{
-                let a = $arr;
-                for start in (0..a.len()).step_by(Self::POLL_EVERY) {
-                    poll()?;
-                    for i in start..a.len().min(start + Self::POLL_EVERY) {
-                        // Null slots get a dummy key; validity is checked separately.
-                        out.push(if a.is_valid(i) { self.key(a.value(i).as_bytes())? } else { u64::MAX });
-                    }
-                }
-            }};
-        }
+    /// The key of every row of a string column (`u64::MAX` for a null). With a pool, its threads
+    /// share the work, each filling its own parts.
+    fn keys_of(&mut self, array: &dyn Array, pool: Option<&rayon::ThreadPool>, poll: &mut dyn FnMut() -> Result<()>) -> Result<Vec<u64>> {
         match array.data_type() {
-            DataType::Utf8 => strings!(array.as_string::<i32>()),
-            DataType::LargeUtf8 => strings!(array.as_string::<i64>()),
-            DataType::Utf8View => strings!(array.as_string_view()),
-            other => return Err(CoreError::Internal(format!("interning {other}"))),
+            DataType::Utf8 => {
+                let a = array.as_string::<i32>();
+                self.keys_of_rows(array, &|i| Some(a.value(i).as_bytes()), pool, poll)
+            }
+            DataType::LargeUtf8 => {
+                let a = array.as_string::<i64>();
+                self.keys_of_rows(array, &|i| Some(a.value(i).as_bytes()), pool, poll)
+            }
+            DataType::Utf8View => {
+                let a = array.as_string_view();
+                self.keys_of_rows(array, &|i| Some(a.value(i).as_bytes()), pool, poll)
+            }
+            other => Err(CoreError::Internal(format!("interning {other}"))),
+        }
+    }
+
+    fn keys_of_rows<'s>(
+        &mut self,
+        array: &dyn Array,
+        text: &(dyn Fn(usize) -> Option<&'s [u8]> + Sync),
+        pool: Option<&rayon::ThreadPool>,
+        poll: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Vec<u64>> {
+        let n = array.len();
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| out_of_memory(n * 8, "the user keys of a batch"))?;
+        if self.parts.is_empty() {
+            self.parts.resize_with(PARTS, Part::default);
+        }
+        let threads = pool.map_or(1, rayon::ThreadPool::current_num_threads).clamp(1, PARTS);
+        let nulls = array.logical_nulls();
+        for lo in (0..n).step_by(Self::POLL_EVERY) {
+            poll()?;
+            let hi = n.min(lo + Self::POLL_EVERY);
+            let Interner { parts, hasher, hashes, found, .. } = self;
+            // Null slots get a dummy key (and no hash); validity is checked separately.
+            let valid = |i: usize| nulls.as_ref().is_none_or(|b| b.is_valid(i));
+            let hash_rows = |hashes: &mut [u64], found: &[AtomicU64], from: usize| {
+                for (k, h) in hashes.iter_mut().enumerate() {
+                    let i = from + k;
+                    *h = if valid(i) { hasher.hash_one(text(i).unwrap_or_default()) } else { 0 };
+                    found[i - lo].store(if valid(i) { 0 } else { u64::MAX }, Ordering::Relaxed);
+                }
+            };
+            hashes.clear();
+            hashes.resize(hi - lo, 0);
+            if found.len() < hi - lo {
+                found.resize_with(hi - lo, AtomicU64::default);
+            }
+            let found = &found[..hi - lo];
+            let failure: Mutex<Option<CoreError>> = Mutex::new(None);
+            // Each thread's share of parts: contiguous, so that each gets a `&mut` of its own.
+            let per = PARTS.div_ceil(threads);
+            match pool.filter(|_| threads > 1) {
+                None => {
+                    hash_rows(hashes, found, lo);
+                    intern_parts(parts, 0, hasher, hashes, &|k| text(lo + k), found, &mut Vec::new())?;
+                }
+                Some(pool) => {
+                    let chunk = (hi - lo).div_ceil(threads);
+                    pool.install(|| {
+                        hashes.par_chunks_mut(chunk).enumerate().for_each(|(c, h)| hash_rows(h, found, lo + c * chunk));
+                    });
+                    let hashes: &[u64] = hashes;
+                    let lanes: Vec<Mutex<&mut [Part]>> = parts.chunks_mut(per).map(Mutex::new).collect();
+                    let hasher: &FixedState = hasher;
+                    pool.broadcast(|ctx| {
+                        let Some(lane) = lanes.get(ctx.index()) else { return };
+                        let mut mine = lane.lock().unwrap_or_else(PoisonError::into_inner);
+                        if let Err(e) = intern_parts(&mut mine, ctx.index() * per, hasher, hashes, &|k| text(lo + k), found, &mut Vec::new()) {
+                            failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+                        }
+                    });
+                }
+            }
+            if let Some(e) = failure.into_inner().unwrap_or_else(PoisonError::into_inner) {
+                return Err(e);
+            }
+            out.extend(found.iter().map(|k| k.load(Ordering::Relaxed)));
         }
         Ok(out)
     }
@@ -433,6 +682,24 @@ impl<'a> IntUsers<'a> {
             Self::U16(v) => v[i] as u64,
             Self::U32(v) => v[i] as u64,
             Self::U64(v) => v[i],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.raw().2
+    }
+
+    /// The largest key (signed values sign-extended, so a negative one is larger than any other).
+    fn max(&self) -> Option<u64> {
+        match self {
+            Self::I8(v) => v.iter().map(|&x| x as i64 as u64).max(),
+            Self::I16(v) => v.iter().map(|&x| x as i64 as u64).max(),
+            Self::I32(v) => v.iter().map(|&x| x as i64 as u64).max(),
+            Self::I64(v) => v.iter().map(|&x| x as u64).max(),
+            Self::U8(v) => v.iter().map(|&x| x as u64).max(),
+            Self::U16(v) => v.iter().map(|&x| x as u64).max(),
+            Self::U32(v) => v.iter().map(|&x| x as u64).max(),
+            Self::U64(v) => v.iter().copied().max(),
         }
     }
 
@@ -780,6 +1047,8 @@ pub struct BatchAt<'c> {
     pub first_row: u64,
     /// A text timestamp that does not parse is an error rather than a `bad_ts` row.
     pub strict: bool,
+    /// Threads that intern string user ids together (`None`: the calling thread alone).
+    pub pool: Option<&'c rayon::ThreadPool>,
 }
 
 pub struct BatchView<'a> {
@@ -809,10 +1078,7 @@ impl<'a> BatchView<'a> {
         poll: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Self> {
         let user_col: &'a ArrayRef = batch.column(set.user.0);
-        check_user_column(user_col.as_ref()).map_err(|problem| CoreError::Stream {
-            table: set.table.clone(),
-            message: format!("column {:?} is not valid Arrow data: {problem}", set.user.1),
-        })?;
+        check_user_column(user_col.as_ref()).map_err(|problem| invalid_user_column(set, &problem))?;
         let user = match user_col.data_type() {
             DataType::Dictionary(_, _) => {
                 let dict = user_col.as_any_dictionary();
@@ -821,7 +1087,7 @@ impl<'a> BatchView<'a> {
                     // Every key is null (checked above; arrow cannot normalise keys into an empty dictionary).
                     return Self::with_user(batch, set, UserReader::Keys(vec![u64::MAX; user_col.len()]), at);
                 }
-                let value_keys = interner.dictionary_keys(values, poll)?;
+                let value_keys = interner.dictionary_keys(values, set, at.pool, poll)?;
                 let codes = IntUsers::of(dict.keys()).ok_or_else(|| internal_dtype(&set.user.1, user_col.data_type()))?;
                 UserReader::Codes(codes, value_keys)
             }
@@ -833,7 +1099,7 @@ impl<'a> BatchView<'a> {
             }
             _ => match IntUsers::of(user_col.as_ref()) {
                 Some(ints) => UserReader::Ints(ints),
-                None => UserReader::Keys(interner.keys_of(user_col.as_ref(), poll)?),
+                None => UserReader::Keys(interner.keys_of(user_col.as_ref(), at.pool, poll)?),
             },
         };
         Self::with_user(batch, set, user, at)
@@ -1378,9 +1644,32 @@ fn check_user_column(array: &dyn Array) -> std::result::Result<(), String> {
             }
             Ok(())
         }
-        DataType::Dictionary(_, _) => array.to_data().validate_full().map_err(|e| e.to_string()),
+        // The values are checked once per dictionary, when their keys are found (`dictionary_keys`).
+        DataType::Dictionary(_, _) => {
+            let dict = array.as_any_dictionary();
+            let codes = IntUsers::of(dict.keys()).ok_or_else(|| format!("dictionary indices of type {}", dict.keys().data_type()))?;
+            codes_in_range(&codes, dict.keys().nulls(), dict.values().len())
+        }
         _ => Ok(()),
     }
+}
+
+/// Every non-null dictionary index below `len` (a null row's index may be anything): one pass
+/// for the largest index, and a second, row by row, only to name a bad one.
+fn codes_in_range(codes: &IntUsers<'_>, nulls: Option<&NullBuffer>, len: usize) -> std::result::Result<(), String> {
+    let fits = |c: u64| usize::try_from(c).is_ok_and(|c| c < len);
+    if codes.max().is_none_or(fits) {
+        return Ok(());
+    }
+    match (0..codes.len()).find(|&i| nulls.is_none_or(|n| n.is_valid(i)) && !fits(codes.get(i))) {
+        #[allow(clippy::cast_possible_wrap)] // a signed index shown as it was written
+        Some(i) => Err(format!("dictionary index {} at batch row {i} is outside the dictionary's {len} values", codes.get(i) as i64)),
+        None => Ok(()),
+    }
+}
+
+fn invalid_user_column(set: &ColumnSet, problem: &str) -> CoreError {
+    CoreError::Stream { table: set.table.clone(), message: format!("column {:?} is not valid Arrow data: {problem}", set.user.1) }
 }
 
 fn internal_dtype(column: &str, dt: &DataType) -> CoreError {

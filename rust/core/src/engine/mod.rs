@@ -173,7 +173,7 @@ impl<'h> Runner<'h> {
                     }
                     Ok(())
                 };
-                let at = BatchAt { cal: &self.cal, first_row: row0, strict: self.spec.strict };
+                let at = BatchAt { cal: &self.cal, first_row: row0, strict: self.spec.strict, pool: Some(&self.pool) };
                 let view = BatchView::new(&batch, set, &mut self.interner, at, &mut poll)?;
                 if self.ts_kind.is_none() {
                     self.ts_kind = Some(view.ts_kind());
