@@ -10,6 +10,7 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_data::ArrayData;
 use arrow_schema::{DataType, Schema, TimeUnit};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -310,10 +311,14 @@ pub struct Interner {
     hashes: Vec<u64>,
     /// Each row's key in the block being interned, as the threads write them (scratch).
     found: Vec<AtomicU64>,
+    /// The keys of string columns read while remembering (see `remember`), oldest first.
+    remembered: VecDeque<(ArrayData, Vec<u32>)>,
+    remembering: bool,
 }
 
 /// Interned strings are spread over this many parts (see `Interner`). Fixed, so that keys do not
-/// depend on the thread count; enough for the parts to share out evenly over a few dozen threads.
+/// depend on the thread count; enough for the parts to share out evenly over many threads, and for
+/// a part's table to fit a core's cache up to a few million users.
 const PART_BITS: u32 = 6;
 const PARTS: usize = 1 << PART_BITS;
 
@@ -350,7 +355,8 @@ struct Part {
 /// A slot of a part's table, 16 bytes.
 #[derive(Clone, Copy, Default)]
 struct Slot {
-    /// Hash bits the slot's position does not use in small tables: most other strings differ here.
+    /// The hash's low 32 bits: where the slot's string belongs (`home`), so that the table grows
+    /// without reading the strings, and a first comparison most other strings fail.
     tag: u32,
     /// 1 + the string's number in its part; 0 for an empty slot.
     number: u32,
@@ -361,13 +367,13 @@ struct Slot {
 #[inline(always)]
 #[allow(clippy::cast_possible_truncation)] // 32 bits of the hash, on purpose
 fn tag_of(hash: u64) -> u32 {
-    (hash >> 26) as u32
+    hash as u32
 }
 
+/// The slot where a lookup starts: from the tag alone (parts have far fewer than 2^32 slots).
 #[inline(always)]
-#[allow(clippy::cast_possible_truncation)] // the low bits of the hash, masked to the table
 fn home(hash: u64, mask: usize) -> usize {
-    hash as usize & mask
+    tag_of(hash) as usize & mask
 }
 
 impl Part {
@@ -398,9 +404,9 @@ impl Part {
         }
     }
 
-    fn key(&mut self, hash: u64, s: &[u8], part: usize, hasher: &FixedState) -> Result<u64> {
+    fn key(&mut self, hash: u64, s: &[u8], part: usize) -> Result<u64> {
         if (self.len as usize + 1) * 4 > self.slots.len() * 3 {
-            self.grow(hasher)?;
+            self.grow()?;
         }
         let mask = self.slots.len() - 1;
         let tag = tag_of(hash);
@@ -432,8 +438,8 @@ impl Part {
         Ok(key_of(number - 1, part))
     }
 
-    /// Doubles the table (the strings are hashed again: it happens a few dozen times in a run).
-    fn grow(&mut self, hasher: &FixedState) -> Result<()> {
+    /// Doubles the table (from the slots alone: the strings are not read).
+    fn grow(&mut self) -> Result<()> {
         let capacity = (self.slots.len() * 2).max(1 << 8);
         let mut slots = Vec::new();
         if slots.try_reserve_exact(capacity).is_err() {
@@ -442,7 +448,7 @@ impl Part {
         slots.resize(capacity, Slot::default());
         let mask = capacity - 1;
         for old in self.slots.iter().filter(|s| s.number != 0) {
-            let mut i = home(hasher.hash_one(self.text(old.start)), mask);
+            let mut i = home(u64::from(old.tag), mask);
             while slots[i].number != 0 {
                 i = (i + 1) & mask;
             }
@@ -461,7 +467,6 @@ const LOOK_AHEAD: usize = 16;
 fn intern_parts<'s>(
     parts: &mut [Part],
     first: usize,
-    hasher: &FixedState,
     hashes: &[u64],
     text: &(dyn Fn(usize) -> Option<&'s [u8]> + Sync),
     found: &[AtomicU64],
@@ -484,7 +489,7 @@ fn intern_parts<'s>(
         let h = hashes[i];
         let p = part_of(h);
         let s = text(i).unwrap_or_default();
-        found[i].store(parts[p - first].key(h, s, p, hasher)?, Ordering::Relaxed);
+        found[i].store(parts[p - first].key(h, s, p)?, Ordering::Relaxed);
     }
     Ok(())
 }
@@ -567,6 +572,52 @@ impl Interner {
         Ok(keys)
     }
 
+    /// From now on, keeps the keys of every string column read (4 bytes a row), so that reading the
+    /// same columns again in the same order (the second pass over orders held in memory, after
+    /// `recall`) looks nothing up.
+    pub fn remember(&mut self) {
+        self.remembering = true;
+    }
+
+    /// Stops remembering: the columns read next take the remembered keys, oldest first.
+    pub fn recall(&mut self) {
+        self.remembering = false;
+    }
+
+    /// Drops the remembered keys.
+    pub fn forget(&mut self) {
+        self.remembering = false;
+        self.remembered = VecDeque::new();
+    }
+
+    /// The keys of a string column: the remembered ones when it is the oldest column remembered
+    /// (the same buffers, offset and length, so the same strings), else interned.
+    fn column_keys(&mut self, column: &ArrayRef, pool: Option<&rayon::ThreadPool>, poll: &mut dyn FnMut() -> Result<()>) -> Result<Vec<u64>> {
+        let data = column.to_data();
+        if !self.remembering {
+            if let Some((seen, keys)) = self.remembered.pop_front() {
+                if seen.ptr_eq(&data) {
+                    let mut out = Vec::new();
+                    out.try_reserve_exact(keys.len()).map_err(|_| out_of_memory(keys.len() * 8, "the user keys of a batch"))?;
+                    out.extend(keys.iter().map(|&k| if k == u32::MAX { u64::MAX } else { u64::from(k) }));
+                    return Ok(out);
+                }
+                // Read in another order or cut: the rest would not match either.
+                self.remembered = VecDeque::new();
+            }
+        }
+        let keys = self.keys_of(column.as_ref(), pool, poll)?;
+        if self.remembering {
+            // Keys below 2^32 - 1 (strings numbered below 2^24 in their part): always, in practice.
+            let narrow: Option<Vec<u32>> = keys.iter().map(|&k| if k == u64::MAX { Some(u32::MAX) } else { u32::try_from(k).ok().filter(|&k| k != u32::MAX) }).collect();
+            match narrow {
+                Some(narrow) => self.remembered.push_back((data, narrow)),
+                None => self.forget(),
+            }
+        }
+        Ok(keys)
+    }
+
     /// Strings interned between two calls of `poll`: a few milliseconds of work.
     const POLL_EVERY: usize = 1 << 18;
 
@@ -630,7 +681,7 @@ impl Interner {
             match pool.filter(|_| threads > 1) {
                 None => {
                     hash_rows(hashes, found, lo);
-                    intern_parts(parts, 0, hasher, hashes, &|k| text(lo + k), found, &mut Vec::new())?;
+                    intern_parts(parts, 0, hashes, &|k| text(lo + k), found, &mut Vec::new())?;
                 }
                 Some(pool) => {
                     let chunk = (hi - lo).div_ceil(threads);
@@ -639,11 +690,10 @@ impl Interner {
                     });
                     let hashes: &[u64] = hashes;
                     let lanes: Vec<Mutex<&mut [Part]>> = parts.chunks_mut(per).map(Mutex::new).collect();
-                    let hasher: &FixedState = hasher;
                     pool.broadcast(|ctx| {
                         let Some(lane) = lanes.get(ctx.index()) else { return };
                         let mut mine = lane.lock().unwrap_or_else(PoisonError::into_inner);
-                        if let Err(e) = intern_parts(&mut mine, ctx.index() * per, hasher, hashes, &|k| text(lo + k), found, &mut Vec::new()) {
+                        if let Err(e) = intern_parts(&mut mine, ctx.index() * per, hashes, &|k| text(lo + k), found, &mut Vec::new()) {
                             failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
                         }
                     });
@@ -1099,7 +1149,7 @@ impl<'a> BatchView<'a> {
             }
             _ => match IntUsers::of(user_col.as_ref()) {
                 Some(ints) => UserReader::Ints(ints),
-                None => UserReader::Keys(interner.keys_of(user_col.as_ref(), at.pool, poll)?),
+                None => UserReader::Keys(interner.column_keys(user_col, at.pool, poll)?),
             },
         };
         Self::with_user(batch, set, user, at)
@@ -1784,6 +1834,44 @@ mod tests {
         while x < 1000.0 {
             assert_eq!(round_float(x, 1e4), Amount::Value((x * 1e4).round() as i64), "{x}");
             x += 0.000_123_7;
+        }
+    }
+}
+
+#[cfg(test)]
+mod interner_speed {
+    use super::*;
+    use arrow_array::LargeStringArray;
+
+    /// Timing only (`cargo test --release -p ltrcore-core interner_speed -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn interner_speed() {
+        let users: u64 = std::env::var("USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_574_803);
+        let rows = 20_000_000usize;
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let ids: Vec<String> = (0..rows)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("u{:013}", (x % users) * 7919)
+            })
+            .collect();
+        let batches: Vec<ArrayRef> = ids.chunks(1 << 20).map(|c| Arc::new(LargeStringArray::from_iter_values(c.iter())) as ArrayRef).collect();
+        drop(ids);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            for _ in 0..2 {
+                let mut interner = Interner::default();
+                let started = std::time::Instant::now();
+                let mut sum = 0u64;
+                for b in &batches {
+                    sum = sum.wrapping_add(interner.keys_of(b.as_ref(), Some(&pool), &mut || Ok(())).unwrap().iter().sum::<u64>());
+                }
+                let took = started.elapsed();
+                eprintln!("threads {threads}: {took:?} ({:.1} ns/row), key sum {sum}", took.as_nanos() as f64 / rows as f64);
+            }
         }
     }
 }
