@@ -1755,6 +1755,58 @@ mod tests {
         assert_eq!(with_offsets(vec![0, 1, 3, 6]), Ok(()));
     }
 
+    /// The keys of some string columns read in turn, with `threads` interning together, and the
+    /// interner's strings: each key's, and how many.
+    fn intern(columns: &[ArrayRef], threads: usize) -> (Vec<Vec<u64>>, std::collections::HashMap<u64, Vec<u8>>, usize) {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut interner = Interner::default();
+        let keys: Vec<Vec<u64>> = columns.iter().map(|c| interner.keys_of(c.as_ref(), (threads > 1).then_some(&pool), &mut || Ok(())).unwrap()).collect();
+        let texts = interner.texts();
+        let text_of = keys.iter().flatten().filter(|&&k| k != u64::MAX).map(|&k| (k, texts.get(k).unwrap().to_vec())).collect();
+        (keys, text_of, texts.list().len())
+    }
+
+    #[test]
+    fn interned_keys_are_the_same_for_any_threads_and_batches_and_name_their_strings() {
+        use arrow_array::{LargeStringArray, StringViewArray};
+        // More rows than one block of `Interner::POLL_EVERY`, ids long and short, and nulls.
+        let rows = 2 * Interner::POLL_EVERY + 777;
+        let text = |i: usize| (i % 13 != 5).then(|| format!("{}{}", if i % 7 == 0 { "a-much-longer-user-id-" } else { "u" }, (i * 7_919) % 50_021));
+        let ids: Vec<Option<String>> = (0..rows).map(text).collect();
+        let whole: ArrayRef = Arc::new(LargeStringArray::from(ids.iter().map(|s| s.as_deref()).collect::<Vec<_>>()));
+        let (want, text_of, held) = intern(std::slice::from_ref(&whole), 1);
+        let want = &want[0];
+        // Every row's key names its string; as many keys as strings, so no two strings share one.
+        for (i, id) in ids.iter().enumerate() {
+            match id {
+                None => assert_eq!(want[i], u64::MAX),
+                Some(s) => assert_eq!(text_of[&want[i]], s.as_bytes(), "row {i}"),
+            }
+        }
+        let distinct: std::collections::HashSet<&String> = ids.iter().flatten().collect();
+        assert_eq!((text_of.len(), held), (distinct.len(), distinct.len()));
+        for threads in [2, 3, 5] {
+            assert!(&intern(std::slice::from_ref(&whole), threads).0[0] == want, "threads {threads}: other keys");
+        }
+        // Cut into batches (and as string views): the same keys.
+        let cuts = [0, 1, 1000, Interner::POLL_EVERY + 3, rows];
+        let pieces: Vec<ArrayRef> = cuts
+            .windows(2)
+            .enumerate()
+            .map(|(b, w)| {
+                let slice = &ids[w[0]..w[1]];
+                if b % 2 == 0 {
+                    Arc::new(StringViewArray::from(slice.iter().map(|s| s.as_deref()).collect::<Vec<_>>())) as ArrayRef
+                } else {
+                    Arc::new(LargeStringArray::from(slice.iter().map(|s| s.as_deref()).collect::<Vec<_>>())) as ArrayRef
+                }
+            })
+            .collect();
+        for threads in [1, 2, 3] {
+            assert!(&intern(&pieces, threads).0.concat() == want, "batches, threads {threads}: other keys");
+        }
+    }
+
     #[test]
     fn text_timestamps_are_instants_with_an_offset_else_wall_clock_in_the_zone() {
         let berlin = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
