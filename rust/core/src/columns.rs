@@ -542,7 +542,8 @@ impl Interner {
     /// the keys found for the first; a dictionary that starts with the last one's values (one that
     /// grows from batch to batch) has only its new values interned. So a categorical column costs
     /// each row an index into this array, and each batch at most one comparison of dictionaries.
-    /// Values not seen before are checked (`check_user_column`) before they are read.
+    /// Values other than the last dictionary's buffers are checked (`check_user_column`) before
+    /// they are compared or read.
     fn dictionary_keys(&mut self, values: &ArrayRef, set: &ColumnSet, pool: Option<&rayon::ThreadPool>, poll: &mut dyn FnMut() -> Result<()>) -> Result<Arc<[u64]>> {
         let data = values.to_data();
         let mut known: &[u64] = &[];
@@ -550,6 +551,10 @@ impl Interner {
             if cached.values.ptr_eq(&data) {
                 return Ok(cached.keys.clone());
             }
+        }
+        // Before the values are compared or read.
+        check_user_column(values.as_ref()).map_err(|problem| invalid_user_column(set, &problem))?;
+        if let Some(cached) = &self.dictionary {
             let n = cached.values.len();
             if data.len() >= n && data.data_type() == cached.values.data_type() && data.slice(0, n) == cached.values {
                 known = &cached.keys;
@@ -561,7 +566,6 @@ impl Interner {
         keys.extend_from_slice(known);
         if n < data.len() {
             let more = values.slice(n, data.len() - n);
-            check_user_column(more.as_ref()).map_err(|problem| invalid_user_column(set, &problem))?;
             match IntUsers::of(more.as_ref()) {
                 Some(ints) => keys.extend((0..more.len()).map(|i| ints.get(i))),
                 None => keys.extend(self.keys_of(more.as_ref(), pool, poll)?),
@@ -1753,6 +1757,22 @@ mod tests {
         assert!(with_offsets(vec![0, 3, 1, 6]).unwrap_err().contains("decrease"));
         assert!(with_offsets(vec![-2, 1, 3, 6]).unwrap_err().contains("negative"));
         assert_eq!(with_offsets(vec![0, 1, 3, 6]), Ok(()));
+    }
+
+    #[test]
+    fn dictionary_codes_are_checked_against_the_dictionary_except_on_null_rows() {
+        use arrow_array::{DictionaryArray, Int32Array, StringArray};
+        let values: ArrayRef = Arc::new(StringArray::from(vec!["a", "b"]));
+        let dict = |codes: Vec<Option<i32>>, raw: Vec<i32>| {
+            // The codes as written, with the validity of `codes` (a null row's code is `raw`'s).
+            let valid: Vec<bool> = codes.iter().map(Option::is_some).collect();
+            let keys = Int32Array::new(raw.into(), Some(NullBuffer::from(valid)));
+            // SAFETY (test): deliberately invalid codes, as an unchecked C-interface import can give.
+            check_user_column(&unsafe { DictionaryArray::new_unchecked(keys, values.clone()) })
+        };
+        assert_eq!(dict(vec![Some(0), Some(1), None], vec![0, 1, 99]), Ok(()));
+        assert!(dict(vec![Some(0), Some(2)], vec![0, 2]).unwrap_err().contains("index 2 at batch row 1"));
+        assert!(dict(vec![Some(-1), Some(0)], vec![-1, 0]).unwrap_err().contains("index -1 at batch row 0"));
     }
 
     /// The keys of some string columns read in turn, with `threads` interning together, and the
