@@ -342,8 +342,8 @@ struct DictionaryKeys {
     keys: Arc<[u64]>,
 }
 
-/// One part's strings: an open-addressing table (linear probing, at most 3/4 full) and the strings'
-/// bytes, each after its length.
+/// One part's strings: an open-addressing table (linear probing, at most 3/4 full) holding short
+/// strings in their slots, and the bytes of the longer ones.
 #[derive(Default)]
 struct Part {
     slots: Vec<Slot>,
@@ -352,16 +352,24 @@ struct Part {
     bytes: Vec<u8>,
 }
 
-/// A slot of a part's table, 16 bytes.
+/// Strings of up to this many bytes (most ids) are held in their slot: a lookup then reads one
+/// cache line, not a second one elsewhere for the text.
+const INLINE: usize = 20;
+
+/// A slot of a part's table, 32 bytes (two to a cache line).
 #[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
 struct Slot {
     /// The hash's low 32 bits: where the slot's string belongs (`home`), so that the table grows
     /// without reading the strings, and a first comparison most other strings fail.
     tag: u32,
     /// 1 + the string's number in its part; 0 for an empty slot.
     number: u32,
-    /// Where the string's length (4 bytes, little-endian) and then its bytes are in `bytes`.
-    start: u64,
+    /// The string's length in bytes.
+    len: u32,
+    /// The string when it has at most `INLINE` bytes, else where it starts in `bytes` (8 bytes,
+    /// little-endian).
+    text: [u8; INLINE],
 }
 
 #[inline(always)]
@@ -378,11 +386,23 @@ fn home(hash: u64, mask: usize) -> usize {
 
 impl Part {
     #[inline(always)]
+    fn text<'a>(&'a self, slot: &'a Slot) -> &'a [u8] {
+        let len = slot.len as usize;
+        match len.checked_sub(INLINE + 1) {
+            None => &slot.text[..len],
+            Some(_) => {
+                let start = Self::start(slot);
+                &self.bytes[start..start + len]
+            }
+        }
+    }
+
+    #[inline(always)]
     #[allow(clippy::cast_possible_truncation)] // positions in an arena held in memory
-    fn text(&self, start: u64) -> &[u8] {
-        let start = start as usize;
-        let len = u32::from_le_bytes([self.bytes[start], self.bytes[start + 1], self.bytes[start + 2], self.bytes[start + 3]]);
-        &self.bytes[start + 4..start + 4 + len as usize]
+    fn start(slot: &Slot) -> usize {
+        let mut start = [0u8; 8];
+        start.copy_from_slice(&slot.text[..8]);
+        u64::from_le_bytes(start) as usize
     }
 
     /// Asks for the slot where a lookup of `hash` starts.
@@ -393,13 +413,13 @@ impl Part {
         }
     }
 
-    /// Asks for the text of the string in that slot, if it may be the one (its slot is in cache by now).
+    /// Asks for the text of a long string in that slot, if it may be the one (its slot is in
+    /// cache by now).
     #[inline(always)]
-    #[allow(clippy::cast_possible_truncation)] // positions in an arena held in memory
     fn prefetch_text(&self, hash: u64) {
         if let Some(slot) = self.slots.get(home(hash, self.slots.len().wrapping_sub(1))) {
-            if slot.number != 0 && slot.tag == tag_of(hash) {
-                prefetch_read(self.bytes.as_ptr().wrapping_add(slot.start as usize));
+            if slot.number != 0 && slot.tag == tag_of(hash) && slot.len as usize > INLINE {
+                prefetch_read(self.bytes.as_ptr().wrapping_add(Self::start(slot)));
             }
         }
     }
@@ -416,7 +436,7 @@ impl Part {
             if slot.number == 0 {
                 break;
             }
-            if slot.tag == tag && self.text(slot.start) == s {
+            if slot.tag == tag && slot.len as usize == s.len() && self.text(&slot) == s {
                 return Ok(key_of(slot.number - 1, part));
             }
             i = (i + 1) & mask;
@@ -427,13 +447,17 @@ impl Part {
                 s.len()
             )));
         };
-        if self.bytes.try_reserve(s.len() + 4).is_err() {
-            return Err(out_of_memory(self.bytes.capacity().max(s.len()), "the text of the interned user ids"));
+        let mut text = [0u8; INLINE];
+        if s.len() <= INLINE {
+            text[..s.len()].copy_from_slice(s);
+        } else {
+            if self.bytes.try_reserve(s.len()).is_err() {
+                return Err(out_of_memory(self.bytes.capacity().max(s.len()), "the text of the interned user ids"));
+            }
+            text[..8].copy_from_slice(&(self.bytes.len() as u64).to_le_bytes());
+            self.bytes.extend_from_slice(s);
         }
-        let start = self.bytes.len() as u64;
-        self.bytes.extend_from_slice(&len.to_le_bytes());
-        self.bytes.extend_from_slice(s);
-        self.slots[i] = Slot { tag, number, start };
+        self.slots[i] = Slot { tag, number, len, text };
         self.len = number;
         Ok(key_of(number - 1, part))
     }
@@ -474,6 +498,7 @@ fn intern_parts<'s>(
 ) -> Result<()> {
     let owned = first..first + parts.len();
     mine.clear();
+    mine.try_reserve_exact(hashes.len()).map_err(|_| out_of_memory(hashes.len() * 4, "the rows of a block of user ids"))?;
     #[allow(clippy::cast_possible_truncation)] // a block has fewer than 2^32 rows
     mine.extend((0..hashes.len()).filter(|&i| found[i].load(Ordering::Relaxed) != u64::MAX && owned.contains(&part_of(hashes[i]))).map(|i| i as u32));
     for (j, &i) in mine.iter().enumerate() {
@@ -531,7 +556,7 @@ impl Interner {
         let mut list = vec![&[][..]; total];
         for (p, part) in self.parts.iter().enumerate() {
             for slot in part.slots.iter().filter(|s| s.number != 0) {
-                list[first[p] + slot.number as usize - 1] = part.text(slot.start);
+                list[first[p] + slot.number as usize - 1] = part.text(slot);
             }
         }
         Texts { list, first }
@@ -613,10 +638,13 @@ impl Interner {
         let keys = self.keys_of(column.as_ref(), pool, poll)?;
         if self.remembering {
             // Keys below 2^32 - 1 (strings numbered below 2^24 in their part): always, in practice.
-            let narrow: Option<Vec<u32>> = keys.iter().map(|&k| if k == u64::MAX { Some(u32::MAX) } else { u32::try_from(k).ok().filter(|&k| k != u32::MAX) }).collect();
-            match narrow {
-                Some(narrow) => self.remembered.push_back((data, narrow)),
-                None => self.forget(),
+            let mut narrow = Vec::new();
+            narrow.try_reserve_exact(keys.len()).map_err(|_| out_of_memory(keys.len() * 4, "the remembered user keys of a batch"))?;
+            narrow.extend(keys.iter().map_while(|&k| if k == u64::MAX { Some(u32::MAX) } else { u32::try_from(k).ok().filter(|&k| k != u32::MAX) }));
+            if narrow.len() == keys.len() {
+                self.remembered.push_back((data, narrow));
+            } else {
+                self.forget();
             }
         }
         Ok(keys)
@@ -674,8 +702,11 @@ impl Interner {
                 }
             };
             hashes.clear();
+            let scratch = |_| out_of_memory((hi - lo) * 16, "the hashes and keys of a block of user ids");
+            hashes.try_reserve_exact(hi - lo).map_err(scratch)?;
             hashes.resize(hi - lo, 0);
             if found.len() < hi - lo {
+                found.try_reserve_exact(hi - lo - found.len()).map_err(scratch)?;
                 found.resize_with(hi - lo, AtomicU64::default);
             }
             let found = &found[..hi - lo];
