@@ -342,7 +342,7 @@ struct DictionaryKeys {
     keys: Arc<[u64]>,
 }
 
-/// One part's strings: an open-addressing table (linear probing, at most 3/4 full) holding short
+/// One part's strings: an open-addressing table (linear probing, at most 4/5 full) holding short
 /// strings in their slots, and the bytes of the longer ones.
 #[derive(Default)]
 struct Part {
@@ -425,7 +425,7 @@ impl Part {
     }
 
     fn key(&mut self, hash: u64, s: &[u8], part: usize) -> Result<u64> {
-        if (self.len as usize + 1) * 4 > self.slots.len() * 3 {
+        if (self.len as usize + 1) * 5 > self.slots.len() * 4 {
             self.grow()?;
         }
         let mask = self.slots.len() - 1;
