@@ -431,6 +431,26 @@ def test_dictionary_indices_out_of_range_are_a_stream_error():
     assert "user_id" in str(info.value)
 
 
+def _dictionary_with_decreasing_offsets() -> pa.DictionaryArray:
+    # pyarrow's own check (of the last offset only) lets it through; a full validation would not.
+    offsets = pa.array([0, 2, 1], pa.int32()).buffers()[1]
+    values = pa.Array.from_buffers(pa.string(), 2, [None, offsets, pa.py_buffer(b"ab")])
+    return pa.DictionaryArray.from_buffers(pa.dictionary(pa.int32(), pa.string()), 3, pa.array([0, 1, 0], pa.int32()).buffers(),
+                                           dictionary=values)  # fmt: skip
+
+
+@pytest.mark.parametrize("column", ["user_id", "channel"])
+def test_a_dictionary_whose_values_are_malformed_is_a_stream_error(column):
+    """The values are checked before they are read or compared with the last batch's dictionary,
+    for user ids and for segments alike."""
+    broken = _dictionary_with_decreasing_offsets()
+    orders = small_orders(channel=pa.array(["a", "b", "a"]))
+    orders = orders.set_column(orders.schema.get_field_index(column), column, broken)
+    with pytest.raises(ltrcore.StreamError) as info:
+        ltrcore.cohorts(orders, by="channel" if column == "channel" else None)
+    assert column in str(info.value) and "offsets decrease" in str(info.value)
+
+
 @pytest.mark.parametrize("values", [[float("nan"), 1.0, float("nan")], [float("nan")] * 3, [0.0, -0.0, None]])
 def test_float_segments_with_nan_are_segments(values):
     orders = small_orders(channel=pa.array(values, pa.float64()))

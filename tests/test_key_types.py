@@ -4,7 +4,8 @@ The same orders (nulls, refunds, NaN amounts, several batches, threads 1 and 2, 
 sometimes) are given with the user column as sparse int64, dense int64 (0..n-1 in a random order),
 large_string, string_view, dictionaries (int32 and uint32 codes, string and integer values; one
 dictionary shared by every batch, a fresh one per batch, one that grows from batch to batch, and
-ones with unused values) and a Polars Categorical. Every result, cell by cell with its
+ones with unused values) and a Polars Categorical or Enum (exported as their physical codes over one
+dictionary of their categories). Threads 1 to 3: string ids are interned on the run's threads. Every result, cell by cell with its
 reconciliations, must be the one of the sparse int64 column, which must match the reference.
 """
 
@@ -63,7 +64,8 @@ def problems(draw: Any) -> dict[str, Any]:
     if kind == "activity":
         problem["activity"] = rows(draw(st.integers(0, 40)), False)
     problem["cuts"] = draw(st.lists(st.integers(0, n), max_size=5))
-    problem["threads"] = draw(st.sampled_from([1, 2]))
+    # 3 threads: the interner's parts shared out unevenly (string ids are interned on the pool).
+    problem["threads"] = draw(st.sampled_from([1, 2, 3]))
     problem["chunk_rows"] = draw(st.sampled_from([None, 1, 5]))
     problem["seed"] = draw(st.integers(0, 2**32 - 1))
     return problem
@@ -192,8 +194,9 @@ def polars_orders(problem: dict[str, Any], categorical: bool) -> pl.DataFrame:
 @settings(max_examples=60, deadline=None)
 @given(problem=problems())
 def test_a_polars_categorical_is_its_strings(problem: dict[str, Any]) -> None:
-    """A Polars Categorical (exported as a dictionary of string_view), whole and in pieces (a
-    LazyFrame's batches, each exported on its own), gives what its strings give."""
+    """A Polars Categorical or Enum (exported as its physical codes over one dictionary of its
+    categories), whole and in pieces (a LazyFrame's batches, each exported by Polars on its own),
+    gives what its strings give."""
     problem.pop("signups", None)
     problem.pop("activity", None)
     kw = dict(problem["kw"], user="user_id", ts="ts", amount="amount", threads=problem["threads"], _chunk_rows=problem["chunk_rows"])
@@ -201,6 +204,11 @@ def test_a_polars_categorical_is_its_strings(problem: dict[str, Any]) -> None:
     cat = polars_orders(problem, categorical=True)
     assert cat.to_arrow().schema.field("user_id").type.value_type in (pa.string_view(), pa.large_string(), pa.string())
     table, _ = cohorts(cat, **kw)
+    assert_same_result(base, table)
+    # An Enum: its fixed categories, in another order than they appear, and some no row has.
+    users = polars_orders(problem, categorical=False)["user_id"].drop_nulls().unique().to_list()
+    enum = pl.Enum(sorted(users, reverse=True) + ["nobody-1", "nobody-2"])
+    table, _ = cohorts(polars_orders(problem, categorical=False).with_columns(pl.col("user_id").cast(enum)), **kw)
     assert_same_result(base, table)
     pieces = [cat.slice(lo, 7) for lo in range(0, max(cat.height, 1), 7)]
     table, _ = cohorts(pl.concat(pieces, rechunk=False).lazy(), **kw)

@@ -272,14 +272,14 @@ def resolve(data: Any, columns: Sequence[str], *, table: str) -> Source:
     if isinstance(data, pl.DataFrame):
         df = data.select(cols) if _present(data.columns, cols) else data
         if any(isinstance(dtype, (pl.Categorical, pl.Enum)) for dtype in df.schema.values()):
-            # Polars builds a categorical's Arrow dictionary anew at every export (seconds for
-            # millions of categories), and the orders are read twice: export once and keep the table,
-            # whose dictionary the engine then recognises at the second reading.
+            # Polars builds a categorical's Arrow dictionary anew at every export, and for every
+            # chunk (seconds for millions of categories), and the orders are read twice: export once
+            # and keep the table.
             exported: list[pa.Table] = []
 
             def export_once() -> pa.Table:
                 if not exported:
-                    exported.append(df.to_arrow())
+                    exported.append(_categoricals_to_arrow(df))
                 return exported[0]
 
             return Source(export_once, reopenable=True, in_memory=True)
@@ -309,6 +309,37 @@ def resolve(data: Any, columns: Sequence[str], *, table: str) -> Source:
         "RecordBatchReader, a polars DataFrame or LazyFrame, a pandas DataFrame, a DuckDB relation, "
         "an object with __arrow_c_stream__, or a parquet/IPC/CSV path, directory or glob"
     )
+
+
+def _categories(dtype: Any) -> pa.Array | None:
+    """A Categorical's or Enum's categories indexed by their physical codes, or ``None`` when this
+    Polars cannot list them that way (before its categoricals had one list per namespace)."""
+    categories = getattr(dtype, "categories", None)
+    if isinstance(categories, pl.Series):  # an Enum's fixed categories
+        return categories.to_arrow()
+    to_series = getattr(categories, "to_series", None)
+    return to_series().to_arrow() if callable(to_series) else None
+
+
+def _categoricals_to_arrow(df: pl.DataFrame) -> pa.Table:
+    """``df`` as Arrow, each Categorical or Enum column as its physical codes (zero-copy, chunk by
+    chunk) over one dictionary of its categories shared by every chunk, instead of Polars' export,
+    which builds a dictionary for every chunk. The engine then maps the categories to keys once and
+    each row is one lookup by code. The dictionary may hold categories no row uses (the namespace
+    is shared with other columns), which change nothing."""
+    cats = {name: _categories(dtype) for name, dtype in df.schema.items() if isinstance(dtype, (pl.Categorical, pl.Enum))}
+    if any(values is None for values in cats.values()):
+        return df.to_arrow()
+    table = df.with_columns(pl.col(name).to_physical() for name in cats).to_arrow()
+    for name, values in cats.items():
+        assert values is not None
+        i = table.schema.get_field_index(name)
+        codes = table.column(i)
+        dtype = pa.dictionary(codes.type, values.type)
+        # safe=False: the engine checks every code against the dictionary before reading it.
+        chunks = [pa.DictionaryArray.from_arrays(chunk, values, safe=False) for chunk in codes.chunks]
+        table = table.set_column(i, name, pa.chunked_array(chunks, type=dtype))
+    return table
 
 
 def chain(pieces: Sequence[Source], *, table: str) -> Source:

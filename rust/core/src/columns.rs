@@ -10,11 +10,13 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_buffer::{NullBuffer, ScalarBuffer};
 use arrow_data::ArrayData;
 use arrow_schema::{DataType, Schema, TimeUnit};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use foldhash::fast::FixedState;
-use hashbrown::HashTable;
+use rayon::prelude::*;
 
 use crate::calendar::{day_in_range, Calendar, MAX_DAY, MIN_DAY, SECONDS_PER_DAY};
 use crate::kernel::prefetch_read;
@@ -285,21 +287,51 @@ fn float_keys(array: &dyn Array, set: &ColumnSet) -> Result<(Vec<u64>, Option<Nu
     Ok((keys, nulls))
 }
 
-/// Gives every distinct string user id a dense key, shared by all tables of one run.
+/// Gives every distinct string user id a key, shared by all tables of one run.
 ///
-/// The strings are copied into one arena, not boxed one by one: a run with tens of millions of ids
-/// would otherwise spend a second just freeing them (after Ctrl-C too), and twice the memory.
+/// The strings are spread over `PARTS` parts by the top bits of their hash, each with its own
+/// table and its own copy of the strings, so that several threads can intern one batch at once,
+/// each filling the parts it owns (`keys_of`). A string's key is its number in its part (in the
+/// order the rows first brought it) and the part's index, so keys do not depend on the number of
+/// threads, nor on how the rows are cut into batches. Rows are looked up in blocks: each row's
+/// hash is taken first, and its slot (then its text) asked from memory a few rows ahead, so the
+/// cache misses of many rows overlap instead of adding up.
+///
+/// The strings are copied into one arena per part, not boxed one by one: a run with tens of
+/// millions of ids would otherwise spend a second just freeing them (after Ctrl-C too).
 #[derive(Default)]
 pub struct Interner {
-    /// Every distinct id's bytes, back to back.
-    bytes: Vec<u8>,
-    /// Every id: its hash (so the table grows without hashing the strings again), its key, and
-    /// where its bytes are (so a lookup reads the bucket and then the bytes, nothing in between).
-    table: HashTable<Interned>,
+    /// `PARTS` parts, or none before the first string.
+    parts: Vec<Part>,
     hasher: FixedState,
     /// The keys of the last dictionary's values, so that batches sharing a dictionary (a
     /// categorical column, a table whose chunks share one) do not intern its values again.
     dictionary: Option<PerValue<u64>>,
+    /// Each row's hash in the block being interned (scratch).
+    hashes: Vec<u64>,
+    /// Each row's key in the block being interned, as the threads write them (scratch).
+    found: Vec<AtomicU64>,
+    /// The keys of string columns read while remembering (see `remember`), oldest first.
+    remembered: VecDeque<(ArrayData, Vec<u32>)>,
+    remembering: bool,
+}
+
+/// Interned strings are spread over this many parts (see `Interner`). Fixed, so that keys do not
+/// depend on the thread count; enough for the parts to share out evenly over many threads, and for
+/// a part's table to fit a core's cache up to a few million users.
+const PART_BITS: u32 = 6;
+const PARTS: usize = 1 << PART_BITS;
+
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)] // the top PART_BITS bits
+fn part_of(hash: u64) -> usize {
+    (hash >> (64 - PART_BITS)) as usize
+}
+
+/// A key: a string's number in its part, and the part.
+#[inline(always)]
+fn key_of(number: u32, part: usize) -> u64 {
+    (u64::from(number) << PART_BITS) | part as u64
 }
 
 /// Something computed once per value of a dictionary (a key, a segment part), kept for the batches
@@ -315,14 +347,22 @@ impl<T: Copy> PerValue<T> {
     /// The items of `values`: the cached ones when `values` is the cached dictionary (the same
     /// buffers) or holds its values again; when it starts with them (a dictionary that grows from
     /// batch to batch), the cached ones plus `more` of the values past them. The cache then holds
-    /// `values`' items.
-    pub(crate) fn of(cache: &mut Option<Self>, values: &ArrayRef, more: impl FnOnce(ArrayRef) -> Result<Vec<T>>, what: &str) -> Result<Arc<[T]>> {
+    /// `values`' items. Values other than the cached buffers are checked (`check_layout`, an error
+    /// made by `invalid`) before they are compared or read.
+    pub(crate) fn of(
+        cache: &mut Option<Self>,
+        values: &ArrayRef,
+        invalid: impl FnOnce(String) -> CoreError,
+        more: impl FnOnce(ArrayRef) -> Result<Vec<T>>,
+        what: &str,
+    ) -> Result<Arc<[T]>> {
         let data = values.to_data();
         let mut known: &[T] = &[];
+        if let Some(cached) = cache.as_ref().filter(|c| c.values.ptr_eq(&data)) {
+            return Ok(cached.items.clone());
+        }
+        check_layout(values.as_ref()).map_err(invalid)?;
         if let Some(cached) = cache {
-            if cached.values.ptr_eq(&data) {
-                return Ok(cached.items.clone());
-            }
             let n = cached.values.len();
             if data.len() >= n && data.data_type() == cached.values.data_type() && data.slice(0, n) == cached.values {
                 known = &cached.items;
@@ -341,49 +381,240 @@ impl<T: Copy> PerValue<T> {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Interned {
-    hash: u64,
-    key: u64,
-    start: usize,
-    len: usize,
+/// One part's strings: an open-addressing table (linear probing, at most 4/5 full) holding short
+/// strings in their slots, and the bytes of the longer ones.
+#[derive(Default)]
+struct Part {
+    slots: Vec<Slot>,
+    /// Strings held.
+    len: u32,
+    bytes: Vec<u8>,
+}
+
+/// Strings of up to this many bytes (most ids) are held in their slot: a lookup then reads one
+/// cache line, not a second one elsewhere for the text.
+const INLINE: usize = 20;
+
+/// A slot of a part's table, 32 bytes (two to a cache line).
+#[derive(Clone, Copy, Default)]
+#[repr(C, align(32))]
+struct Slot {
+    /// The hash's low 32 bits: where the slot's string belongs (`home`), so that the table grows
+    /// without reading the strings, and a first comparison most other strings fail.
+    tag: u32,
+    /// 1 + the string's number in its part; 0 for an empty slot.
+    number: u32,
+    /// The string's length in bytes.
+    len: u32,
+    /// The string when it has at most `INLINE` bytes, else where it starts in `bytes` (8 bytes,
+    /// little-endian).
+    text: [u8; INLINE],
+}
+
+#[inline(always)]
+#[allow(clippy::cast_possible_truncation)] // 32 bits of the hash, on purpose
+fn tag_of(hash: u64) -> u32 {
+    hash as u32
+}
+
+/// The slot where a lookup starts: from the tag alone (parts have far fewer than 2^32 slots).
+#[inline(always)]
+fn home(hash: u64, mask: usize) -> usize {
+    tag_of(hash) as usize & mask
+}
+
+impl Part {
+    #[inline(always)]
+    fn text<'a>(&'a self, slot: &'a Slot) -> &'a [u8] {
+        let len = slot.len as usize;
+        match len.checked_sub(INLINE + 1) {
+            None => &slot.text[..len],
+            Some(_) => {
+                let start = Self::start(slot);
+                &self.bytes[start..start + len]
+            }
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::cast_possible_truncation)] // positions in an arena held in memory
+    fn start(slot: &Slot) -> usize {
+        let mut start = [0u8; 8];
+        start.copy_from_slice(&slot.text[..8]);
+        u64::from_le_bytes(start) as usize
+    }
+
+    /// Asks for the slot where a lookup of `hash` starts.
+    #[inline(always)]
+    fn prefetch_slot(&self, hash: u64) {
+        if !self.slots.is_empty() {
+            prefetch_read(&self.slots[home(hash, self.slots.len() - 1)]);
+        }
+    }
+
+    /// Asks for the text of a long string in that slot, if it may be the one (its slot is in
+    /// cache by now).
+    #[inline(always)]
+    fn prefetch_text(&self, hash: u64) {
+        if let Some(slot) = self.slots.get(home(hash, self.slots.len().wrapping_sub(1))) {
+            if slot.number != 0 && slot.tag == tag_of(hash) && slot.len as usize > INLINE {
+                prefetch_read(self.bytes.as_ptr().wrapping_add(Self::start(slot)));
+            }
+        }
+    }
+
+    /// The slot holding `s` (of hash `hash`), or the empty slot where it would go.
+    #[inline(always)]
+    fn slot_of(&self, hash: u64, s: &[u8]) -> usize {
+        let mask = self.slots.len() - 1;
+        let tag = tag_of(hash);
+        let mut i = home(hash, mask);
+        loop {
+            let slot = &self.slots[i];
+            if slot.number == 0 || (slot.tag == tag && slot.len as usize == s.len() && self.text(slot) == s) {
+                return i;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// The key of `s` in this part (`part`), if it was interned.
+    fn find(&self, hash: u64, s: &[u8], part: usize) -> Option<u64> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let slot = &self.slots[self.slot_of(hash, s)];
+        (slot.number != 0).then(|| key_of(slot.number - 1, part))
+    }
+
+    fn key(&mut self, hash: u64, s: &[u8], part: usize) -> Result<u64> {
+        if (self.len as usize + 1) * 5 > self.slots.len() * 4 {
+            self.grow()?;
+        }
+        let i = self.slot_of(hash, s);
+        if self.slots[i].number != 0 {
+            return Ok(key_of(self.slots[i].number - 1, part));
+        }
+        let tag = tag_of(hash);
+        let (Ok(len), Some(number)) = (u32::try_from(s.len()), self.len.checked_add(1).filter(|&n| n < u32::MAX)) else {
+            return Err(CoreError::InvalidArgument(format!(
+                "too many distinct user ids, or one too long ({} bytes): at most 2^38 ids of at most 4 GiB each",
+                s.len()
+            )));
+        };
+        let mut text = [0u8; INLINE];
+        if s.len() <= INLINE {
+            text[..s.len()].copy_from_slice(s);
+        } else {
+            if self.bytes.try_reserve(s.len()).is_err() {
+                return Err(out_of_memory(self.bytes.capacity().max(s.len()), "the text of the interned user ids"));
+            }
+            text[..8].copy_from_slice(&(self.bytes.len() as u64).to_le_bytes());
+            self.bytes.extend_from_slice(s);
+        }
+        self.slots[i] = Slot { tag, number, len, text };
+        self.len = number;
+        Ok(key_of(number - 1, part))
+    }
+
+    /// Doubles the table (from the slots alone: the strings are not read).
+    fn grow(&mut self) -> Result<()> {
+        let capacity = (self.slots.len() * 2).max(1 << 8);
+        let mut slots = Vec::new();
+        if slots.try_reserve_exact(capacity).is_err() {
+            return Err(out_of_memory(capacity * size_of::<Slot>(), "the table of interned user ids"));
+        }
+        slots.resize(capacity, Slot::default());
+        let mask = capacity - 1;
+        for old in self.slots.iter().filter(|s| s.number != 0) {
+            let mut i = home(u64::from(old.tag), mask);
+            while slots[i].number != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = *old;
+        }
+        self.slots = slots;
+        Ok(())
+    }
+}
+
+/// Rows between a row's slot being asked for and its lookup (and half that for its text).
+const LOOK_AHEAD: usize = 16;
+
+/// The parts `first..first + parts.len()` that one thread fills: it looks up the rows (of `rows`,
+/// whose hashes are `hashes`) whose strings fall in them, and writes their keys into `found`.
+fn intern_parts<'s>(
+    parts: &mut [Part],
+    first: usize,
+    hashes: &[u64],
+    text: &(dyn Fn(usize) -> Option<&'s [u8]> + Sync),
+    found: &[AtomicU64],
+    mine: &mut Vec<u32>,
+) -> Result<()> {
+    let owned = first..first + parts.len();
+    mine.clear();
+    mine.try_reserve_exact(hashes.len()).map_err(|_| out_of_memory(hashes.len() * 4, "the rows of a block of user ids"))?;
+    #[allow(clippy::cast_possible_truncation)] // a block has fewer than 2^32 rows
+    mine.extend((0..hashes.len()).filter(|&i| found[i].load(Ordering::Relaxed) != u64::MAX && owned.contains(&part_of(hashes[i]))).map(|i| i as u32));
+    for (j, &i) in mine.iter().enumerate() {
+        if let Some(&ahead) = mine.get(j + LOOK_AHEAD) {
+            let h = hashes[ahead as usize];
+            parts[part_of(h) - first].prefetch_slot(h);
+        }
+        if let Some(&ahead) = mine.get(j + LOOK_AHEAD / 2) {
+            let h = hashes[ahead as usize];
+            parts[part_of(h) - first].prefetch_text(h);
+        }
+        let i = i as usize;
+        let h = hashes[i];
+        let p = part_of(h);
+        let s = text(i).unwrap_or_default();
+        found[i].store(parts[p - first].key(h, s, p)?, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// Every interned string, by key (a snapshot: keys interned later are not in it).
+pub struct Texts<'a> {
+    list: Vec<&'a [u8]>,
+    /// Where each part's strings start in `list`.
+    first: Vec<usize>,
+}
+
+impl<'a> Texts<'a> {
+    /// Every string, each once (in the order of `index`).
+    pub fn list(&self) -> &[&'a [u8]] {
+        &self.list
+    }
+
+    /// The position of a key's string in `list`.
+    #[allow(clippy::cast_possible_truncation)] // numbers of strings held in memory
+    pub fn index(&self, key: u64) -> usize {
+        self.first[key as usize & (PARTS - 1)] + (key >> PART_BITS) as usize
+    }
+
+    pub fn get(&self, key: u64) -> Option<&'a [u8]> {
+        self.list.get(self.index(key)).copied()
+    }
 }
 
 impl Interner {
-    /// Every interned string, indexed by its key.
-    #[allow(clippy::cast_possible_truncation)] // keys number the strings held in memory
-    pub fn texts(&self) -> Vec<&[u8]> {
-        let mut out = vec![&[][..]; self.table.len()];
-        for e in self.table.iter() {
-            out[e.key as usize] = &self.bytes[e.start..e.start + e.len];
+    /// Every interned string.
+    pub fn texts(&self) -> Texts<'_> {
+        let mut first = Vec::with_capacity(PARTS + 1);
+        let mut total = 0;
+        for part in &self.parts {
+            first.push(total);
+            total += part.len as usize;
         }
-        out
-    }
-
-    /// The key of `s`, if it was interned.
-    pub(crate) fn find(&self, s: &[u8]) -> Option<u64> {
-        let hash = self.hasher.hash_one(s);
-        self.table.find(hash, |e| e.hash == hash && &self.bytes[e.start..e.start + e.len] == s).map(|e| e.key)
-    }
-
-    /// The key of `s`, interned now if it was not.
-    pub(crate) fn key(&mut self, s: &[u8]) -> Result<u64> {
-        let hash = self.hasher.hash_one(s);
-        let Interner { bytes, table, .. } = self;
-        if let Some(found) = table.find(hash, |e| e.hash == hash && &bytes[e.start..e.start + e.len] == s) {
-            return Ok(found.key);
+        first.resize(PARTS + 1, total);
+        let mut list = vec![&[][..]; total];
+        for (p, part) in self.parts.iter().enumerate() {
+            for slot in part.slots.iter().filter(|s| s.number != 0) {
+                list[first[p] + slot.number as usize - 1] = part.text(slot);
+            }
         }
-        let key = table.len() as u64;
-        // Both grow by doubling: what a failure asked for is about their size again.
-        if bytes.try_reserve(s.len()).is_err() {
-            return Err(out_of_memory(bytes.capacity().max(s.len()), "the text of the interned user ids"));
-        }
-        if table.try_reserve(1, |e| e.hash).is_err() {
-            return Err(out_of_memory(table.capacity().max(16) * 2 * size_of::<Interned>(), "the table of interned user ids"));
-        }
-        table.insert_unique(hash, Interned { hash, key, start: bytes.len(), len: s.len() }, |e| e.hash);
-        bytes.extend_from_slice(s);
-        Ok(key)
+        Texts { list, first }
     }
 
     /// The key of every value of a dictionary (`u64::MAX` for a null value). Batches that share
@@ -391,14 +622,34 @@ impl Interner {
     /// the keys found for the first; a dictionary that starts with the last one's values (one that
     /// grows from batch to batch) has only its new values interned. So a categorical column costs
     /// each row an index into this array, and each batch at most one comparison of dictionaries.
-    fn dictionary_keys(&mut self, values: &ArrayRef, poll: &mut dyn FnMut() -> Result<()>) -> Result<Arc<[u64]>> {
+    /// The key of `s`, if it was interned.
+    pub(crate) fn find(&self, s: &[u8]) -> Option<u64> {
+        let hash = self.hasher.hash_one(s);
+        let part = part_of(hash);
+        self.parts.get(part)?.find(hash, s, part)
+    }
+
+    /// The key of `s`, interned now if it was not (one string at a time: `keys_of` interns columns).
+    pub(crate) fn key(&mut self, s: &[u8]) -> Result<u64> {
+        if self.parts.is_empty() {
+            self.parts.resize_with(PARTS, Part::default);
+        }
+        let hash = self.hasher.hash_one(s);
+        let part = part_of(hash);
+        self.parts[part].key(hash, s, part)
+    }
+
+    /// Values other than the last dictionary's buffers are checked (`check_layout`) before they
+    /// are compared or read.
+    fn dictionary_keys(&mut self, values: &ArrayRef, set: &ColumnSet, pool: Option<&rayon::ThreadPool>, poll: &mut dyn FnMut() -> Result<()>) -> Result<Arc<[u64]>> {
         let mut cache = self.dictionary.take();
         let keys = PerValue::of(
             &mut cache,
             values,
+            |problem| invalid_user_column(set, &problem),
             |more| match IntUsers::of(more.as_ref()) {
                 Some(ints) => Ok((0..more.len()).map(|i| ints.get(i)).collect()),
-                None => self.keys_of(more.as_ref(), poll),
+                None => self.keys_of(more.as_ref(), pool, poll),
             },
             "the keys of a dictionary's values",
         );
@@ -406,29 +657,143 @@ impl Interner {
         keys
     }
 
+    /// From now on, keeps the keys of every string column read (4 bytes a row), so that reading the
+    /// same columns again in the same order (the second pass over orders held in memory, after
+    /// `recall`) looks nothing up.
+    pub fn remember(&mut self) {
+        self.remembering = true;
+    }
+
+    /// Stops remembering: the columns read next take the remembered keys, oldest first.
+    pub fn recall(&mut self) {
+        self.remembering = false;
+    }
+
+    /// Drops the remembered keys.
+    pub fn forget(&mut self) {
+        self.remembering = false;
+        self.remembered = VecDeque::new();
+    }
+
+    /// The keys of a string column: the remembered ones when it is the oldest column remembered
+    /// (the same buffers, offset and length, so the same strings), else interned.
+    fn column_keys(&mut self, column: &ArrayRef, pool: Option<&rayon::ThreadPool>, poll: &mut dyn FnMut() -> Result<()>) -> Result<Vec<u64>> {
+        let data = column.to_data();
+        if !self.remembering {
+            if let Some((seen, keys)) = self.remembered.pop_front() {
+                if seen.ptr_eq(&data) {
+                    let mut out = Vec::new();
+                    out.try_reserve_exact(keys.len()).map_err(|_| out_of_memory(keys.len() * 8, "the user keys of a batch"))?;
+                    out.extend(keys.iter().map(|&k| if k == u32::MAX { u64::MAX } else { u64::from(k) }));
+                    return Ok(out);
+                }
+                // Read in another order or cut: the rest would not match either.
+                self.remembered = VecDeque::new();
+            }
+        }
+        let keys = self.keys_of(column.as_ref(), pool, poll)?;
+        if self.remembering {
+            // Keys below 2^32 - 1 (strings numbered below 2^24 in their part): always, in practice.
+            let mut narrow = Vec::new();
+            narrow.try_reserve_exact(keys.len()).map_err(|_| out_of_memory(keys.len() * 4, "the remembered user keys of a batch"))?;
+            narrow.extend(keys.iter().map_while(|&k| if k == u64::MAX { Some(u32::MAX) } else { u32::try_from(k).ok().filter(|&k| k != u32::MAX) }));
+            if narrow.len() == keys.len() {
+                self.remembered.push_back((data, narrow));
+            } else {
+                self.forget();
+            }
+        }
+        Ok(keys)
+    }
+
     /// Strings interned between two calls of `poll`: a few milliseconds of work.
     const POLL_EVERY: usize = 1 << 18;
 
-    fn keys_of(&mut self, array: &dyn Array, poll: &mut dyn FnMut() -> Result<()>) -> Result<Vec<u64>> {
-        let mut out = Vec::new();
-        out.try_reserve_exact(array.len()).map_err(|_| out_of_memory(array.len() * 8, "the user keys of a batch"))?;
-        macro_rules! strings {
-            ($arr:expr) => {{
-                let a = $arr;
-                for start in (0..a.len()).step_by(Self::POLL_EVERY) {
-                    poll()?;
-                    for i in start..a.len().min(start + Self::POLL_EVERY) {
-                        // Null slots get a dummy key; validity is checked separately.
-                        out.push(if a.is_valid(i) { self.key(a.value(i).as_bytes())? } else { u64::MAX });
-                    }
-                }
-            }};
-        }
+    /// The key of every row of a string column (`u64::MAX` for a null). With a pool, its threads
+    /// share the work, each filling its own parts.
+    fn keys_of(&mut self, array: &dyn Array, pool: Option<&rayon::ThreadPool>, poll: &mut dyn FnMut() -> Result<()>) -> Result<Vec<u64>> {
         match array.data_type() {
-            DataType::Utf8 => strings!(array.as_string::<i32>()),
-            DataType::LargeUtf8 => strings!(array.as_string::<i64>()),
-            DataType::Utf8View => strings!(array.as_string_view()),
-            other => return Err(CoreError::Internal(format!("interning {other}"))),
+            DataType::Utf8 => {
+                let a = array.as_string::<i32>();
+                self.keys_of_rows(array, &|i| Some(a.value(i).as_bytes()), pool, poll)
+            }
+            DataType::LargeUtf8 => {
+                let a = array.as_string::<i64>();
+                self.keys_of_rows(array, &|i| Some(a.value(i).as_bytes()), pool, poll)
+            }
+            DataType::Utf8View => {
+                let a = array.as_string_view();
+                self.keys_of_rows(array, &|i| Some(a.value(i).as_bytes()), pool, poll)
+            }
+            other => Err(CoreError::Internal(format!("interning {other}"))),
+        }
+    }
+
+    fn keys_of_rows<'s>(
+        &mut self,
+        array: &dyn Array,
+        text: &(dyn Fn(usize) -> Option<&'s [u8]> + Sync),
+        pool: Option<&rayon::ThreadPool>,
+        poll: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<Vec<u64>> {
+        let n = array.len();
+        let mut out = Vec::new();
+        out.try_reserve_exact(n).map_err(|_| out_of_memory(n * 8, "the user keys of a batch"))?;
+        if self.parts.is_empty() {
+            self.parts.resize_with(PARTS, Part::default);
+        }
+        let threads = pool.map_or(1, rayon::ThreadPool::current_num_threads).clamp(1, PARTS);
+        let nulls = array.logical_nulls();
+        for lo in (0..n).step_by(Self::POLL_EVERY) {
+            poll()?;
+            let hi = n.min(lo + Self::POLL_EVERY);
+            let Interner { parts, hasher, hashes, found, .. } = self;
+            // Null slots get a dummy key (and no hash); validity is checked separately.
+            let valid = |i: usize| nulls.as_ref().is_none_or(|b| b.is_valid(i));
+            let hash_rows = |hashes: &mut [u64], found: &[AtomicU64], from: usize| {
+                for (k, h) in hashes.iter_mut().enumerate() {
+                    let i = from + k;
+                    *h = if valid(i) { hasher.hash_one(text(i).unwrap_or_default()) } else { 0 };
+                    found[i - lo].store(if valid(i) { 0 } else { u64::MAX }, Ordering::Relaxed);
+                }
+            };
+            hashes.clear();
+            let scratch = |_| out_of_memory((hi - lo) * 16, "the hashes and keys of a block of user ids");
+            hashes.try_reserve_exact(hi - lo).map_err(scratch)?;
+            hashes.resize(hi - lo, 0);
+            if found.len() < hi - lo {
+                found.try_reserve_exact(hi - lo - found.len()).map_err(scratch)?;
+                found.resize_with(hi - lo, AtomicU64::default);
+            }
+            let found = &found[..hi - lo];
+            let failure: Mutex<Option<CoreError>> = Mutex::new(None);
+            // Each thread's share of parts: contiguous, so that each gets a `&mut` of its own.
+            let per = PARTS.div_ceil(threads);
+            match pool.filter(|_| threads > 1) {
+                None => {
+                    hash_rows(hashes, found, lo);
+                    intern_parts(parts, 0, hashes, &|k| text(lo + k), found, &mut Vec::new())?;
+                }
+                Some(pool) => {
+                    let chunk = (hi - lo).div_ceil(threads);
+                    pool.install(|| {
+                        hashes.par_chunks_mut(chunk).enumerate().for_each(|(c, h)| hash_rows(h, found, lo + c * chunk));
+                    });
+                    let hashes: &[u64] = hashes;
+                    let lanes: Vec<Mutex<&mut [Part]>> = parts.chunks_mut(per).map(Mutex::new).collect();
+                    pool.broadcast(|ctx| {
+                        let Some(lane) = lanes.get(ctx.index()) else { return };
+                        let mut mine = lane.lock().unwrap_or_else(PoisonError::into_inner);
+                        if let Err(e) = intern_parts(&mut mine, ctx.index() * per, hashes, &|k| text(lo + k), found, &mut Vec::new()) {
+                            failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+                        }
+                    });
+                }
+            }
+            if let Some(e) = failure.into_inner().unwrap_or_else(PoisonError::into_inner) {
+                return Err(e);
+            }
+            out.extend(found.iter().map(|k| k.load(Ordering::Relaxed)));
         }
         Ok(out)
     }
@@ -458,6 +823,24 @@ impl<'a> IntUsers<'a> {
             Self::U16(v) => v[i] as u64,
             Self::U32(v) => v[i] as u64,
             Self::U64(v) => v[i],
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.raw().2
+    }
+
+    /// The largest key (signed values sign-extended, so a negative one is larger than any other).
+    fn max(&self) -> Option<u64> {
+        match self {
+            Self::I8(v) => v.iter().map(|&x| x as i64 as u64).max(),
+            Self::I16(v) => v.iter().map(|&x| x as i64 as u64).max(),
+            Self::I32(v) => v.iter().map(|&x| x as i64 as u64).max(),
+            Self::I64(v) => v.iter().map(|&x| x as u64).max(),
+            Self::U8(v) => v.iter().map(|&x| x as u64).max(),
+            Self::U16(v) => v.iter().map(|&x| x as u64).max(),
+            Self::U32(v) => v.iter().map(|&x| x as u64).max(),
+            Self::U64(v) => v.iter().copied().max(),
         }
     }
 
@@ -805,6 +1188,8 @@ pub struct BatchAt<'c> {
     pub first_row: u64,
     /// A text timestamp that does not parse is an error rather than a `bad_ts` row.
     pub strict: bool,
+    /// Threads that intern string user ids together (`None`: the calling thread alone).
+    pub pool: Option<&'c rayon::ThreadPool>,
 }
 
 pub struct BatchView<'a> {
@@ -834,10 +1219,7 @@ impl<'a> BatchView<'a> {
         poll: &mut dyn FnMut() -> Result<()>,
     ) -> Result<Self> {
         let user_col: &'a ArrayRef = batch.column(set.user.0);
-        check_layout(user_col.as_ref()).map_err(|problem| CoreError::Stream {
-            table: set.table.clone(),
-            message: format!("column {:?} is not valid Arrow data: {problem}", set.user.1),
-        })?;
+        check_layout(user_col.as_ref()).map_err(|problem| invalid_user_column(set, &problem))?;
         let user = match user_col.data_type() {
             DataType::Dictionary(_, _) => {
                 let dict = user_col.as_any_dictionary();
@@ -846,7 +1228,7 @@ impl<'a> BatchView<'a> {
                     // Every key is null (checked above; arrow cannot normalise keys into an empty dictionary).
                     return Self::with_user(batch, set, UserReader::Keys(vec![u64::MAX; user_col.len()]), at);
                 }
-                let value_keys = interner.dictionary_keys(values, poll)?;
+                let value_keys = interner.dictionary_keys(values, set, at.pool, poll)?;
                 let codes = IntUsers::of(dict.keys()).ok_or_else(|| internal_dtype(&set.user.1, user_col.data_type()))?;
                 UserReader::Codes(codes, value_keys)
             }
@@ -858,7 +1240,7 @@ impl<'a> BatchView<'a> {
             }
             _ => match IntUsers::of(user_col.as_ref()) {
                 Some(ints) => UserReader::Ints(ints),
-                None => UserReader::Keys(interner.keys_of(user_col.as_ref(), poll)?),
+                None => UserReader::Keys(interner.column_keys(user_col, at.pool, poll)?),
             },
         };
         Self::with_user(batch, set, user, at)
@@ -1413,9 +1795,32 @@ pub(crate) fn check_layout(array: &dyn Array) -> std::result::Result<(), String>
             }
             Ok(())
         }
-        DataType::Dictionary(_, _) => array.to_data().validate_full().map_err(|e| e.to_string()),
+        // The values are checked once per dictionary, when their keys are found (`dictionary_keys`).
+        DataType::Dictionary(_, _) => {
+            let dict = array.as_any_dictionary();
+            let codes = IntUsers::of(dict.keys()).ok_or_else(|| format!("dictionary indices of type {}", dict.keys().data_type()))?;
+            codes_in_range(&codes, dict.keys().nulls(), dict.values().len())
+        }
         _ => Ok(()),
     }
+}
+
+/// Every non-null dictionary index below `len` (a null row's index may be anything): one pass
+/// for the largest index, and a second, row by row, only to name a bad one.
+fn codes_in_range(codes: &IntUsers<'_>, nulls: Option<&NullBuffer>, len: usize) -> std::result::Result<(), String> {
+    let fits = |c: u64| usize::try_from(c).is_ok_and(|c| c < len);
+    if codes.max().is_none_or(fits) {
+        return Ok(());
+    }
+    match (0..codes.len()).find(|&i| nulls.is_none_or(|n| n.is_valid(i)) && !fits(codes.get(i))) {
+        #[allow(clippy::cast_possible_wrap)] // a signed index shown as it was written
+        Some(i) => Err(format!("dictionary index {} at batch row {i} is outside the dictionary's {len} values", codes.get(i) as i64)),
+        None => Ok(()),
+    }
+}
+
+fn invalid_user_column(set: &ColumnSet, problem: &str) -> CoreError {
+    CoreError::Stream { table: set.table.clone(), message: format!("column {:?} is not valid Arrow data: {problem}", set.user.1) }
 }
 
 fn internal_dtype(column: &str, dt: &DataType) -> CoreError {
@@ -1449,6 +1854,74 @@ mod tests {
         assert!(with_offsets(vec![0, 3, 1, 6]).unwrap_err().contains("decrease"));
         assert!(with_offsets(vec![-2, 1, 3, 6]).unwrap_err().contains("negative"));
         assert_eq!(with_offsets(vec![0, 1, 3, 6]), Ok(()));
+    }
+
+    #[test]
+    fn dictionary_codes_are_checked_against_the_dictionary_except_on_null_rows() {
+        use arrow_array::{DictionaryArray, Int32Array, StringArray};
+        let values: ArrayRef = Arc::new(StringArray::from(vec!["a", "b"]));
+        let dict = |codes: Vec<Option<i32>>, raw: Vec<i32>| {
+            // The codes as written, with the validity of `codes` (a null row's code is `raw`'s).
+            let valid: Vec<bool> = codes.iter().map(Option::is_some).collect();
+            let keys = Int32Array::new(raw.into(), Some(NullBuffer::from(valid)));
+            // SAFETY (test): deliberately invalid codes, as an unchecked C-interface import can give.
+            check_layout(&unsafe { DictionaryArray::new_unchecked(keys, values.clone()) })
+        };
+        assert_eq!(dict(vec![Some(0), Some(1), None], vec![0, 1, 99]), Ok(()));
+        assert!(dict(vec![Some(0), Some(2)], vec![0, 2]).unwrap_err().contains("index 2 at batch row 1"));
+        assert!(dict(vec![Some(-1), Some(0)], vec![-1, 0]).unwrap_err().contains("index -1 at batch row 0"));
+    }
+
+    /// The keys of some string columns read in turn, with `threads` interning together, and the
+    /// interner's strings: each key's, and how many.
+    fn intern(columns: &[ArrayRef], threads: usize) -> (Vec<Vec<u64>>, std::collections::HashMap<u64, Vec<u8>>, usize) {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let mut interner = Interner::default();
+        let keys: Vec<Vec<u64>> = columns.iter().map(|c| interner.keys_of(c.as_ref(), (threads > 1).then_some(&pool), &mut || Ok(())).unwrap()).collect();
+        let texts = interner.texts();
+        let text_of = keys.iter().flatten().filter(|&&k| k != u64::MAX).map(|&k| (k, texts.get(k).unwrap().to_vec())).collect();
+        (keys, text_of, texts.list().len())
+    }
+
+    #[test]
+    fn interned_keys_are_the_same_for_any_threads_and_batches_and_name_their_strings() {
+        use arrow_array::{LargeStringArray, StringViewArray};
+        // More rows than one block of `Interner::POLL_EVERY`, ids long and short, and nulls.
+        let rows = 2 * Interner::POLL_EVERY + 777;
+        let text = |i: usize| (i % 13 != 5).then(|| format!("{}{}", if i % 7 == 0 { "a-much-longer-user-id-" } else { "u" }, (i * 7_919) % 50_021));
+        let ids: Vec<Option<String>> = (0..rows).map(text).collect();
+        let whole: ArrayRef = Arc::new(LargeStringArray::from(ids.iter().map(|s| s.as_deref()).collect::<Vec<_>>()));
+        let (want, text_of, held) = intern(std::slice::from_ref(&whole), 1);
+        let want = &want[0];
+        // Every row's key names its string; as many keys as strings, so no two strings share one.
+        for (i, id) in ids.iter().enumerate() {
+            match id {
+                None => assert_eq!(want[i], u64::MAX),
+                Some(s) => assert_eq!(text_of[&want[i]], s.as_bytes(), "row {i}"),
+            }
+        }
+        let distinct: std::collections::HashSet<&String> = ids.iter().flatten().collect();
+        assert_eq!((text_of.len(), held), (distinct.len(), distinct.len()));
+        for threads in [2, 3, 5] {
+            assert!(&intern(std::slice::from_ref(&whole), threads).0[0] == want, "threads {threads}: other keys");
+        }
+        // Cut into batches (and as string views): the same keys.
+        let cuts = [0, 1, 1000, Interner::POLL_EVERY + 3, rows];
+        let pieces: Vec<ArrayRef> = cuts
+            .windows(2)
+            .enumerate()
+            .map(|(b, w)| {
+                let slice = &ids[w[0]..w[1]];
+                if b % 2 == 0 {
+                    Arc::new(StringViewArray::from(slice.iter().map(|s| s.as_deref()).collect::<Vec<_>>())) as ArrayRef
+                } else {
+                    Arc::new(LargeStringArray::from(slice.iter().map(|s| s.as_deref()).collect::<Vec<_>>())) as ArrayRef
+                }
+            })
+            .collect();
+        for threads in [1, 2, 3] {
+            assert!(&intern(&pieces, threads).0.concat() == want, "batches, threads {threads}: other keys");
+        }
     }
 
     #[test]
@@ -1530,6 +2003,44 @@ mod tests {
         while x < 1000.0 {
             assert_eq!(round_float(x, 1e4), Amount::Value((x * 1e4).round() as i64), "{x}");
             x += 0.000_123_7;
+        }
+    }
+}
+
+#[cfg(test)]
+mod interner_speed {
+    use super::*;
+    use arrow_array::LargeStringArray;
+
+    /// Timing only (`cargo test --release -p ltrcore-core interner_speed -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn interner_speed() {
+        let users: u64 = std::env::var("USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_574_803);
+        let rows = 20_000_000usize;
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let ids: Vec<String> = (0..rows)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("u{:013}", (x % users) * 7919)
+            })
+            .collect();
+        let batches: Vec<ArrayRef> = ids.chunks(1 << 20).map(|c| Arc::new(LargeStringArray::from_iter_values(c.iter())) as ArrayRef).collect();
+        drop(ids);
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            for _ in 0..2 {
+                let mut interner = Interner::default();
+                let started = std::time::Instant::now();
+                let mut sum = 0u64;
+                for b in &batches {
+                    sum = sum.wrapping_add(interner.keys_of(b.as_ref(), Some(&pool), &mut || Ok(())).unwrap().iter().sum::<u64>());
+                }
+                let took = started.elapsed();
+                eprintln!("threads {threads}: {took:?} ({:.1} ns/row), key sum {sum}", took.as_nanos() as f64 / rows as f64);
+            }
         }
     }
 }

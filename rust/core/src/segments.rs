@@ -496,6 +496,10 @@ impl SegmentCoder {
                 let words = PerValue::of(
                     &mut self.dictionaries[c],
                     dict.values(),
+                    |problem| CoreError::Stream {
+                        table: "the by columns".into(),
+                        message: format!("column {:?}'s dictionary is not valid Arrow data: {problem}", self.names[c]),
+                    },
                     |more| {
                         // A null value's words are never read: its rows are null (`counted_nulls`).
                         let texts = Texts::of(more.as_ref());

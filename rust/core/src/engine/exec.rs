@@ -286,7 +286,7 @@ mod tests {
             ColumnNames { table: "orders", user: "user_id", ts: "ts", amount: Some("amount"), segment: None, ts_format: None, cost: None };
         let set = ColumnSet::resolve(&schema, &names, 4).unwrap();
         let cal = Calendar::new(PeriodKind::Month, "UTC").unwrap();
-        let at = BatchAt { cal: &cal, first_row: 0, strict: false };
+        let at = BatchAt { cal: &cal, first_row: 0, strict: false, pool: None };
         let view = BatchView::new(&batch, &set, &mut Interner::default(), at, &mut || Ok(())).unwrap();
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let mut shards: Vec<Users> = (0..threads).map(|_| Users::new(false)).collect();

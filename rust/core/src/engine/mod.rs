@@ -161,6 +161,8 @@ impl<'h> Runner<'h> {
         let mut row0: u64 = 0;
         let mut last_tick = Instant::now();
         let started = Instant::now();
+        // Time spent reading batches' user ids before their rounds (interning strings, mostly).
+        let mut reading = std::time::Duration::ZERO;
         self.hooks.tick(phase, 0, false)?;
         for batch in stream.reader {
             let batch = batch?;
@@ -173,8 +175,10 @@ impl<'h> Runner<'h> {
                     }
                     Ok(())
                 };
-                let at = BatchAt { cal: &self.cal, first_row: row0, strict: self.spec.strict };
+                let at = BatchAt { cal: &self.cal, first_row: row0, strict: self.spec.strict, pool: Some(&self.pool) };
+                let read_at = Instant::now();
                 let view = BatchView::new(&batch, set, &mut self.interner, at, &mut poll)?;
+                reading += read_at.elapsed();
                 if self.ts_kind.is_none() {
                     self.ts_kind = Some(view.ts_kind());
                 }
@@ -196,7 +200,7 @@ impl<'h> Runner<'h> {
                 kept.push(batch);
             }
         }
-        trace(&format!("{phase}: {row0} rows"), started);
+        trace(&format!("{phase}: {row0} rows ({reading:?} of it reading batches)"), started);
         self.hooks.tick(phase, row0, true)?;
         Ok(accs)
     }
@@ -289,6 +293,8 @@ pub fn accumulate(spec: Spec, inputs: Inputs<'_>, hooks: &dyn Hooks) -> Result<P
     // The trail costs half a byte per row: fine when the rows are in memory anyway.
     if orders.held_in_memory() || !orders.reopenable() {
         runner.shards.iter_mut().for_each(Users::record_trail);
+        // And 4 bytes a row of string keys: the second pass then interns nothing.
+        runner.interner.remember();
     }
     let accs = runner.fresh_accs(0)?;
     let pass = FirstPurchasePass { set: &orders_set, strict, paying };
@@ -364,6 +370,7 @@ pub(crate) fn finish(
     let sealing = Instant::now();
     let groups = seal_groups(&mut runner, if activity.is_some() { 3 } else { 2 })?;
     runner.shards.iter_mut().for_each(Users::replay_trail);
+    runner.interner.recall();
     trace("seal", sealing);
     let group_cohort: Vec<i32> = groups.iter().map(|g| g.1).collect();
     let n_cells = groups.len() * horizon as usize;
@@ -376,6 +383,7 @@ pub(crate) fn finish(
     let pass = OrdersPass { set: &orders_set, strict, paying, at };
     let accs = runner.scan(stream, &orders_set, "orders", None, accs, &pass)?;
     runner.shards.iter_mut().for_each(Users::end_trail);
+    runner.interner.forget();
     let orders_acc = sum_accs(accs);
 
     // Pass 3: activity.

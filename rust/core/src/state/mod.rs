@@ -27,7 +27,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::calendar::{Calendar, PeriodKind};
-use crate::columns::{ColumnNames, Interner, UserFamily};
+use crate::columns::{ColumnNames, Interner, Texts, UserFamily};
 use crate::engine::{trace, watched, BatchSource, Hooks, Paying, Spec, Stream};
 use crate::error::{CoreError, Result};
 use crate::kernel::hash_key;
@@ -460,16 +460,16 @@ impl State {
         // Text ids: each text's id, and the text of each id (two texts with one id are refused).
         let mut text_of: hashbrown::HashMap<u64, &[u8], foldhash::fast::FixedState> = hashbrown::HashMap::default();
         if text_ids {
-            let ids: Vec<u64> = pool.install(|| texts.par_iter().map(|t| text_id(t)).collect());
+            let ids: Vec<u64> = pool.install(|| texts.list().par_iter().map(|t| text_id(t)).collect());
             text_of.reserve(ids.len());
-            for (&id, &text) in ids.iter().zip(&texts) {
+            for (&id, &text) in ids.iter().zip(texts.list()) {
                 if let Some(other) = text_of.insert(id, text) {
                     return Err(collision(other, text));
                 }
             }
             pool.install(|| {
                 chunks.par_iter_mut().for_each_init(Vec::new, |ordered, (c, parts)| {
-                    c.iter_mut().for_each(|r| r.id = ids[r.id as usize]);
+                    c.iter_mut().for_each(|r| r.id = ids[texts.index(r.id)]);
                     *parts = order_by_part(c, ordered);
                     std::mem::swap(c, ordered);
                 });
@@ -595,9 +595,9 @@ fn collision(a: &[u8], b: &[u8]) -> CoreError {
     ))
 }
 
-fn show_key(family: Option<UserFamily>, key: u64, texts: &[&[u8]]) -> String {
+fn show_key(family: Option<UserFamily>, key: u64, texts: &Texts<'_>) -> String {
     match family {
-        Some(UserFamily::Str) => format!("{:?}", String::from_utf8_lossy(texts.get(key as usize).copied().unwrap_or(&[]))),
+        Some(UserFamily::Str) => format!("{:?}", String::from_utf8_lossy(texts.get(key).unwrap_or(&[]))),
         Some(UserFamily::Unsigned64) => key.to_string(),
         #[allow(clippy::cast_possible_wrap)] // a signed id kept as its bit pattern
         _ => (key as i64).to_string(),

@@ -101,7 +101,7 @@ impl Reader<'_> {
         hooks.tick(phase, 0, false)?;
         for batch in stream.reader {
             let batch = batch?;
-            let at = BatchAt { cal: self.cal, first_row: row0, strict: self.spec.strict };
+            let at = BatchAt { cal: self.cal, first_row: row0, strict: self.spec.strict, pool: Some(self.pool) };
             let view = BatchView::new(&batch, set, &mut self.interner, at, &mut || Ok(()))?;
             let starts: Vec<usize> = (0..view.len).step_by(BLOCK_ROWS).collect();
             for group in starts.chunks(BLOCKS_PER_ROUND) {
