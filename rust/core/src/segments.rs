@@ -411,10 +411,7 @@ impl SegmentCoder {
             if Kind::of(array.data_type()) != Some(self.slots[c].kind) || array.len() != rows {
                 return Err(CoreError::Internal(format!("segment column {name:?} changed to {} mid-stream", array.data_type())));
             }
-            check_layout(array.as_ref()).map_err(|problem| CoreError::Stream {
-                table: "the by columns".into(),
-                message: format!("column {name:?} is not valid Arrow data: {problem}"),
-            })?;
+            check_layout(array.as_ref()).map_err(|problem| invalid_by_column(name, &problem))?;
             nulls.push(counted_nulls(array.as_ref()).filter(|n| n.null_count() > 0));
             readers.push(self.reader(c, array.as_ref())?);
         }
@@ -496,10 +493,7 @@ impl SegmentCoder {
                 let words = PerValue::of(
                     &mut self.dictionaries[c],
                     dict.values(),
-                    |problem| CoreError::Stream {
-                        table: "the by columns".into(),
-                        message: format!("column {:?}'s dictionary is not valid Arrow data: {problem}", self.names[c]),
-                    },
+                    |problem| invalid_by_column(&self.names[c], &problem),
                     |more| {
                         // A null value's words are never read: its rows are null (`counted_nulls`).
                         let texts = Texts::of(more.as_ref());
@@ -515,4 +509,9 @@ impl SegmentCoder {
             _ => Reader::Ints(fixed_values(array).ok_or_else(changed)?),
         })
     }
+}
+
+/// A `by` column (or its dictionary's values) that breaks Arrow's layout rules.
+fn invalid_by_column(name: &str, problem: &str) -> CoreError {
+    CoreError::Stream { table: "the by columns".into(), message: format!("column {name:?} is not valid Arrow data: {problem}") }
 }
