@@ -134,7 +134,12 @@ pub(crate) fn resolve_columns(stream: &Stream, names: &ColumnNames<'_>, float_sc
 
 impl<'h> Runner<'h> {
     pub(crate) fn columns(&mut self, stream: &Stream, names: ColumnNames<'_>) -> Result<ColumnSet> {
-        resolve_columns(stream, &names, self.spec.float_scale, &mut self.family)
+        let first = self.family.is_none();
+        let set = resolve_columns(stream, &names, self.spec.float_scale, &mut self.family)?;
+        if first && set.family == UserFamily::Str {
+            self.ids = interned_ids(self.threads);
+        }
+        Ok(set)
     }
 
     /// Streams `stream` in rounds of steps. Every worker thread runs one round in lockstep: for each
@@ -348,6 +353,18 @@ fn choose_ids(orders: &mut dyn BatchSource, names: &ColumnNames<'_>, float_scale
     let chosen = bounds.range(&set).and_then(|(min, max)| dense_ids(min, max, rows, threads));
     trace(&format!("key range: {}", if chosen.is_some() { "dense" } else { "hashed" }), started);
     Ok(chosen)
+}
+
+/// The id map of a run whose user ids are strings, chosen at its first table, before any row:
+/// their keys are the interner's, a string's number in its part and the part (`Interner`), so that
+/// in each shard the ids are numbers from 0 with few gaps, each in its own bucket (`IdMap::Dense`).
+/// The tables still grow as the users come, and any key is placed rightly (a gap costs a probe).
+/// `LTRCORE_HASHED_IDS` keeps hashed ids (to compare the two).
+fn interned_ids(threads: usize) -> IdMap {
+    if !threads.is_power_of_two() || std::env::var_os("LTRCORE_HASHED_IDS").is_some() {
+        return IdMap::Hashed;
+    }
+    IdMap::Dense { min: 0, shard_bits: threads.trailing_zeros() }
 }
 
 /// With `LTRCORE_TRACE` set, prints how long a step took (for profiling; off by default).
