@@ -735,7 +735,7 @@ impl Interner {
     /// The remembered keys of a column (`NULL_KEY` on null rows), when it is the oldest column
     /// remembered: the same buffers, offset and length, so the same strings, already checked.
     fn recalled_keys(&mut self, column: &ArrayRef) -> Option<Arc<Vec<u32>>> {
-        if self.remembering || self.remembered.is_empty() || !is_text(column.data_type()) {
+        if self.remembering || !is_text(column.data_type()) {
             return None;
         }
         let (seen, keys) = self.remembered.pop_front()?;
